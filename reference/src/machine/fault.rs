@@ -1,0 +1,288 @@
+//! The page-fault path (handle_mm_fault) and user memory access through the CPU's TLB and
+//! page tables, for user loads and stores and for the kernel's copy_{from,to}_user.
+//!
+//! Invariants kept here:
+//! - A translation enters a TLB only from a present pte that grants the access, and records
+//!   the frame's generation, so an entry that outlives its frame is caught when used.
+//! - A fault resolves or fails without leaving a half-installed pte: rss, map count and
+//!   reference are taken together with the pte, under the (modelled) page table lock.
+//! - Copy-on-write clears the old pte and flushes every CPU of the mm before the old page
+//!   loses its reference (ptep_clear_flush), so no CPU keeps reading the old copy.
+
+use super::frames::{Entry, Pfn, Zone, E_DIRTY, E_PRESENT, E_SPECIAL, E_WRITE, PAGE, ZERO_PFN};
+use super::{FaultError, Machine, Owner, TlbEntry, MM_ANONPAGES};
+use crate::{CpuId, OpResult, Oracle, Violation, PAGE_SIZE};
+
+/// How a user access ended.
+pub(crate) enum Access {
+    /// The frame that was accessed (and, for a load, the byte).
+    Done(Pfn, u8),
+    Fault(FaultError),
+}
+
+impl Machine {
+    /// A one-byte user load (`store == None`) or store, as the `load`/`store` operations.
+    pub(crate) fn user_access(&mut self, mm: usize, cpu: CpuId, va: u64, store: Option<u8>) -> OpResult {
+        match self.access(mm, cpu, va, store, true) {
+            Access::Done(_, b) => match store {
+                None => OpResult::Byte(b),
+                Some(_) => OpResult::Done,
+            },
+            Access::Fault(FaultError::Segv) => OpResult::Sigsegv,
+            Access::Fault(FaultError::Bus) => OpResult::Sigbus,
+            Access::Fault(FaultError::Oom) => OpResult::Oom,
+        }
+    }
+
+    /// One byte access by `cpu` running `mm` (see [`Machine::translate`]).
+    pub(crate) fn access(&mut self, mm: usize, cpu: CpuId, va: u64, store: Option<u8>, may_fault: bool) -> Access {
+        match self.translate(mm, cpu, va, store.is_some(), may_fault) {
+            Access::Done(pfn, _) => Access::Done(pfn, self.touch(pfn, (va % PAGE_SIZE) as usize, store)),
+            fault => fault,
+        }
+    }
+
+    fn touch(&mut self, pfn: Pfn, off: usize, store: Option<u8>) -> u8 {
+        match store {
+            None => self.frames.byte(pfn, off),
+            Some(v) => {
+                self.frames.page_mut(pfn)[off] = v;
+                v
+            }
+        }
+    }
+
+    /// handle_mm_fault for a user access at `va`. Caller holds mmap_lock for reading.
+    pub(crate) fn handle_fault(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool) -> Result<(), FaultError> {
+        let Some(vi) = self.mms[mm].find(va) else { return Err(FaultError::Segv) };
+        let vma = self.mms[mm].vmas[vi];
+        if (write && !vma.writable()) || (!write && !vma.readable()) {
+            return Err(FaultError::Segv);
+        }
+        let va = va & !(PAGE_SIZE - 1);
+        if let Some(f) = vma.file {
+            // The SIGBUS check needs no page table (filemap_fault checks i_size first).
+            if vma.index_of(va) >= self.files[f as usize].size_pages() {
+                return Err(FaultError::Bus);
+            }
+        }
+        let slot = self.pte_alloc(mm, va)?;
+        let e = self.frames.table(slot.0)[slot.1];
+        if !e.mapped() {
+            return self.fault_missing(mm, vi, va, write);
+        }
+        if write && !e.writable() {
+            return self.fault_wp(mm, cpu, vi, va);
+        }
+        // PROT_NONE ptes are changed by mprotect together with the VMA, so a pte that is
+        // mapped, allowed by the VMA and not walkable cannot exist here.
+        assert!(e.present(), "pte {e:?} at {va:#x} not present though its VMA allows the access");
+        Ok(())
+    }
+
+    fn pte_bits(vma_writable: bool, write: bool) -> u8 {
+        E_PRESENT | if vma_writable && write { E_WRITE | E_DIRTY } else { 0 }
+    }
+
+    /// do_anonymous_page / do_read_fault / do_cow_fault / do_shared_fault.
+    fn fault_missing(&mut self, mm: usize, vi: usize, va: u64, write: bool) -> Result<(), FaultError> {
+        let vma = self.mms[mm].vmas[vi];
+        let Some(f) = vma.file else {
+            if !write {
+                // The shared zero page, read-only: no rss, no map count.
+                let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
+                self.set_pte(slot, Entry { pfn: ZERO_PFN, flags: E_PRESENT | E_SPECIAL });
+                return Ok(());
+            }
+            self.anon_vma_prepare(mm, vi);
+            let page = self.alloc_frame(Zone::High, Owner::Anon)?;
+            self.install_ref(mm, va, page, Self::pte_bits(true, true));
+            return Ok(());
+        };
+        let f = f as usize;
+        let index = vma.index_of(va);
+        let page = self.get_cache_page(f, index)?;
+        if !vma.shared() && write {
+            // Private write: copy the file page into a new anonymous page.
+            self.anon_vma_prepare(mm, vi);
+            let copy = match self.alloc_frame(Zone::High, Owner::Anon) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.put_frame(page);
+                    return Err(e);
+                }
+            };
+            self.frames.copy_page(page, copy);
+            self.put_frame(page);
+            self.install_ref(mm, va, copy, Self::pte_bits(true, true));
+            return Ok(());
+        }
+        // Map the cache page. Shared mappings of disk files are write-notified: a read maps
+        // it read-only and the first write marks the page dirty (shmem needs no notify).
+        let shmem = self.files[f].shmem;
+        let writable = vma.shared() && vma.writable() && (write || shmem);
+        let mut bits = E_PRESENT | if writable { E_WRITE } else { 0 };
+        if write {
+            bits |= E_DIRTY;
+            self.frames.f[page as usize].dirty = true;
+        }
+        // The pin becomes the mapping's reference.
+        self.install_ref(mm, va, page, bits);
+        Ok(())
+    }
+
+    /// Sets the pte of `va` to `page`, turning a reference the caller holds (a fresh page's
+    /// allocation, a cache page's pin) into the mapping's, and accounts it. Caller holds the
+    /// (modelled) pte lock.
+    fn install_ref(&mut self, mm: usize, va: u64, page: Pfn, bits: u8) {
+        let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
+        assert!(!self.frames.table(slot.0)[slot.1].mapped(), "pte of {va:#x} already mapped");
+        self.set_pte(slot, Entry { pfn: page, flags: bits });
+        self.frames.f[page as usize].maps += 1;
+        let kind = self.rss_kind(page);
+        self.mms[mm].rss[kind] += 1;
+    }
+
+    /// do_wp_page: a write to a present read-only pte of a writable VMA.
+    fn fault_wp(&mut self, mm: usize, _cpu: CpuId, vi: usize, va: u64) -> Result<(), FaultError> {
+        let vma = self.mms[mm].vmas[vi];
+        let slot = self.pte_slot(mm, va).expect("present pte has tables");
+        let e = self.frames.table(slot.0)[slot.1];
+        if vma.shared() {
+            // wp_page_shared: the page becomes dirty and writable in place.
+            self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+            self.frames.f[e.pfn as usize].dirty = true;
+            return Ok(());
+        }
+        let old = e.pfn;
+        if old != ZERO_PFN {
+            let fr = &self.frames.f[old as usize];
+            if fr.owner == Owner::Anon && fr.refs == 1 && fr.maps == 1 {
+                // The only user of an anonymous page: reuse it.
+                self.set_pte(slot, Entry { pfn: old, flags: e.flags | E_WRITE | E_DIRTY });
+                return Ok(());
+            }
+        }
+        // wp_page_copy: pin the old page across the allocation, copy, then replace.
+        self.get_frame(old);
+        self.anon_vma_prepare(mm, vi);
+        let copy = match self.alloc_frame(Zone::High, Owner::Anon) {
+            Ok(c) => c,
+            Err(err) => {
+                self.put_frame(old);
+                return Err(err);
+            }
+        };
+        self.frames.copy_page(old, copy);
+        // The allocation may have reclaimed and unmapped the old page: re-check the pte.
+        let slot = self.pte_slot(mm, va).expect("tables are never reclaimed");
+        let now = self.frames.table(slot.0)[slot.1];
+        self.put_frame(old);
+        if now != e {
+            self.put_frame(copy);
+            return Ok(()); // the fault is retried by the caller
+        }
+        // ptep_clear_flush, then the new pte, then the old page's reference goes.
+        self.set_pte(slot, Entry::NONE);
+        self.flush_tlb_range(mm, va, va + PAGE_SIZE);
+        self.unmap_accounting(mm, e);
+        self.install_ref(mm, va, copy, E_PRESENT | E_WRITE | E_DIRTY);
+        debug_assert!(self.mms[mm].rss[MM_ANONPAGES] > 0);
+        Ok(())
+    }
+
+    /// anon_vma_prepare: gives the VMA an anon_vma, reusing a mergeable neighbour's
+    /// (find_mergeable_anon_vma: next first, then prev).
+    fn anon_vma_prepare(&mut self, mm: usize, vi: usize) {
+        if self.mms[mm].vmas[vi].anon_vma.is_some() {
+            return;
+        }
+        let vmas = &self.mms[mm].vmas;
+        let v = vmas[vi];
+        let compatible = |a: &super::Vma, b: &super::Vma| {
+            a.end == b.start && a.file == b.file && a.flags == b.flags && b.pgoff == a.pgoff + a.pages()
+        };
+        let mut reuse = None;
+        if let Some(n) = vmas.get(vi + 1) {
+            if n.anon_vma.is_some() && !n.forked && compatible(&v, n) {
+                reuse = n.anon_vma;
+            }
+        }
+        if reuse.is_none() && vi > 0 {
+            let p = &vmas[vi - 1];
+            if p.anon_vma.is_some() && !p.forked && compatible(p, &v) {
+                reuse = p.anon_vma;
+            }
+        }
+        let id = match reuse {
+            Some(id) => id,
+            None => self.new_anon_vma(),
+        };
+        self.mms[mm].vmas[vi].anon_vma = Some(id);
+    }
+
+    /// Resolves a user page for a kernel copy (copy_{from,to}_user): the frame mapped at `va`
+    /// for a read or write, after faulting it in when allowed. `None`: the copy faults here.
+    pub(crate) fn user_page(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool, may_fault: bool) -> Option<Pfn> {
+        match self.translate(mm, cpu, va, write, may_fault) {
+            Access::Done(pfn, _) => Some(pfn),
+            Access::Fault(_) => None,
+        }
+    }
+
+    /// The translation of `va` for a read or write by `cpu` running `mm`: the CPU's TLB, then
+    /// the hardware walk (which fills the TLB and sets the dirty bit on a write), then the
+    /// fault handler when `may_fault` (otherwise a miss fails as under pagefault_disable()).
+    /// An access through a TLB entry whose frame has been freed or reused since it was filled
+    /// is a `tlb` violation at once.
+    pub(crate) fn translate(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool, may_fault: bool) -> Access {
+        let vpn = va / PAGE_SIZE;
+        for _ in 0..4 {
+            let hit = self.cpus[cpu as usize].tlb.iter().find(|e| e.mm == mm as u32 && e.vpn == vpn).copied();
+            if let Some(e) = hit {
+                if !write || e.write {
+                    if e.pfn != ZERO_PFN && self.frames.f[e.pfn as usize].gen != e.gen {
+                        self.violation.get_or_insert(Violation {
+                            oracle: Oracle::Tlb,
+                            message: format!(
+                                "CPU {cpu} accessed {va:#x} of mm {mm} through a stale TLB entry to frame {} (freed or reused since the entry was filled)",
+                                e.pfn
+                            ),
+                        });
+                        return Access::Fault(FaultError::Segv);
+                    }
+                    return Access::Done(e.pfn, 0);
+                }
+            }
+            if va < self.cfg.task_size() {
+                if let Some(slot) = self.pte_slot(mm, va) {
+                    let e = self.frames.table(slot.0)[slot.1];
+                    if e.present() && (!write || e.writable()) {
+                        let mut ne = e;
+                        if write {
+                            ne.flags |= E_DIRTY;
+                        }
+                        self.set_pte(slot, ne);
+                        let gen = if e.pfn == ZERO_PFN { 0 } else { self.frames.f[e.pfn as usize].gen };
+                        let tlb = &mut self.cpus[cpu as usize].tlb;
+                        tlb.retain(|t| !(t.mm == mm as u32 && t.vpn == vpn));
+                        tlb.push(TlbEntry { mm: mm as u32, vpn, pfn: e.pfn, gen, write });
+                        return Access::Done(e.pfn, 0);
+                    }
+                }
+            }
+            if !may_fault {
+                return Access::Fault(FaultError::Segv);
+            }
+            if let Err(err) = self.handle_fault(mm, cpu, va, write) {
+                return Access::Fault(err);
+            }
+        }
+        panic!("fault on {va:#x} of mm {mm} did not converge");
+    }
+}
+
+/// Bytes from `off` to the end of its page.
+pub(crate) fn page_rest(off: u64) -> u64 {
+    PAGE as u64 - off % PAGE as u64
+}

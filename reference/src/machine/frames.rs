@@ -1,0 +1,271 @@
+//! Physical memory: `frames` page frames, the first `frames - highmem` of them lowmem and the
+//! rest highmem, plus the shared zero page outside them.
+//!
+//! Invariants kept here:
+//! - A free frame has `refs == 0`, `maps == 0`, owner [`Owner::Free`], no content and sits on
+//!   exactly one free list (lowmem or highmem by its number).
+//! - Every allocation or free of a frame bumps its generation, so a stale reference (a TLB
+//!   entry, a pointer kept across a sleep) to a reused frame is detectable.
+//! - Allocation order is deterministic: lowest free frame number of the preferred zone first.
+//! - Contents are allocated lazily: a frame reads as zeros until its first write, and page
+//!   buffers are recycled through pools so a run allocates nothing for pages never touched.
+
+use crate::Config;
+
+/// A frame number.
+pub(crate) type Pfn = u32;
+/// The shared zero page: mapped read-only by read faults of private anonymous memory.
+pub(crate) const ZERO_PFN: Pfn = u32::MAX;
+pub(crate) const PAGE: usize = 4096;
+pub(crate) type Page = [u8; PAGE];
+
+/// Present (accessible by the hardware walk).
+pub(crate) const E_PRESENT: u8 = 1;
+/// Writable.
+pub(crate) const E_WRITE: u8 = 2;
+/// Dirty (set by the hardware walk on a write).
+pub(crate) const E_DIRTY: u8 = 4;
+/// Maps the zero page (`pte_special`): no refcount, no mapcount, no rss.
+pub(crate) const E_SPECIAL: u8 = 8;
+/// Mapped but inaccessible (`PROT_NONE`): counted like a present entry, not walkable.
+pub(crate) const E_PROTNONE: u8 = 16;
+
+/// One page-table entry (any level). Upper levels use only `E_PRESENT`.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Entry {
+    pub pfn: Pfn,
+    pub flags: u8,
+}
+
+impl Entry {
+    pub const NONE: Entry = Entry { pfn: 0, flags: 0 };
+    /// The entry maps something (walkable or `PROT_NONE`).
+    pub fn mapped(self) -> bool {
+        self.flags & (E_PRESENT | E_PROTNONE) != 0
+    }
+    pub fn present(self) -> bool {
+        self.flags & E_PRESENT != 0
+    }
+    pub fn writable(self) -> bool {
+        self.flags & E_WRITE != 0
+    }
+    pub fn dirty(self) -> bool {
+        self.flags & E_DIRTY != 0
+    }
+    pub fn special(self) -> bool {
+        self.flags & E_SPECIAL != 0
+    }
+}
+
+/// What a frame is used for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Owner {
+    Free,
+    /// An anonymous page (private memory, copy-on-write copies).
+    Anon,
+    /// A page of the page cache of `file` at page `index`.
+    Cache { file: u32, index: u64 },
+    /// A page table of `level` (0 pte, 1 pmd, 2 pud, 3 pgd).
+    Table { level: u8 },
+}
+
+pub(crate) enum Data {
+    Zero,
+    Bytes(Box<Page>),
+    Table(Box<[Entry]>),
+}
+
+pub(crate) struct Frame {
+    pub gen: u32,
+    /// References: page cache membership, each mapping entry, each pin.
+    pub refs: u32,
+    /// Entries mapping the page.
+    pub maps: u32,
+    pub owner: Owner,
+    pub dirty: bool,
+    pub data: Data,
+}
+
+/// Which zone an allocation prefers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Zone {
+    /// Highmem first, then lowmem (user pages, page cache, pte pages under highpte).
+    High,
+    /// Lowmem only (upper page tables, pte pages without highpte).
+    Low,
+}
+
+pub(crate) struct Frames {
+    pub f: Vec<Frame>,
+    low_count: u32,
+    /// Free frame numbers, highest first so `pop` takes the lowest.
+    free_low: Vec<Pfn>,
+    free_high: Vec<Pfn>,
+    page_pool: Vec<Box<Page>>,
+    table_pool: Vec<Box<[Entry]>>,
+    ptrs: usize,
+}
+
+impl Frames {
+    pub fn new(cfg: &Config) -> Frames {
+        let n = cfg.frames;
+        let low_count = n - cfg.highmem;
+        let f = (0..n)
+            .map(|_| Frame { gen: 0, refs: 0, maps: 0, owner: Owner::Free, dirty: false, data: Data::Zero })
+            .collect();
+        Frames {
+            f,
+            low_count,
+            free_low: (0..low_count).rev().collect(),
+            free_high: (low_count..n).rev().collect(),
+            page_pool: Vec::new(),
+            table_pool: Vec::new(),
+            ptrs: cfg.ptrs as usize,
+        }
+    }
+
+    pub fn is_highmem(&self, pfn: Pfn) -> bool {
+        pfn != ZERO_PFN && pfn >= self.low_count
+    }
+
+    /// Takes a free frame (refcount 1, zero content). `None` when the zone is exhausted.
+    pub fn alloc(&mut self, zone: Zone, owner: Owner) -> Option<Pfn> {
+        assert!(owner != Owner::Free);
+        let pfn = match zone {
+            Zone::High => self.free_high.pop().or_else(|| self.free_low.pop()),
+            Zone::Low => self.free_low.pop(),
+        }?;
+        let fr = &mut self.f[pfn as usize];
+        assert!(fr.owner == Owner::Free && fr.refs == 0 && fr.maps == 0, "frame {pfn} on a free list is in use");
+        fr.gen = fr.gen.wrapping_add(1);
+        fr.owner = owner;
+        fr.refs = 1;
+        fr.dirty = false;
+        if let Owner::Table { .. } = owner {
+            let t = match self.table_pool.pop() {
+                Some(mut t) => {
+                    t.fill(Entry::NONE);
+                    t
+                }
+                None => vec![Entry::NONE; self.ptrs].into_boxed_slice(),
+            };
+            fr.data = Data::Table(t);
+        }
+        Some(pfn)
+    }
+
+    /// Returns a frame whose last reference is gone to its free list.
+    pub fn free(&mut self, pfn: Pfn) {
+        let fr = &mut self.f[pfn as usize];
+        assert!(fr.refs == 0 && fr.maps == 0, "freeing frame {pfn} with refs {} maps {}", fr.refs, fr.maps);
+        assert!(fr.owner != Owner::Free, "double free of frame {pfn}");
+        if let Data::Table(t) = &fr.data {
+            assert!(t.iter().all(|e| !e.mapped()), "freeing page table {pfn} that still has entries");
+        }
+        fr.gen = fr.gen.wrapping_add(1);
+        fr.owner = Owner::Free;
+        fr.dirty = false;
+        match std::mem::replace(&mut fr.data, Data::Zero) {
+            Data::Zero => {}
+            Data::Bytes(b) => self.page_pool.push(b),
+            Data::Table(t) => self.table_pool.push(t),
+        }
+        if pfn < self.low_count {
+            self.free_low.push(pfn);
+        } else {
+            self.free_high.push(pfn);
+        }
+    }
+
+    pub fn byte(&self, pfn: Pfn, off: usize) -> u8 {
+        if pfn == ZERO_PFN {
+            return 0;
+        }
+        match &self.f[pfn as usize].data {
+            Data::Zero => 0,
+            Data::Bytes(b) => b[off],
+            Data::Table(_) => panic!("byte access to page table {pfn}"),
+        }
+    }
+
+    /// The page's bytes, materialized for writing.
+    pub fn page_mut(&mut self, pfn: Pfn) -> &mut Page {
+        assert!(pfn != ZERO_PFN, "write to the zero page");
+        let fr = &mut self.f[pfn as usize];
+        assert!(matches!(fr.owner, Owner::Anon | Owner::Cache { .. }), "byte write to frame {pfn} owned by {:?}", fr.owner);
+        if let Data::Zero = fr.data {
+            let b = match self.page_pool.pop() {
+                Some(mut b) => {
+                    b.fill(0);
+                    b
+                }
+                None => Box::new([0u8; PAGE]),
+            };
+            fr.data = Data::Bytes(b);
+        }
+        match &mut fr.data {
+            Data::Bytes(b) => b,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Copies the whole content of `from` into `to` (COW, read-in).
+    pub fn copy_page(&mut self, from: Pfn, to: Pfn) {
+        let src_zero = from == ZERO_PFN || matches!(self.f[from as usize].data, Data::Zero);
+        if src_zero {
+            self.zero_page(to);
+            return;
+        }
+        let mut buf = self.take_buffer();
+        if let Data::Bytes(b) = &self.f[from as usize].data {
+            buf.copy_from_slice(&b[..]);
+        }
+        self.put_bytes(to, buf);
+    }
+
+    /// Sets the page to all zeros.
+    pub fn zero_page(&mut self, pfn: Pfn) {
+        let fr = &mut self.f[pfn as usize];
+        if let Data::Bytes(b) = std::mem::replace(&mut fr.data, Data::Zero) {
+            self.page_pool.push(b);
+        }
+    }
+
+    /// A page buffer from the pool (content unspecified).
+    pub fn take_buffer(&mut self) -> Box<Page> {
+        self.page_pool.pop().unwrap_or_else(|| Box::new([0u8; PAGE]))
+    }
+
+    /// Installs `buf` as the content of `pfn`.
+    pub fn put_bytes(&mut self, pfn: Pfn, buf: Box<Page>) {
+        let fr = &mut self.f[pfn as usize];
+        if let Data::Bytes(old) = std::mem::replace(&mut fr.data, Data::Bytes(buf)) {
+            self.page_pool.push(old);
+        }
+    }
+
+    /// The content as a slice, `None` for all zeros.
+    pub fn bytes(&self, pfn: Pfn) -> Option<&Page> {
+        if pfn == ZERO_PFN {
+            return None;
+        }
+        match &self.f[pfn as usize].data {
+            Data::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn table(&self, pfn: Pfn) -> &[Entry] {
+        match &self.f[pfn as usize].data {
+            Data::Table(t) => t,
+            _ => panic!("frame {pfn} ({:?}) is not a page table", self.f[pfn as usize].owner),
+        }
+    }
+
+    pub fn table_mut(&mut self, pfn: Pfn) -> &mut [Entry] {
+        match &mut self.f[pfn as usize].data {
+            Data::Table(t) => t,
+            _ => panic!("frame {pfn} is not a page table"),
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The machine: Linux memory management as the real mechanism. Physical frames, files with
+//! their page cache and disk, address spaces with VMAs and four-level page tables whose pages
+//! are frames, a TLB per CPU, and the kernel paths (fault, mmap, munmap, mprotect, mremap,
+//! write, read, truncate, pageout, fork, exit) that change them.
+//!
+//! Invariants kept here (the oracles in `oracle.rs` check them from outside after every step;
+//! the asserts here catch a model bug at the place it happens):
+//! - Every mapped user pte holds one reference and one map count of its frame (the zero page
+//!   excepted) and is counted once in its mm's rss counter of the frame's kind.
+//! - A page-table frame is reachable from exactly one upper entry, and is freed only once no
+//!   VMA of its mm overlaps the range it maps (free_pgtables' rule) and it is empty.
+//! - Ptes are cleared, then the TLBs of every CPU the mm ran on are flushed, then the frames
+//!   are freed (asm-generic/tlb.h's order); no path frees a frame a TLB may still reach.
+//! - VMAs of an mm are sorted, disjoint, non-empty and page aligned.
+//! - No state depends on anything but the inputs: no clocks, no hashing, no randomness.
+//!
+//! Locking: this machine runs one operation at a time to completion (the sequential kernel);
+//! each kernel path notes which locks Linux holds there, so the concurrent scheduler can make
+//! them real. Lock order (as mm/rmap.c): mmap_lock -> page lock -> i_mmap_rwsem ->
+//! page table lock.
+
+mod fault;
+pub(crate) mod frames;
+mod mm;
+mod syscalls;
+
+pub(crate) use frames::{Entry, Frames, Owner, Pfn, ZERO_PFN};
+pub(crate) use mm::{Mm, Vma};
+
+use crate::{Config, CpuId, FileId, FileInit, Oom, Op, OpResult, TaskId, TaskInit, Violation, PAGE_SIZE};
+use frames::{Page, Zone};
+use std::collections::BTreeMap;
+
+/// Index of an rss counter.
+pub(crate) const MM_FILEPAGES: usize = 0;
+pub(crate) const MM_ANONPAGES: usize = 1;
+pub(crate) const MM_SHMEMPAGES: usize = 2;
+pub(crate) const RSS_NAMES: [&str; 3] = ["file", "anon", "shmem"];
+
+/// A file: a trace file (disk-backed or hugetlbfs) or the shmem object behind a
+/// `MAP_SHARED | MAP_ANONYMOUS` mapping.
+pub(crate) struct File {
+    pub size: u64,
+    pub huge: bool,
+    /// Anonymous shared memory: zero filled, never written back, never reclaimed.
+    pub shmem: bool,
+    /// The trace file id whose pattern the disk starts with.
+    pub pattern_id: FileId,
+    /// Bytes below this offset that the disk has never overwritten hold the initial pattern.
+    pub pattern_end: u64,
+    /// Page cache: page index -> frame.
+    pub cache: BTreeMap<u64, Pfn>,
+    /// Pages written back: page index -> content (`None`: all zeros).
+    pub disk: BTreeMap<u64, Option<Box<Page>>>,
+}
+
+impl File {
+    /// Pages inside the file size (a partial last page counts).
+    pub fn size_pages(&self) -> u64 {
+        self.size.div_ceil(PAGE_SIZE)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TaskState {
+    /// Will be created by a fork.
+    Unborn,
+    Alive,
+    /// Exited, or its fork failed.
+    Gone,
+}
+
+pub(crate) struct Task {
+    pub mm: usize,
+    pub cpu: CpuId,
+    pub state: TaskState,
+}
+
+/// A cached translation: filled by user accesses, removed only by flushes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TlbEntry {
+    pub mm: u32,
+    pub vpn: u64,
+    pub pfn: Pfn,
+    /// The frame's generation when the entry was filled.
+    pub gen: u32,
+    /// Filled by a write (the pte was writable and is now dirty).
+    pub write: bool,
+}
+
+pub(crate) struct Cpu {
+    pub tlb: Vec<TlbEntry>,
+}
+
+/// Why a fault could not be resolved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FaultError {
+    Segv,
+    Bus,
+    Oom,
+}
+
+pub(crate) struct Machine {
+    pub cfg: Config,
+    pub frames: Frames,
+    pub files: Vec<File>,
+    /// Every mm ever created; a torn-down mm stays with `live == false` (ids are never reused,
+    /// so TLB tags stay unambiguous).
+    pub mms: Vec<Mm>,
+    pub tasks: Vec<Task>,
+    pub cpus: Vec<Cpu>,
+    next_anon_vma: u32,
+    /// Set when the current operation ran out of memory (handed to the flat spec).
+    pub oom: Oom,
+    /// A violation seen in the middle of an operation (a stale TLB entry used).
+    pub violation: Option<Violation>,
+}
+
+impl Machine {
+    pub fn new(cfg: &Config, files: &[FileInit], tasks: &[TaskInit]) -> Machine {
+        let mut m = Machine {
+            cfg: *cfg,
+            frames: Frames::new(cfg),
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| File {
+                    size: f.size,
+                    huge: f.huge,
+                    shmem: false,
+                    pattern_id: i as FileId,
+                    pattern_end: if f.huge { 0 } else { f.size },
+                    cache: BTreeMap::new(),
+                    disk: BTreeMap::new(),
+                })
+                .collect(),
+            mms: Vec::new(),
+            tasks: Vec::new(),
+            cpus: (0..cfg.cpus).map(|_| Cpu { tlb: Vec::new() }).collect(),
+            next_anon_vma: 1,
+            oom: Oom::No,
+            violation: None,
+        };
+        // Tasks with the same `mm` number share one address space, in order of first use.
+        let mut mm_of: Vec<(u32, usize)> = Vec::new();
+        for t in tasks {
+            let mm = match mm_of.iter().find(|(n, _)| *n == t.mm) {
+                Some(&(_, i)) => {
+                    m.mms[i].users += 1;
+                    i
+                }
+                None => {
+                    let pgd = m.frames.alloc(Zone::Low, Owner::Table { level: 3 }).expect("frames for the initial pgds");
+                    m.mms.push(Mm::new(pgd));
+                    mm_of.push((t.mm, m.mms.len() - 1));
+                    m.mms.len() - 1
+                }
+            };
+            m.tasks.push(Task { mm, cpu: t.cpu, state: TaskState::Alive });
+        }
+        m
+    }
+
+    /// Marks task `task` as one a fork will create (the executor declares forks up front).
+    pub fn declare_unborn(&mut self, task: TaskId) {
+        assert_eq!(task as usize, self.tasks.len(), "tasks are created in order");
+        self.tasks.push(Task { mm: usize::MAX, cpu: 0, state: TaskState::Unborn });
+    }
+
+    /// Runs one operation of `task` to completion.
+    pub fn exec(&mut self, task: TaskId, op: &Op) -> OpResult {
+        let t = &self.tasks[task as usize];
+        assert_eq!(t.state, TaskState::Alive, "task {task} is not alive");
+        let (mm, cpu) = (t.mm, t.cpu);
+        // switch_mm: the mm now runs on this CPU (and stays in its cpumask).
+        self.mms[mm].cpus |= 1 << cpu;
+        self.oom = Oom::No;
+        let result = match *op {
+            Op::Mmap { addr, len, prot, flags, file, off } => self.sys_mmap(mm, cpu, addr, len, prot, flags, file, off),
+            Op::Munmap { addr, len } => self.sys_munmap(mm, addr, len),
+            Op::Mprotect { addr, len, prot } => self.sys_mprotect(mm, addr, len, prot),
+            Op::Mremap { addr, old, new, flags, to } => self.sys_mremap(mm, addr, old, new, flags, to.unwrap_or(0)),
+            Op::Write { file, off, len, buf } => self.sys_write(mm, cpu, file, off, len, buf),
+            Op::Read { file, off, len, buf } => self.sys_read(mm, cpu, file, off, len, buf),
+            Op::Truncate { file, size } => self.sys_truncate(file, size),
+            Op::Load { addr } => self.user_access(mm, cpu, addr, None),
+            Op::Store { addr, value } => self.user_access(mm, cpu, addr, Some(value)),
+            Op::Pageout { addr, len } => self.sys_pageout(mm, addr, len),
+            Op::Fork { task: child, cpu: ccpu } => self.sys_fork(mm, child, ccpu.unwrap_or(cpu)),
+            Op::Exit => self.sys_exit(task),
+        };
+        self.mms[mm].assert_sorted();
+        result
+    }
+
+    // ---- page tables ------------------------------------------------------------------
+
+    fn bits(&self) -> u32 {
+        self.cfg.ptrs.trailing_zeros()
+    }
+
+    /// Index of `va` in a table of `level` (0 pte .. 3 pgd).
+    pub fn index(&self, va: u64, level: u32) -> usize {
+        ((va >> (12 + level * self.bits())) & (self.cfg.ptrs as u64 - 1)) as usize
+    }
+
+    /// Bytes one entry of a table of `level` maps.
+    pub fn entry_span(&self, level: u32) -> u64 {
+        1u64 << (12 + level * self.bits())
+    }
+
+    /// The pte table and index mapping `va`, if every upper table exists.
+    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        let mut t = self.mms[mm].pgd;
+        for level in (1..=3).rev() {
+            let e = self.frames.table(t)[self.index(va, level)];
+            if !e.mapped() {
+                return None;
+            }
+            t = e.pfn;
+        }
+        Some((t, self.index(va, 0)))
+    }
+
+    pub fn pte(&self, mm: usize, va: u64) -> Entry {
+        match self.pte_slot(mm, va) {
+            Some((t, i)) => self.frames.table(t)[i],
+            None => Entry::NONE,
+        }
+    }
+
+    pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
+        self.frames.table_mut(slot.0)[slot.1] = e;
+    }
+
+    /// Walks to the pte of `va`, allocating missing tables (`__pte_alloc` and friends).
+    /// Caller holds mmap_lock (read at least); each allocation may reclaim.
+    pub fn pte_alloc(&mut self, mm: usize, va: u64) -> Result<(Pfn, usize), FaultError> {
+        let mut t = self.mms[mm].pgd;
+        for level in (1..=3u32).rev() {
+            let i = self.index(va, level);
+            let e = self.frames.table(t)[i];
+            if e.mapped() {
+                t = e.pfn;
+                continue;
+            }
+            let zone = if level == 1 && self.cfg.highpte { Zone::High } else { Zone::Low };
+            let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
+            // Reclaim never frees page tables, so the walk so far is still valid.
+            assert!(!self.frames.table(t)[i].mapped());
+            self.frames.table_mut(t)[i] = Entry { pfn: new, flags: frames::E_PRESENT };
+            t = new;
+        }
+        Ok((t, self.index(va, 0)))
+    }
+
+    /// Frees every page table below the pgd of `mm` whose range no VMA overlaps any more
+    /// (free_pgtables). Only empty tables can qualify; the TLB of the range was flushed by the
+    /// caller after the ptes were cleared. Caller holds mmap_lock for writing.
+    pub fn free_pgtables(&mut self, mm: usize, start: u64, end: u64) {
+        let pgd = self.mms[mm].pgd;
+        self.free_tables_under(mm, pgd, 3, 0, start, end);
+    }
+
+    fn free_tables_under(&mut self, mm: usize, table: Pfn, level: u32, base: u64, start: u64, end: u64) {
+        let span = self.entry_span(level);
+        for i in 0..self.cfg.ptrs as usize {
+            let lo = base + i as u64 * span;
+            let hi = lo + span;
+            if hi <= start || lo >= end {
+                continue;
+            }
+            let e = self.frames.table(table)[i];
+            if !e.mapped() {
+                continue;
+            }
+            if level > 1 {
+                self.free_tables_under(mm, e.pfn, level - 1, lo, start, end);
+            }
+            if self.mms[mm].overlaps(lo, hi) {
+                continue;
+            }
+            // Nothing maps [lo, hi): the lower table must be empty now.
+            let child = e.pfn;
+            assert!(
+                self.frames.table(child).iter().all(|c| !c.mapped()),
+                "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
+            );
+            self.frames.table_mut(table)[i] = Entry::NONE;
+            self.put_frame(child);
+        }
+    }
+
+    /// Frees every table of `mm`, the pgd included (exit_mmap's last step).
+    fn free_all_tables(&mut self, mm: usize) {
+        let task_size = self.cfg.task_size();
+        self.free_pgtables(mm, 0, task_size);
+        let pgd = self.mms[mm].pgd;
+        self.put_frame(pgd);
+    }
+
+    // ---- frames -----------------------------------------------------------------------
+
+    /// Allocates a frame, reclaiming file pages when the zone is exhausted. Never sleeps in
+    /// the sequential machine: with nothing reclaimable the allocation fails.
+    pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
+        loop {
+            if let Some(pfn) = self.frames.alloc(zone, owner) {
+                return Ok(pfn);
+            }
+            if !self.reclaim_one(zone) {
+                self.oom = Oom::After(0);
+                return Err(FaultError::Oom);
+            }
+        }
+    }
+
+    /// Drops one reference; frees the frame with its last.
+    pub fn put_frame(&mut self, pfn: Pfn) {
+        if pfn == ZERO_PFN {
+            return;
+        }
+        let fr = &mut self.frames.f[pfn as usize];
+        assert!(fr.refs > 0, "put of frame {pfn} with no reference");
+        fr.refs -= 1;
+        if fr.refs == 0 {
+            self.frames.free(pfn);
+        }
+    }
+
+    pub fn get_frame(&mut self, pfn: Pfn) {
+        if pfn != ZERO_PFN {
+            let fr = &mut self.frames.f[pfn as usize];
+            assert!(fr.refs > 0 && fr.owner != Owner::Free, "get of free frame {pfn}");
+            fr.refs += 1;
+        }
+    }
+
+    /// The rss counter a mapped frame counts in.
+    pub fn rss_kind(&self, pfn: Pfn) -> usize {
+        match self.frames.f[pfn as usize].owner {
+            Owner::Anon => MM_ANONPAGES,
+            Owner::Cache { file, .. } if self.files[file as usize].shmem => MM_SHMEMPAGES,
+            Owner::Cache { .. } => MM_FILEPAGES,
+            o => panic!("user pte maps frame {pfn} owned by {o:?}"),
+        }
+    }
+
+    // ---- TLB --------------------------------------------------------------------------
+
+    /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
+    /// has run on. Called after the ptes are changed and before any frame is freed.
+    pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
+        let mask = self.mms[mm].cpus;
+        let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
+        for (c, cpu) in self.cpus.iter_mut().enumerate() {
+            if mask & (1 << c) != 0 {
+                cpu.tlb.retain(|e| !(e.mm == mm as u32 && e.vpn >= lo && e.vpn < hi));
+            }
+        }
+    }
+
+    /// flush_tlb_mm: every translation of `mm`, everywhere it ran.
+    pub fn flush_tlb_mm(&mut self, mm: usize) {
+        let task_size = self.cfg.task_size();
+        self.flush_tlb_range(mm, 0, task_size);
+    }
+
+    // ---- files, page cache, reclaim ---------------------------------------------------
+
+    /// A byte of file `f`'s disk copy at `off` (what a read-in of its page gives).
+    fn disk_byte(&self, f: usize, off: u64) -> u8 {
+        let file = &self.files[f];
+        match file.disk.get(&(off / PAGE_SIZE)) {
+            Some(Some(p)) => p[(off % PAGE_SIZE) as usize],
+            Some(None) => 0,
+            None if off < file.pattern_end => crate::initial_file_byte(file.pattern_id, off),
+            None => 0,
+        }
+    }
+
+    /// find_get_page, reading the page in from disk (or zero filling it) when it is not
+    /// cached. Returns the frame with a pin held (the caller puts it). Caller holds no page
+    /// table lock (this may reclaim).
+    pub fn get_cache_page(&mut self, f: usize, index: u64) -> Result<Pfn, FaultError> {
+        if let Some(&pfn) = self.files[f].cache.get(&index) {
+            self.get_frame(pfn);
+            return Ok(pfn);
+        }
+        let pfn = self.alloc_frame(Zone::High, Owner::Cache { file: f as u32, index })?;
+        let file = &self.files[f];
+        let base = index * PAGE_SIZE;
+        let from_disk = file.disk.contains_key(&index) || (!file.shmem && base < file.pattern_end);
+        if from_disk {
+            let mut buf = self.frames.take_buffer();
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = self.disk_byte(f, base + i as u64);
+            }
+            self.frames.put_bytes(pfn, buf);
+        }
+        self.files[f].cache.insert(index, pfn);
+        // One reference for the cache (taken by alloc), one pin for the caller.
+        self.get_frame(pfn);
+        Ok(pfn)
+    }
+
+    /// Writes a dirty cache page back to disk (the whole page, as the block layer would).
+    fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
+        let content = self.frames.bytes(pfn).map(|p| {
+            let mut b = Box::new([0u8; frames::PAGE]);
+            b.copy_from_slice(p);
+            b
+        });
+        self.files[f].disk.insert(index, content);
+        self.frames.f[pfn as usize].dirty = false;
+    }
+
+    /// try_to_unmap: removes every pte mapping file page `pfn` (at `index` of `f`), found
+    /// through the file's mappings (i_mmap), flushing each mm's TLB before the reference
+    /// goes. Caller holds the page (pinned) and, in Linux, its lock; takes i_mmap_rwsem.
+    fn try_to_unmap(&mut self, f: usize, index: u64, pfn: Pfn) {
+        for mm in 0..self.mms.len() {
+            if !self.mms[mm].live {
+                continue;
+            }
+            let hits: Vec<u64> = self.mms[mm]
+                .vmas
+                .iter()
+                .filter(|v| v.file == Some(f as u32) && index >= v.pgoff && index < v.pgoff + v.pages())
+                .map(|v| v.start + (index - v.pgoff) * PAGE_SIZE)
+                .collect();
+            for va in hits {
+                let Some(slot) = self.pte_slot(mm, va) else { continue };
+                let e = self.frames.table(slot.0)[slot.1];
+                if !e.mapped() || e.pfn != pfn {
+                    continue;
+                }
+                self.set_pte(slot, Entry::NONE);
+                self.flush_tlb_range(mm, va, va + PAGE_SIZE);
+                self.unmap_accounting(mm, e);
+            }
+        }
+    }
+
+    /// The bookkeeping of one cleared pte: dirty bit to the page, map count, rss, reference.
+    /// The TLB must have been flushed already (or the caller defers the put until it is).
+    pub fn unmap_accounting(&mut self, mm: usize, e: Entry) {
+        if e.special() {
+            return;
+        }
+        let kind = self.rss_kind(e.pfn);
+        let fr = &mut self.frames.f[e.pfn as usize];
+        if e.dirty() {
+            fr.dirty = true;
+        }
+        assert!(fr.maps > 0, "unmapping frame {} with map count 0", e.pfn);
+        fr.maps -= 1;
+        let rss = &mut self.mms[mm].rss[kind];
+        assert!(*rss > 0, "rss {} of mm {mm} going negative", RSS_NAMES[kind]);
+        *rss -= 1;
+        self.put_frame(e.pfn);
+    }
+
+    /// Evicts one page-cache page of a disk-backed file from `zone` (shrink_folio_list):
+    /// unmaps it everywhere, writes it back if dirty, drops it. Pages held by a kernel path
+    /// (a reference beyond cache and maps) are skipped. False when nothing could be evicted.
+    fn reclaim_one(&mut self, zone: Zone) -> bool {
+        let low_only = zone == Zone::Low;
+        let mut victim = None;
+        'search: for (f, file) in self.files.iter().enumerate() {
+            if file.shmem || file.huge {
+                continue;
+            }
+            for (&index, &pfn) in &file.cache {
+                let fr = &self.frames.f[pfn as usize];
+                if low_only && self.frames.is_highmem(pfn) {
+                    continue;
+                }
+                if fr.refs == 1 + fr.maps {
+                    victim = Some((f, index, pfn));
+                    break 'search;
+                }
+            }
+        }
+        let Some((f, index, pfn)) = victim else { return false };
+        self.get_frame(pfn);
+        self.try_to_unmap(f, index, pfn);
+        assert_eq!(self.frames.f[pfn as usize].maps, 0, "try_to_unmap left frame {pfn} mapped");
+        if self.frames.f[pfn as usize].dirty {
+            self.writeback(f, index, pfn);
+        }
+        self.files[f].cache.remove(&index);
+        self.put_frame(pfn); // the cache's reference
+        self.put_frame(pfn); // ours: frees it
+        true
+    }
+
+    /// A new anon_vma id (anon_vma_prepare when no neighbour's can be reused).
+    pub fn new_anon_vma(&mut self) -> u32 {
+        let id = self.next_anon_vma;
+        self.next_anon_vma += 1;
+        id
+    }
+
+    /// Frees the shmem objects no VMA maps any more (their pages go with them).
+    pub fn release_unused_shmem(&mut self) {
+        for f in 0..self.files.len() {
+            if !self.files[f].shmem || self.files[f].cache.is_empty() && self.files[f].size == 0 {
+                continue;
+            }
+            let used = self.mms.iter().any(|m| m.live && m.vmas.iter().any(|v| v.file == Some(f as u32)));
+            if used {
+                continue;
+            }
+            let cache = std::mem::take(&mut self.files[f].cache);
+            for (_, pfn) in cache {
+                assert_eq!(self.frames.f[pfn as usize].maps, 0, "shmem page {pfn} still mapped");
+                self.put_frame(pfn);
+            }
+            self.files[f].size = 0;
+        }
+    }
+}

@@ -1,0 +1,933 @@
+//! The system calls: mmap, munmap, mprotect, mremap, pwrite, pread, ftruncate,
+//! madvise(MADV_PAGEOUT), fork and exit, each with Linux's argument checks in Linux's order
+//! (mm/mmap.c, mm/vma.c, mm/mprotect.c, mm/mremap.c, mm/madvise.c, mm/filemap.c,
+//! mm/shmem.c, fs/read_write.c, kernel/fork.c).
+//!
+//! Invariants kept here: a failed call changes nothing it has not reported (as Linux:
+//! mprotect applies itself to the VMAs before a hole, mremap with MREMAP_FIXED unmaps the
+//! destination before it can fail); unmapping clears ptes, flushes every CPU of the mm, and
+//! only then drops the pages and frees the tables. Every syscall runs with mmap_lock held as
+//! Linux takes it (write for the address-space changes, read for pageout and the copies'
+//! faults).
+
+use super::fault::page_rest;
+use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
+use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
+use super::{FaultError, File, Machine, Mm, Owner, TaskState};
+use crate::{CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
+use std::collections::BTreeMap;
+
+/// MAX_RW_COUNT: the most one read or write transfers.
+const MAX_RW_COUNT: u64 = 0x7fff_f000;
+const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
+
+fn page_align(len: u64) -> u64 {
+    len.wrapping_add(PAGE_SIZE - 1) & PAGE_MASK
+}
+
+fn err(e: Errno) -> OpResult {
+    OpResult::Err(e)
+}
+
+impl Machine {
+    /// Every mapped pte in `[start, end)` of `mm`: (address, slot, entry).
+    pub(crate) fn mapped_ptes(&self, mm: usize, start: u64, end: u64) -> Vec<(u64, (Pfn, usize), Entry)> {
+        let mut out = Vec::new();
+        let pgd = self.mms[mm].pgd;
+        self.collect_ptes(pgd, 3, 0, start, end, &mut out);
+        out
+    }
+
+    fn collect_ptes(&self, table: Pfn, level: u32, base: u64, start: u64, end: u64, out: &mut Vec<(u64, (Pfn, usize), Entry)>) {
+        let span = self.entry_span(level);
+        let first = if start > base { ((start - base) / span) as usize } else { 0 };
+        for i in first..self.cfg.ptrs as usize {
+            let lo = base + i as u64 * span;
+            if lo >= end {
+                break;
+            }
+            let e = self.frames.table(table)[i];
+            if !e.mapped() || lo + span <= start {
+                continue;
+            }
+            if level == 0 {
+                out.push((lo, (table, i), e));
+            } else {
+                self.collect_ptes(e.pfn, level - 1, lo, start, end, out);
+            }
+        }
+    }
+
+    /// Unmaps `[start, end)` (page aligned) of `mm`: removes the VMAs (splitting at the
+    /// ends), clears the ptes, flushes the TLBs, drops the pages, frees the tables nothing
+    /// maps any more (unmap_region). Caller holds mmap_lock for writing.
+    pub(crate) fn do_munmap(&mut self, mm: usize, start: u64, end: u64) {
+        let removed = self.mms[mm].remove_range(start, end);
+        if removed.is_empty() {
+            return;
+        }
+        self.zap_range(mm, start, end);
+        self.free_pgtables(mm, start, end);
+        self.release_unused_shmem();
+    }
+
+    /// zap_page_range: clears every pte of `[start, end)`, flushes, then drops the pages.
+    pub(crate) fn zap_range(&mut self, mm: usize, start: u64, end: u64) {
+        let ptes = self.mapped_ptes(mm, start, end);
+        if ptes.is_empty() {
+            return;
+        }
+        for &(_, slot, _) in &ptes {
+            self.set_pte(slot, Entry::NONE);
+        }
+        self.flush_tlb_range(mm, start, end);
+        for (_, _, e) in ptes {
+            self.unmap_accounting(mm, e);
+        }
+    }
+
+    /// The highest free range of `len` bytes below the task size, at or above USER_BASE,
+    /// aligned to `align` (TRACE.md's placement rule).
+    fn top_down(&self, mm: usize, len: u64, align: u64) -> Option<u64> {
+        let vmas = &self.mms[mm].vmas;
+        let mut gap_end = self.cfg.task_size();
+        for i in (0..=vmas.len()).rev() {
+            let gap_start = if i == 0 { 0 } else { vmas[i - 1].end }.max(USER_BASE);
+            if gap_end >= len {
+                let a = (gap_end - len) & !(align - 1);
+                if a >= gap_start && gap_end >= gap_start {
+                    return Some(a);
+                }
+            }
+            if i > 0 {
+                gap_end = vmas[i - 1].start;
+            }
+        }
+        None
+    }
+
+    /// get_unmapped_area for a non-fixed request: the hint if it is free and inside user
+    /// space, else the highest free gap.
+    fn place(&self, mm: usize, hint: u64, len: u64, align: u64) -> Option<u64> {
+        let task_size = self.cfg.task_size();
+        if hint != 0 {
+            let a = hint.checked_add(align - 1).map(|h| h & !(align - 1));
+            if let Some(a) = a {
+                if a >= USER_BASE && a <= task_size && len <= task_size - a && !self.mms[mm].overlaps(a, a + len) {
+                    return Some(a);
+                }
+            }
+        }
+        self.top_down(mm, len, align)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sys_mmap(
+        &mut self,
+        mm: usize,
+        cpu: CpuId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MmapFlags,
+        file: Option<FileId>,
+        off: u64,
+    ) -> OpResult {
+        // arch sys_mmap
+        if off & !PAGE_MASK != 0 {
+            return err(Errno::EINVAL);
+        }
+        let huge = file.is_some_and(|f| self.files[f as usize].huge);
+        let hps = self.cfg.huge_page_size();
+        let mut len = len;
+        if huge {
+            // ksys_mmap_pgoff: len = ALIGN(len, huge_page_size)
+            len = len.wrapping_add(hps - 1) & !(hps - 1);
+        }
+        // do_mmap
+        if len == 0 {
+            return err(Errno::EINVAL);
+        }
+        let fixed = flags.fixed || flags.noreplace;
+        let mut addr = addr;
+        if !fixed {
+            addr &= PAGE_MASK;
+            if addr != 0 && addr < USER_BASE {
+                addr = USER_BASE;
+            }
+        }
+        let len = page_align(len);
+        if len == 0 {
+            return err(Errno::ENOMEM);
+        }
+        let pgoff = off >> 12;
+        if pgoff.checked_add(len >> 12).is_none() {
+            return err(Errno::EOVERFLOW);
+        }
+        // __get_unmapped_area
+        let task_size = self.cfg.task_size();
+        if len > task_size {
+            return err(Errno::ENOMEM);
+        }
+        if fixed {
+            if huge && addr & (hps - 1) != 0 {
+                return err(Errno::EINVAL);
+            }
+        } else {
+            match self.place(mm, addr, len, if huge { hps } else { PAGE_SIZE }) {
+                Some(a) => addr = a,
+                None => return err(Errno::ENOMEM),
+            }
+        }
+        if addr > task_size - len {
+            return err(Errno::ENOMEM);
+        }
+        if addr & !PAGE_MASK != 0 {
+            return err(Errno::EINVAL);
+        }
+        if addr < USER_BASE {
+            // security_mmap_addr: below mmap_min_addr without CAP_SYS_RAWIO.
+            return err(Errno::EPERM);
+        }
+        if flags.noreplace && self.mms[mm].overlaps(addr, addr + len) {
+            return err(Errno::EEXIST);
+        }
+        if huge && pgoff & (self.cfg.ptrs as u64 - 1) != 0 {
+            // hugetlbfs_file_mmap rejects an unaligned offset (after the fixed unmap in Linux,
+            // which restores the old mappings when the new one cannot be set up).
+            return err(Errno::EINVAL);
+        }
+        // mmap_region
+        let mut vflags = prot_flags(prot);
+        if flags.shared {
+            vflags |= VM_SHARED;
+        }
+        if huge {
+            vflags |= VM_HUGETLB;
+        }
+        if !huge && vflags & (VM_SHARED | VM_WRITE) == VM_WRITE {
+            vflags |= VM_ACCOUNT;
+        }
+        self.do_munmap(mm, addr, addr + len);
+        let (vfile, vpgoff) = match file {
+            Some(f) => (Some(f), pgoff),
+            None if flags.shared => {
+                // shmem_zero_setup: a new shmem object the size of the mapping.
+                self.files.push(File {
+                    size: len,
+                    huge: false,
+                    shmem: true,
+                    pattern_id: 0,
+                    pattern_end: 0,
+                    cache: BTreeMap::new(),
+                    disk: BTreeMap::new(),
+                });
+                (Some(self.files.len() as u32 - 1), 0)
+            }
+            None => (None, addr >> 12),
+        };
+        let vma = Vma { start: addr, end: addr + len, flags: vflags, file: vfile, pgoff: vpgoff, anon_vma: None, forked: false };
+        if vfile.is_some_and(|f| self.files[f as usize].shmem) {
+            // A new shmem object never merges (no neighbour maps the same object).
+            let i = self.mms[mm].vmas.partition_point(|v| v.end <= addr);
+            self.mms[mm].vmas.insert(i, vma);
+        } else {
+            self.mms[mm].insert_merge(vma);
+        }
+        if flags.populate {
+            self.populate(mm, cpu, addr, addr + len);
+        }
+        OpResult::Addr(addr)
+    }
+
+    /// mm_populate after MAP_POPULATE: faults every page in order (a write fault for a
+    /// private writable mapping, to break COW), stopping at the first page that fails. If
+    /// memory runs out, the flat spec is told how far it got.
+    fn populate(&mut self, mm: usize, cpu: CpuId, start: u64, end: u64) {
+        let mut va = start;
+        while va < end {
+            let Some(i) = self.mms[mm].find(va) else { break };
+            let v = self.mms[mm].vmas[i];
+            if !v.readable() {
+                break;
+            }
+            let write = v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE;
+            match self.translate(mm, cpu, va, write, true) {
+                super::fault::Access::Done(..) => {}
+                super::fault::Access::Fault(FaultError::Oom) => {
+                    self.oom = Oom::After(va - start);
+                    return;
+                }
+                super::fault::Access::Fault(_) => break,
+            }
+            va += PAGE_SIZE;
+        }
+        self.oom = Oom::No;
+    }
+
+    pub(crate) fn sys_munmap(&mut self, mm: usize, addr: u64, len: u64) -> OpResult {
+        match self.do_vmi_munmap(mm, addr, len) {
+            Ok(()) => OpResult::Zero,
+            Err(e) => err(e),
+        }
+    }
+
+    /// do_vmi_munmap: munmap's checks, then the unmap.
+    fn do_vmi_munmap(&mut self, mm: usize, addr: u64, len: u64) -> Result<(), Errno> {
+        let task_size = self.cfg.task_size();
+        if addr & !PAGE_MASK != 0 || addr > task_size || len > task_size - addr {
+            return Err(Errno::EINVAL);
+        }
+        let end = addr + page_align(len);
+        if end == addr {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(e) = self.hugetlb_split_check(mm, addr, end) {
+            return Err(e);
+        }
+        self.do_munmap(mm, addr, end);
+        Ok(())
+    }
+
+    /// hugetlb VMAs can only be split at huge page boundaries (hugetlb_vm_op_split).
+    fn hugetlb_split_check(&self, mm: usize, start: u64, end: u64) -> Option<Errno> {
+        let hps = self.cfg.huge_page_size();
+        for a in [start, end] {
+            if let Some(i) = self.mms[mm].find(a) {
+                let v = &self.mms[mm].vmas[i];
+                if v.hugetlb() && v.start < a && a & (hps - 1) != 0 {
+                    return Some(Errno::EINVAL);
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn sys_mprotect(&mut self, mm: usize, start: u64, len: u64, prot: Prot) -> OpResult {
+        if start & !PAGE_MASK != 0 {
+            return err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return OpResult::Zero;
+        }
+        let len = page_align(len);
+        let end = start.wrapping_add(len);
+        if end <= start {
+            return err(Errno::ENOMEM);
+        }
+        let Some(first) = self.mms[mm].find_after(start) else { return err(Errno::ENOMEM) };
+        if self.mms[mm].vmas[first].start > start {
+            return err(Errno::ENOMEM);
+        }
+        let newbits = prot_flags(prot);
+        let mut nstart = start;
+        loop {
+            let Some(i) = self.mms[mm].find(nstart) else { return err(Errno::ENOMEM) };
+            let v = self.mms[mm].vmas[i];
+            let tmp = v.end.min(end);
+            if v.hugetlb() {
+                if let Some(e) = self.hugetlb_split_check(mm, nstart, tmp) {
+                    return err(e);
+                }
+            }
+            self.mprotect_fixup(mm, i, nstart, tmp, newbits);
+            nstart = tmp;
+            if nstart >= end {
+                return OpResult::Zero;
+            }
+            // The next VMA must start exactly here.
+            match self.mms[mm].find_after(nstart) {
+                Some(j) if self.mms[mm].vmas[j].start == nstart => {}
+                _ => return err(Errno::ENOMEM),
+            }
+        }
+    }
+
+    /// mprotect_fixup: gives `[start, end)` of VMA `i` the protection `bits`, splitting and
+    /// merging (vma_modify_flags), then changes the ptes and flushes.
+    fn mprotect_fixup(&mut self, mm: usize, i: usize, start: u64, end: u64, bits: u32) {
+        let v = self.mms[mm].vmas[i];
+        let mut newflags = (v.flags & !(prot_flags(Prot::from_bits(7)))) | bits;
+        if newflags == v.flags {
+            return;
+        }
+        if newflags & VM_WRITE != 0 {
+            if v.flags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED) == 0 {
+                newflags |= VM_ACCOUNT;
+            }
+        } else if v.flags & VM_ACCOUNT != 0 && v.file.is_none() && v.anon_vma.is_none() {
+            // An anonymous VMA never faulted stops being accounted when it loses write.
+            newflags &= !VM_ACCOUNT;
+        }
+        let m = &mut self.mms[mm];
+        m.split_at(start);
+        m.split_at(end);
+        let j = m.find(start).expect("split piece");
+        m.vmas[j].flags = newflags;
+        m.merge_around(j);
+        // change_protection: rewrite the ptes of the range; write permission is dropped and
+        // comes back through a write fault (COW reuse or write-notify), PROT_NONE ptes stay
+        // mapped but unwalkable.
+        let none = newflags & 7 == 0;
+        let ptes = self.mapped_ptes(mm, start, end);
+        let mut changed = false;
+        for (_, slot, e) in ptes {
+            let mut n = e;
+            n.flags &= !(E_WRITE | E_PRESENT | E_PROTNONE);
+            n.flags |= if none { E_PROTNONE } else { E_PRESENT };
+            if n != e {
+                self.set_pte(slot, n);
+                changed = true;
+            }
+        }
+        if changed {
+            self.flush_tlb_range(mm, start, end);
+        }
+    }
+
+    pub(crate) fn sys_mremap(&mut self, mm: usize, addr: u64, old: u64, new: u64, flags: MremapFlags, to: u64) -> OpResult {
+        // check_mremap_params
+        if addr & !PAGE_MASK != 0 {
+            return err(Errno::EINVAL);
+        }
+        if page_align(new) == 0 {
+            return err(Errno::EINVAL);
+        }
+        if flags.fixed {
+            if to & !PAGE_MASK != 0 {
+                return err(Errno::EINVAL);
+            }
+            if !flags.maymove {
+                return err(Errno::EINVAL);
+            }
+        }
+        let mut old_len = page_align(old);
+        let mut new_len = page_align(new);
+        let task_size = self.cfg.task_size();
+        let Some(vi) = self.mms[mm].find(addr) else { return err(Errno::EFAULT) };
+        if self.mms[mm].vmas[vi].hugetlb() {
+            let hps = self.cfg.huge_page_size();
+            old_len = old_len.wrapping_add(hps - 1) & !(hps - 1);
+            new_len = new_len.wrapping_add(hps - 1) & !(hps - 1);
+            if addr & (hps - 1) != 0 || (flags.fixed && to & (hps - 1) != 0) || new_len > old_len {
+                return err(Errno::EINVAL);
+            }
+        }
+        if flags.fixed {
+            // mremap_to
+            if new_len > task_size || to > task_size - new_len {
+                return err(Errno::EINVAL);
+            }
+            if addr.wrapping_add(old_len) > to && to.wrapping_add(new_len) > addr {
+                return err(Errno::EINVAL);
+            }
+            if let Some(e) = self.hugetlb_split_check(mm, to, to + new_len) {
+                return err(e);
+            }
+            self.do_munmap(mm, to, to + new_len);
+            if self.mms[mm].find(addr).is_none() {
+                return err(Errno::EFAULT);
+            }
+            if old_len > new_len {
+                if let Err(e) = self.do_vmi_munmap(mm, addr + new_len, old_len - new_len) {
+                    return err(e);
+                }
+                old_len = new_len;
+                if self.mms[mm].find(addr).is_none() {
+                    return err(Errno::EFAULT);
+                }
+            }
+            if let Some(e) = self.remap_is_valid(mm, addr, old_len, new_len) {
+                return err(e);
+            }
+            return self.move_vma(mm, addr, old_len, new_len, to);
+        }
+        // mremap_at
+        if old_len == new_len {
+            return OpResult::Addr(addr);
+        }
+        if old_len > new_len {
+            // Shrink in place: unmap the tail (crossing VMA boundaries is allowed).
+            return match self.do_vmi_munmap(mm, addr + new_len, old_len - new_len) {
+                Ok(()) => OpResult::Addr(addr),
+                Err(e) => err(e),
+            };
+        }
+        // expand_vma
+        if let Some(e) = self.remap_is_valid(mm, addr, old_len, new_len) {
+            return err(e);
+        }
+        let v = self.mms[mm].vmas[self.mms[mm].find(addr).expect("checked")];
+        let delta = new_len - old_len;
+        if v.end - addr == old_len {
+            let new_end = v.end.checked_add(delta);
+            if let Some(ne) = new_end {
+                if ne <= task_size && !self.mms[mm].overlaps(v.end, ne) {
+                    // vma_merge_extend: grow in place, then maybe merge with the next VMA.
+                    let m = &mut self.mms[mm];
+                    let i = m.find(addr).expect("checked");
+                    m.vmas[i].end = ne;
+                    m.merge_around(i);
+                    return OpResult::Addr(addr);
+                }
+            }
+        }
+        if !flags.maymove {
+            return err(Errno::ENOMEM);
+        }
+        let align = if v.hugetlb() { self.cfg.huge_page_size() } else { PAGE_SIZE };
+        let Some(dest) = self.top_down(mm, new_len, align) else { return err(Errno::ENOMEM) };
+        self.move_vma(mm, addr, old_len, new_len, dest)
+    }
+
+    /// remap_is_valid: the old range must lie in one VMA; a private mapping cannot be
+    /// duplicated with old_len 0; growing must not overflow the file offset.
+    fn remap_is_valid(&self, mm: usize, addr: u64, old_len: u64, new_len: u64) -> Option<Errno> {
+        let v = &self.mms[mm].vmas[self.mms[mm].find(addr)?];
+        if old_len == 0 && !v.shared() {
+            return Some(Errno::EINVAL);
+        }
+        if old_len > v.end - addr {
+            return Some(Errno::EFAULT);
+        }
+        if new_len == old_len {
+            return None;
+        }
+        let pgoff = v.index_of(addr);
+        if pgoff.checked_add(new_len >> 12).is_none() {
+            return Some(Errno::EINVAL);
+        }
+        None
+    }
+
+    /// move_vma: a copy of the VMA part `[addr, addr+old_len)` grown to `new_len` at `dest`
+    /// (merged with its new neighbours where allowed), the ptes moved there, the old range
+    /// unmapped. If page tables cannot be had at the destination, everything is moved back and
+    /// the call fails with ENOMEM (the flat spec is told).
+    fn move_vma(&mut self, mm: usize, addr: u64, old_len: u64, new_len: u64, dest: u64) -> OpResult {
+        let vi = self.mms[mm].find(addr).expect("checked by the caller");
+        let v = self.mms[mm].vmas[vi];
+        let mut nv = Vma {
+            start: dest,
+            end: dest + new_len,
+            pgoff: v.index_of(addr),
+            ..v
+        };
+        if v.file.is_none() && v.anon_vma.is_none() {
+            // copy_vma: an anonymous VMA never faulted takes the pgoff of its new place.
+            nv.pgoff = dest >> 12;
+        }
+        // Allocate the destination tables for every source pte first: a failure leaves the
+        // address space as it was (move_page_tables' undo).
+        let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
+        for &(va, _, _) in &moving {
+            if self.pte_alloc(mm, dest + (va - addr)).is_err() {
+                self.free_pgtables(mm, dest, dest + new_len);
+                return err(Errno::ENOMEM);
+            }
+        }
+        self.oom = Oom::No;
+        // Move the ptes (the source slots are still valid: allocation never frees tables).
+        for &(va, slot, e) in &moving {
+            self.set_pte(slot, Entry::NONE);
+            let ns = self.pte_slot(mm, dest + (va - addr)).expect("allocated above");
+            self.set_pte(ns, e);
+        }
+        if !moving.is_empty() {
+            self.flush_tlb_range(mm, addr, addr + old_len);
+        }
+        // The VMAs: the old range goes (its ptes are gone already), the new one comes.
+        self.mms[mm].remove_range(addr, addr + old_len);
+        self.mms[mm].insert_merge(nv);
+        self.free_pgtables(mm, addr, addr + old_len);
+        self.release_unused_shmem();
+        OpResult::Addr(dest)
+    }
+
+    /// Checks common to pwrite and pread (ksys_pread64/pwrite64, vfs_read/write,
+    /// rw_verify_area); the count clamped to MAX_RW_COUNT.
+    fn rw_checks(&self, off: u64, len: u64, buf: u64) -> Result<u64, Errno> {
+        if off > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        match buf.checked_add(len) {
+            Some(e) if e <= self.cfg.task_size() => {}
+            _ => return Err(Errno::EFAULT),
+        }
+        if len > i64::MAX as u64 || off.checked_add(len).is_none_or(|e| e > i64::MAX as u64) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(len.min(MAX_RW_COUNT))
+    }
+
+    /// pwrite(2): generic_perform_write. Per page of the file: prefault the source (nothing
+    /// readable: EFAULT), get the cache page, copy from the user buffer with faults disabled
+    /// (a short copy commits what was copied), dirty the page, extend i_size.
+    pub(crate) fn sys_write(&mut self, mm: usize, cpu: CpuId, f: FileId, off: u64, len: u64, buf: u64) -> OpResult {
+        let f = f as usize;
+        if off <= i64::MAX as u64 && self.files[f].huge {
+            return err(Errno::EINVAL); // hugetlbfs can't write (vfs_write: no FMODE_CAN_WRITE)
+        }
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return err(e),
+        };
+        let (mut pos, mut src, mut left, mut written) = (off, buf, count, 0u64);
+        while left > 0 {
+            let bytes = page_rest(pos).min(left);
+            // fault_in_iov_iter_readable: only the first byte's page failing stops the write.
+            if self.user_page(mm, cpu, src, false, true).is_none() {
+                if self.oom != Oom::No {
+                    self.oom = Oom::After(written);
+                    return if written == 0 { err(Errno::ENOMEM) } else { OpResult::Count(written) };
+                }
+                return if written == 0 { err(Errno::EFAULT) } else { OpResult::Count(written) };
+            }
+            let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
+                Ok(p) => p,
+                Err(_) => {
+                    self.oom = Oom::After(written);
+                    return if written == 0 { err(Errno::ENOMEM) } else { OpResult::Count(written) };
+                }
+            };
+            let copied = self.copy_from_user_atomic(mm, cpu, page, pos % PAGE_SIZE, src, bytes);
+            if copied > 0 {
+                self.frames.f[page as usize].dirty = true;
+                if pos + copied > self.files[f].size {
+                    self.files[f].size = pos + copied;
+                }
+            }
+            self.put_frame(page);
+            pos += copied;
+            src += copied;
+            left -= copied;
+            written += copied;
+            if copied < bytes {
+                // The next round prefaults the byte that faulted.
+                continue;
+            }
+        }
+        self.oom = Oom::No;
+        OpResult::Count(written)
+    }
+
+    /// copy_from_user with page faults disabled into `page` at `off`: stops at the first
+    /// source byte whose page is not present and readable. Forward byte order, so a source
+    /// that maps the destination page itself behaves as the kernel's copy does.
+    fn copy_from_user_atomic(&mut self, mm: usize, cpu: CpuId, page: Pfn, off: u64, src: u64, bytes: u64) -> u64 {
+        let mut done = 0;
+        while done < bytes {
+            let s = src + done;
+            let Some(spfn) = self.user_page(mm, cpu, s, false, false) else { break };
+            let n = page_rest(s).min(bytes - done);
+            let (so, d) = ((s % PAGE_SIZE) as usize, (off + done) as usize);
+            self.copy_bytes(spfn, so, page, d, n as usize);
+            done += n;
+        }
+        done
+    }
+
+    /// Copies `n` bytes forward, byte by byte in effect (the frames may be the same).
+    fn copy_bytes(&mut self, from: Pfn, fo: usize, to: Pfn, to_off: usize, n: usize) {
+        if from == to {
+            let p = self.frames.page_mut(to);
+            for i in 0..n {
+                p[to_off + i] = p[fo + i];
+            }
+            return;
+        }
+        match self.frames.bytes(from) {
+            None => {
+                if self.frames.bytes(to).is_some() {
+                    self.frames.page_mut(to)[to_off..to_off + n].fill(0);
+                }
+            }
+            Some(src) => {
+                let mut tmp = [0u8; PAGE];
+                tmp[..n].copy_from_slice(&src[fo..fo + n]);
+                self.frames.page_mut(to)[to_off..to_off + n].copy_from_slice(&tmp[..n]);
+            }
+        }
+    }
+
+    /// pread(2): shmem_file_read_iter / filemap_read. Per page of the file up to i_size: get
+    /// the page (read it in), copy to the user buffer with faults allowed; a destination
+    /// fault ends the read (EFAULT if nothing was read).
+    pub(crate) fn sys_read(&mut self, mm: usize, cpu: CpuId, f: FileId, off: u64, len: u64, buf: u64) -> OpResult {
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return err(e),
+        };
+        let f = f as usize;
+        if count == 0 {
+            return OpResult::Count(0);
+        }
+        let (mut pos, mut dst, mut left, mut done) = (off, buf, count, 0u64);
+        loop {
+            let size = self.files[f].size;
+            if pos >= size {
+                break;
+            }
+            let nr = page_rest(pos).min(size - pos).min(left);
+            let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
+                Ok(p) => p,
+                Err(_) => {
+                    self.oom = Oom::After(done);
+                    return if done == 0 { err(Errno::ENOMEM) } else { OpResult::Count(done) };
+                }
+            };
+            let copied = self.copy_to_user(mm, cpu, dst, page, pos % PAGE_SIZE, nr);
+            self.put_frame(page);
+            done += copied;
+            pos += copied;
+            dst += copied;
+            left -= copied;
+            if left == 0 {
+                break;
+            }
+            if copied < nr {
+                let oom = self.oom != Oom::No;
+                if done == 0 {
+                    return err(if oom { Errno::ENOMEM } else { Errno::EFAULT });
+                }
+                if oom {
+                    self.oom = Oom::After(done);
+                    return OpResult::Count(done);
+                }
+                break;
+            }
+        }
+        self.oom = Oom::No;
+        OpResult::Count(done)
+    }
+
+    /// copy_to_user from `page` at `off`: faults the destination in as needed (write
+    /// faults, COW included); stops at the first byte that cannot be written.
+    fn copy_to_user(&mut self, mm: usize, cpu: CpuId, dst: u64, page: Pfn, off: u64, n: u64) -> u64 {
+        let mut done = 0;
+        while done < n {
+            let d = dst + done;
+            let Some(dpfn) = self.user_page(mm, cpu, d, true, true) else { break };
+            let k = page_rest(d).min(n - done);
+            self.copy_bytes(page, (off + done) as usize, dpfn, (d % PAGE_SIZE) as usize, k as usize);
+            done += k;
+        }
+        done
+    }
+
+    /// ftruncate(2): shrinking unmaps every mapping of the pages past the new end (COW copies
+    /// included), drops them from the cache and the disk, and zeroes the tail of the new last
+    /// page; growing only sets the size.
+    pub(crate) fn sys_truncate(&mut self, f: FileId, size: u64) -> OpResult {
+        if size > i64::MAX as u64 {
+            return err(Errno::EINVAL);
+        }
+        let f = f as usize;
+        let hps = self.cfg.huge_page_size();
+        if self.files[f].huge && size & (hps - 1) != 0 {
+            return err(Errno::EINVAL);
+        }
+        let old = self.files[f].size;
+        self.files[f].size = size;
+        if size >= old {
+            return OpResult::Zero;
+        }
+        let holebegin = size.div_ceil(PAGE_SIZE);
+        if old.div_ceil(PAGE_SIZE) > holebegin {
+            self.unmap_mapping_range(f, holebegin);
+        }
+        // truncate_inode_pages_range: drop the cache pages past the end, zero the partial one.
+        let gone: Vec<(u64, Pfn)> = self.files[f].cache.range(holebegin..).map(|(&i, &p)| (i, p)).collect();
+        for (i, pfn) in gone {
+            assert_eq!(self.frames.f[pfn as usize].maps, 0, "truncated page {pfn} still mapped");
+            self.files[f].cache.remove(&i);
+            self.put_frame(pfn);
+        }
+        let tail = (size % PAGE_SIZE) as usize;
+        let last = size / PAGE_SIZE;
+        if tail != 0 {
+            if let Some(&pfn) = self.files[f].cache.get(&last) {
+                if self.frames.bytes(pfn).is_some() {
+                    self.frames.page_mut(pfn)[tail..].fill(0);
+                }
+            }
+            if let Some(Some(p)) = self.files[f].disk.get_mut(&last) {
+                p[tail..].fill(0);
+            }
+        }
+        let file = &mut self.files[f];
+        file.disk.retain(|&i, _| i < holebegin);
+        file.pattern_end = file.pattern_end.min(size);
+        OpResult::Zero
+    }
+
+    /// unmap_mapping_range(mapping, from page `index` to the end, even_cows): zaps every pte
+    /// of every VMA of the file (private COW copies included) that maps those pages.
+    /// Caller holds i_mmap_rwsem (taken here in Linux).
+    fn unmap_mapping_range(&mut self, f: usize, index: u64) {
+        for mm in 0..self.mms.len() {
+            if !self.mms[mm].live {
+                continue;
+            }
+            let ranges: Vec<(u64, u64)> = self.mms[mm]
+                .vmas
+                .iter()
+                .filter(|v| v.file == Some(f as u32) && v.pgoff + v.pages() > index)
+                .map(|v| (v.start + index.saturating_sub(v.pgoff) * PAGE_SIZE, v.end))
+                .collect();
+            for (s, e) in ranges {
+                self.zap_range(mm, s, e);
+            }
+        }
+    }
+
+    /// madvise(MADV_PAGEOUT): reclaims the file pages in the range that only this mapping
+    /// maps (written back first if dirty); anonymous pages stay (no swap).
+    pub(crate) fn sys_pageout(&mut self, mm: usize, start: u64, len: u64) -> OpResult {
+        if start & !PAGE_MASK != 0 {
+            return err(Errno::EINVAL);
+        }
+        let plen = page_align(len);
+        if len != 0 && plen == 0 {
+            return err(Errno::EINVAL);
+        }
+        let Some(end) = start.checked_add(plen) else { return err(Errno::EINVAL) };
+        if end == start {
+            return OpResult::Zero;
+        }
+        let mut unmapped = false;
+        let mut s = start;
+        loop {
+            let Some(i) = self.mms[mm].find_after(s) else { return err(Errno::ENOMEM) };
+            let v = self.mms[mm].vmas[i];
+            if s < v.start {
+                unmapped = true;
+                s = v.start;
+                if s >= end {
+                    break;
+                }
+            }
+            let tmp = v.end.min(end);
+            if v.hugetlb() {
+                return err(Errno::EINVAL);
+            }
+            self.pageout_range(mm, s, tmp);
+            s = tmp;
+            if s >= end {
+                break;
+            }
+        }
+        if unmapped {
+            err(Errno::ENOMEM)
+        } else {
+            OpResult::Zero
+        }
+    }
+
+    fn pageout_range(&mut self, mm: usize, start: u64, end: u64) {
+        for (_, _, e) in self.mapped_ptes(mm, start, end) {
+            if e.special() || !e.present() {
+                continue;
+            }
+            let fr = &self.frames.f[e.pfn as usize];
+            let Owner::Cache { file, index } = fr.owner else { continue };
+            let f = file as usize;
+            if self.files[f].shmem || fr.maps != 1 || fr.refs != 2 {
+                continue;
+            }
+            self.get_frame(e.pfn);
+            self.try_to_unmap(f, index, e.pfn);
+            if self.frames.f[e.pfn as usize].dirty {
+                self.writeback(f, index, e.pfn);
+            }
+            self.files[f].cache.remove(&index);
+            self.put_frame(e.pfn);
+            self.put_frame(e.pfn);
+        }
+    }
+
+    /// fork(2): dup_mm. The child gets copies of the VMAs; the ptes of VMAs with an anon_vma
+    /// are copied (anonymous pages write-protected in both, for COW), the others are left for
+    /// the child to fault in. The parent's TLBs are flushed for the write-protection.
+    pub(crate) fn sys_fork(&mut self, mm: usize, child: TaskId, cpu: CpuId) -> OpResult {
+        assert_eq!(self.tasks[child as usize].state, TaskState::Unborn, "fork of task {child} twice");
+        let Ok(pgd) = self.alloc_frame(Zone::Low, Owner::Table { level: 3 }) else {
+            self.tasks[child as usize].state = TaskState::Gone;
+            return err(Errno::ENOMEM);
+        };
+        let cm = self.mms.len();
+        let mut new = Mm::new(pgd);
+        new.vmas = self.mms[mm].vmas.clone();
+        for v in &mut new.vmas {
+            if v.anon_vma.is_some() {
+                v.anon_vma = Some(self.new_anon_vma());
+                v.forked = true;
+            }
+        }
+        self.mms.push(new);
+        let vmas = self.mms[mm].vmas.clone();
+        let mut wrprotected = false;
+        for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
+            for (va, slot, e) in self.mapped_ptes(mm, v.start, v.end) {
+                let Ok(cs) = self.pte_alloc(cm, va) else {
+                    self.oom = Oom::After(0);
+                    self.teardown(cm);
+                    self.tasks[child as usize].state = TaskState::Gone;
+                    if wrprotected {
+                        self.flush_tlb_mm(mm);
+                    }
+                    return err(Errno::ENOMEM);
+                };
+                let mut ne = e;
+                if !e.special() && self.frames.f[e.pfn as usize].owner == Owner::Anon && e.writable() {
+                    let mut pe = e;
+                    pe.flags &= !E_WRITE;
+                    self.set_pte(slot, pe);
+                    ne.flags &= !E_WRITE;
+                    wrprotected = true;
+                }
+                self.set_pte(cs, ne);
+                if !e.special() {
+                    self.get_frame(e.pfn);
+                    self.frames.f[e.pfn as usize].maps += 1;
+                    let kind = self.rss_kind(e.pfn);
+                    self.mms[cm].rss[kind] += 1;
+                }
+            }
+        }
+        if wrprotected {
+            self.flush_tlb_mm(mm);
+        }
+        self.oom = Oom::No;
+        self.tasks[child as usize] = super::Task { mm: cm, cpu, state: TaskState::Alive };
+        OpResult::Done
+    }
+
+    /// exit(2): the task goes; with the last user of its mm, the mm is torn down.
+    pub(crate) fn sys_exit(&mut self, task: TaskId) -> OpResult {
+        let mm = self.tasks[task as usize].mm;
+        self.tasks[task as usize].state = TaskState::Gone;
+        self.mms[mm].users -= 1;
+        if self.mms[mm].users == 0 {
+            self.teardown(mm);
+        }
+        OpResult::Done
+    }
+
+    /// exit_mmap: unmaps everything, flushes the mm's TLB everywhere, frees every table.
+    fn teardown(&mut self, mm: usize) {
+        let task_size = self.cfg.task_size();
+        let ptes = self.mapped_ptes(mm, 0, task_size);
+        for &(_, slot, _) in &ptes {
+            self.set_pte(slot, Entry::NONE);
+        }
+        self.flush_tlb_mm(mm);
+        for (_, _, e) in ptes {
+            self.unmap_accounting(mm, e);
+        }
+        self.mms[mm].vmas.clear();
+        self.free_all_tables(mm);
+        self.mms[mm].live = false;
+        self.release_unused_shmem();
+    }
+}

@@ -1,0 +1,139 @@
+//! Driving the reference: the scheduler of TRACE.md and the entry point [`run`].
+//!
+//! Invariants kept here: each task's operations run in program order; scheduling decisions
+//! follow the `schedule` tokens, then the file-order rule; every completed operation is
+//! judged by every oracle before the next one starts, and the first violation ends the run.
+//! Operations are atomic in this sequential machine: one step runs one operation to its end.
+use crate::machine::{Machine, TaskState};
+use crate::spec::Spec;
+use crate::{Call, Config, FileInit, Op, OpResult, Oracle, SchedToken, TaskInit, Violation};
+
+/// What to check while running.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Run the oracles after every step (off only to measure their cost).
+    pub oracles: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { oracles: true }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    Ok,
+    Violation(Violation),
+}
+
+/// The observable record of a run.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RunReport {
+    /// Completed operations in the order they completed: (index into `calls`, result).
+    pub completed: Vec<(usize, OpResult)>,
+    pub outcome: Outcome,
+}
+
+/// Runs `calls` (each task's operations in program order) under `schedule` (TRACE.md's
+/// scheduling rules) and judges every step. The inputs must be valid (as a parsed trace is:
+/// tasks numbered in order, forks creating the next ids, no operation after an exit);
+/// anything else is a caller bug and panics.
+pub fn run(
+    config: &Config,
+    files: &[FileInit],
+    tasks: &[TaskInit],
+    calls: &[Call],
+    schedule: &[SchedToken],
+    options: &RunOptions,
+) -> RunReport {
+    let mut machine = Machine::new(config, files, tasks);
+    let mut spec = Spec::new(config, files, tasks);
+    let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
+    for t in 0..forks {
+        machine.declare_unborn((tasks.len() + t) as u32);
+    }
+    let ntasks = tasks.len() + forks;
+    // Each task's program: indices into `calls`, and how far it has got.
+    let mut program: Vec<Vec<usize>> = vec![Vec::new(); ntasks];
+    for (i, c) in calls.iter().enumerate() {
+        program[c.task as usize].push(i);
+    }
+    let mut next = vec![0usize; ntasks];
+    let mut report = RunReport { completed: Vec::with_capacity(calls.len()), outcome: Outcome::Ok };
+    let mut tokens = schedule.iter();
+    let mut steps: u64 = 0;
+
+    let runnable = |machine: &Machine, next: &[usize], t: usize| {
+        machine.tasks[t].state == TaskState::Alive && next[t] < program[t].len()
+    };
+
+    loop {
+        // Pick the task for this scheduling point.
+        let mut chosen = None;
+        for tok in tokens.by_ref() {
+            match *tok {
+                SchedToken::Task(t) if (t as usize) < ntasks && runnable(&machine, &next, t as usize) => {
+                    chosen = Some(t as usize);
+                    break;
+                }
+                SchedToken::Task(_) => {} // blocked, finished or not yet created: skipped
+                SchedToken::Irq(cpu) => {
+                    // The interrupt handler's kmap_atomic of a page of its own needs the
+                    // highmem model; without it the handler touches nothing of the mm state.
+                    assert!(cpu < config.cpus, "irq on CPU {cpu} of {}", config.cpus);
+                }
+            }
+        }
+        let chosen = chosen.or_else(|| {
+            (0..ntasks).filter(|&t| runnable(&machine, &next, t)).min_by_key(|&t| program[t][next[t]])
+        });
+        let Some(t) = chosen else { break };
+        steps += 1;
+        if steps > config.steps {
+            report.outcome = Outcome::Violation(Violation {
+                oracle: Oracle::Livelock,
+                message: format!("the run did not finish within {} scheduling steps", config.steps),
+            });
+            return report;
+        }
+        let idx = program[t][next[t]];
+        let call = &calls[idx];
+        let result = machine.exec(call.task, &call.op);
+        next[t] += 1;
+        if let Some(v) = machine.violation.take() {
+            report.outcome = Outcome::Violation(v);
+            return report;
+        }
+        report.completed.push((idx, result));
+        if options.oracles {
+            let want = spec.apply(call, machine.oom);
+            if want != result {
+                report.outcome = Outcome::Violation(Violation {
+                    oracle: Oracle::Spec,
+                    message: format!(
+                        "task {}: {} returned {result} but the flat spec says {want}",
+                        call.task,
+                        call.op.name()
+                    ),
+                });
+                return report;
+            }
+            if let Err(v) = crate::oracle::check(&machine).and_then(|()| crate::oracle::check_leak(&machine)) {
+                report.outcome = Outcome::Violation(v);
+                return report;
+            }
+        }
+    }
+    // Tasks never created (their fork never ran or failed) are not waiting on anything; a
+    // live task with operations left that could not run would be a deadlock, which the
+    // sequential machine cannot produce.
+    for t in 0..ntasks {
+        assert!(
+            machine.tasks[t].state != TaskState::Alive || next[t] == program[t].len(),
+            "task {t} is alive with operations left but was never runnable"
+        );
+    }
+    report
+}

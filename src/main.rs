@@ -1,0 +1,45 @@
+//! `mmfuzz`: the command-line program. Each subcommand lives in its own module and returns
+//! the process exit status; this file only parses arguments and dispatches.
+//!
+//! Exit status everywhere: 0 ok, 1 a violation (or a conformance difference), 2 bad input.
+
+mod conform;
+mod fuzz;
+mod replay;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mmfuzz", version, about = "Fuzz a deterministic reference model of Linux memory management")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay traces on the reference: one line per completed operation, then the outcome.
+    Replay(replay::Args),
+    /// Run traces on this machine's Linux kernel and compare every result with the reference.
+    Conform(conform::Args),
+    /// Run the built-in fuzzer on the reference.
+    Fuzz(fuzz::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Replay(args) => replay::main(&args),
+        Command::Conform(args) => conform::main(&args),
+        Command::Fuzz(args) => fuzz::main(&args),
+    };
+    ExitCode::from(status)
+}
+
+/// Reads a trace file for a subcommand: `Err` carries the `error: ...` text for stderr.
+pub fn read_trace(path: &PathBuf) -> Result<mm_targets::trace::Trace, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("error: {}: {e}", path.display()))?;
+    mm_targets::trace::parse(&text).map_err(|e| format!("error: {e} (in {})", path.display()))
+}

@@ -1,0 +1,8 @@
+//! The trace language, the executor that drives the reference by a trace, the fuzz targets
+//! and the minimizer.
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod gen;
+pub mod exec;
+pub mod trace;
