@@ -17,6 +17,16 @@
 //! - Exit status: 2 if any input was bad or unsupported, else 1 if any trace had a
 //!   difference, else 0.
 //!
+//! Not comparable by design (` ~ `, never a difference): where a non-fixed mmap or a moving
+//! mremap puts its mapping (TRACE.md's deviation; whether an mremap moved is compared, and
+//! the host's mapping is then moved to the reference's address); an `ENOMEM` of the
+//! reference where the host found room (its user space is `TASK_SIZE`, the host's is not);
+//! an operation reaching outside `[0x10000, TASK_SIZE)`; a user access that is `OOM` in the
+//! reference; a read of an execute-only mapping when the host CPU has protection keys; a
+//! write or read whose buffer maps file bytes it overwrites less than a page before reading
+//! them (x86 copies those in chunks of the CPU's choosing); and everything after an operation
+//! the host could not follow.
+//!
 //! `--random N --seed S` checks N traces from `mm_targets::gen::generate` with
 //! `GenOptions::conform()`; trace I is generated from `ChaCha8Rng::seed_from_u64(S)` with its
 //! stream set to I, so any one of them can be regenerated alone. Each trace with a difference
@@ -142,11 +152,12 @@ fn save(path: &Path, trace: &Trace) -> std::io::Result<()> {
 }
 
 /// Why `conform` cannot run `trace` on the host, if it cannot.
-pub fn unsupported(trace: &Trace) -> Option<String> {
+fn unsupported(trace: &Trace) -> Option<String> {
     if !trace.schedule.is_empty() {
         return Some("a schedule (the host runs operations one at a time in file order)".into());
     }
-    if let Some(t) = trace.tasks.iter().position(|t| t.mm != trace.tasks[0].mm) {
+    let mm = trace.tasks.first().map(|t| t.mm);
+    if let Some(t) = trace.tasks.iter().position(|t| Some(t.mm) != mm) {
         return Some(format!(
             "task {t} is in another address space than task 0 (only one is supported)"
         ));
@@ -329,6 +340,7 @@ fn compare(reference: Option<OpResult>, host: Option<Record>) -> (Verdict, Strin
         Note::NoRoom => not_comparable("the reference's address space is smaller; the host's mapping was undone"),
         Note::RefOom => not_comparable("the reference ran out of page frames"),
         Note::ExecOnly => not_comparable("an execute-only mapping under protection keys"),
+        Note::Aliased => not_comparable("the buffer maps file bytes the copy overwrites before it reads them"),
         Note::Stopped => not_comparable("the host stopped following the trace earlier"),
         Note::Unsupported => not_comparable("not supported"),
         Note::RelocateFailed => (

@@ -7,17 +7,22 @@
 //!   child talks to the parent only through a pipe, one text line per operation, and ends
 //!   with `_exit` (no destructors, no double-flushed stdio).
 //! - Trace address `a` is host address `W + a`, where the window `[W, W + TASK_SIZE)` was
-//!   free in the child when it started; the child never maps, unmaps or touches host memory
-//!   outside the window on a trace's behalf except for the placements of non-fixed `mmap`
-//!   and `mremap`, which it moves back into the window (or undoes) before anything else runs.
-//!   An operation whose address range reaches outside user space `[0x10000, TASK_SIZE)` is
-//!   not run on the host (the window cannot reproduce the boundaries); if the reference says
-//!   it may have changed state, nothing after it is run either.
+//!   free in the child when it started; an inaccessible guard mapping right above it stands
+//!   in for the end of user space (nothing grows or is placed past it in place). On a trace's
+//!   behalf the child maps, unmaps and touches host memory only inside the window, except for
+//!   the placements of non-fixed `mmap` and moving `mremap`, which it moves to the
+//!   reference's address in the window (or undoes) before anything else runs.
+//! - An operation is not run on the host when the host cannot reproduce what Linux would do
+//!   with the trace's own address space: an address range reaching outside user space
+//!   `[0x10000, TASK_SIZE)`; a user access the reference could not back with a frame; a read
+//!   of an execute-only mapping on a CPU with protection keys; a copy whose buffer maps the
+//!   file bytes it overwrites less than a page ahead of where it reads. If the reference says
+//!   such an operation may have changed state, nothing after it is run either.
 //! - A one-byte user access that faults inside the window while the child expects it is
 //!   turned into `SIGSEGV`/`SIGBUS` results by a handler that skips the faulting instruction;
 //!   any other fault restores the default action and kills the child, which the parent reports.
 //! - Every system call is made with `syscall(2)` directly, so the results are the kernel's,
-//!   not a C library's.
+//!   not a C library's. Files are memfds (shmem), filled with TRACE.md's initial bytes.
 
 use std::fmt;
 use std::io::Read;
@@ -25,7 +30,7 @@ use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use mm_reference::{initial_file_byte, Errno, FileId, Op, OpResult, PAGE_SIZE, USER_BASE};
-use mm_targets::trace::Trace;
+use mm_targets::trace::{print_op, Trace};
 
 /// The largest user space (`TASK_SIZE` of the trace's config) the host window can hold.
 pub const MAX_TASK_SIZE: u64 = 1 << 40;
@@ -40,6 +45,9 @@ const WINDOW_CANDIDATES: [u64; 6] = [
     0x5000_0000_0000,
     0x6000_0000_0000,
 ];
+
+/// The most trace files the runner recognises in /proc/self/maps.
+const MAX_FILES: FileId = 1024;
 
 /// Distance kept free around the window when it is chosen.
 const WINDOW_GUARD: u64 = 1 << 30;
@@ -86,6 +94,10 @@ pub enum Note {
     /// Not run: the access reads an execute-only mapping, which protection keys make
     /// unreadable on this host.
     ExecOnly,
+    /// Not run: a write's or read's user buffer maps the bytes of the same file that the copy
+    /// writes before it reads them; which bytes it then reads depends on how the CPU's string
+    /// copy is carried out, not on Linux.
+    Aliased,
     /// Not run: an earlier operation left the host unable to follow the trace.
     Stopped,
     /// Not run: the operation is outside what `conform` supports.
@@ -96,13 +108,14 @@ pub enum Note {
 }
 
 impl Note {
-    const ALL: [Note; 9] = [
+    const ALL: [Note; 10] = [
         Note::Plain,
         Note::Outside,
         Note::Placement,
         Note::NoRoom,
         Note::RefOom,
         Note::ExecOnly,
+        Note::Aliased,
         Note::Stopped,
         Note::Unsupported,
         Note::RelocateFailed,
@@ -116,6 +129,7 @@ impl Note {
             Note::NoRoom => "noroom",
             Note::RefOom => "refoom",
             Note::ExecOnly => "execonly",
+            Note::Aliased => "aliased",
             Note::Stopped => "stopped",
             Note::Unsupported => "unsupported",
             Note::RelocateFailed => "relocfail",
@@ -224,7 +238,7 @@ pub fn run(trace: &Trace, reference: &[Option<OpResult>]) -> HostRun {
     }
     let first_missing = records.iter().position(Option::is_none);
     let during = || match first_missing {
-        Some(i) => format!(" while running operation {} (line {} of the operations)", i, i + 1),
+        Some(i) => format!(" while running `{}`", print_op(&trace.ops[i])),
         None => String::new(),
     };
     if let Some(msg) = setup_error {
@@ -707,6 +721,9 @@ impl Runner {
                 if is_write && self.pku && self.touches_exec_only(h, len) {
                     return self.unknown_effect(op, reference, Note::ExecOnly);
                 }
+                if self.aliased_copy(is_write, file, off, len, h) {
+                    return self.unknown_effect(op, reference, Note::Aliased);
+                }
                 let nr = if is_write {
                     libc::SYS_pwrite64
                 } else {
@@ -893,14 +910,70 @@ impl Runner {
 
     /// Whether host range `[h, h + len)` overlaps an execute-only (`--x`) mapping.
     fn touches_exec_only(&self, h: u64, len: u64) -> bool {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-            return true;
-        };
         let end = h.saturating_add(len.max(1));
-        maps.lines()
-            .filter_map(parse_maps_line)
-            .any(|(lo, hi, perms)| lo < end && h < hi && perms.starts_with("--x"))
+        mappings()
+            .iter()
+            .any(|m| m.lo < end && h < m.hi && m.perms.starts_with("--x"))
     }
+
+    /// Whether a write (`is_write`) or read of `len` bytes at offset `off` of `file`, with its
+    /// user buffer at host address `h`, may copy a byte of the file that the same copy
+    /// instruction has already overwritten, so that the result is the CPU's choice, not
+    /// Linux's.
+    ///
+    /// That needs a buffer page that is the file's page-cache page (a shared mapping of the
+    /// file; for a write also a private one whose page has not been copied on write), with
+    /// the source behind the destination by less than a page. Linux copies one page-cache page
+    /// at a time (one `rep movsb` of at most a page on this host, whose shmem folios are
+    /// single pages), front to back, so with the source a page or more behind, or ahead, the
+    /// result is exactly a forward byte-by-byte copy. Closer than that, the instruction copies
+    /// through two virtual addresses of the same memory in chunks of the CPU's choosing.
+    fn aliased_copy(&self, is_write: bool, file: FileId, off: u64, len: u64, h: u64) -> bool {
+        let end = h.saturating_add(len);
+        let page = i128::from(PAGE_SIZE);
+        mappings().iter().any(|m| {
+            if m.file != Some(file) || m.hi <= h || m.lo >= end || !(is_write || m.shared) {
+                return false;
+            }
+            // Buffer bytes [a, b) are file bytes [p, p + b - a).
+            let a = i128::from(m.lo.max(h) - h);
+            let b = i128::from(m.hi.min(end) - h);
+            let p = i128::from(m.offset) + i128::from(m.lo.max(h) - m.lo);
+            if is_write {
+                // Buffer byte j (file byte p + j - a) is read after file byte off + i was
+                // written, i < j, when off + i == p + j - a: j = i + d.
+                let d = i128::from(off) - (p - a);
+                if d <= 0 || d >= page || a.max(d) >= b {
+                    return false;
+                }
+                // Only buffer pages that are page-cache pages read what the copy wrote.
+                let (lo, hi) = (h + a.max(d) as u64, h + b as u64);
+                m.shared
+                    || lo < hi
+                        && (lo & !(PAGE_SIZE - 1)..hi)
+                            .step_by(PAGE_SIZE as usize)
+                            .any(|v| !private_copy(v))
+            } else {
+                // File byte off + j is read after buffer byte i (file byte p + i - a) was
+                // written, i < j, when p + i - a == off + j: j = i + d.
+                let d = (p - a) - i128::from(off);
+                d > 0 && d < page && a < b.min(i128::from(len) - d)
+            }
+        })
+    }
+}
+
+/// Whether the page at host address `v` of a private mapping has been copied on write (it is
+/// present and anonymous, per /proc/self/pagemap). A page that is not present yet will be
+/// faulted in from the page cache by the copy itself.
+fn private_copy(v: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    const PRESENT: u64 = 1 << 63;
+    const FILE_OR_SHARED: u64 = 1 << 61;
+    let mut entry = [0u8; 8];
+    let read = std::fs::File::open("/proc/self/pagemap").and_then(|f| f.read_exact_at(&mut entry, (v / PAGE_SIZE) * 8));
+    let bits = u64::from_le_bytes(entry);
+    read.is_ok() && bits & PRESENT != 0 && bits & FILE_OR_SHARED == 0
 }
 
 /// Whether the reference's state may have changed through `op`, given its result.
@@ -928,31 +1001,59 @@ fn errno(e: i32) -> Observed {
     }
 }
 
-/// `lo-hi perms ...` of /proc/self/maps.
-fn parse_maps_line(line: &str) -> Option<(u64, u64, &str)> {
+/// One line of /proc/self/maps.
+struct Mapping {
+    lo: u64,
+    hi: u64,
+    perms: String,
+    shared: bool,
+    /// File offset of `lo`.
+    offset: u64,
+    /// The trace file this maps, if it maps one of the runner's memfds.
+    file: Option<FileId>,
+}
+
+/// The memfd name of trace file `f` (shown in /proc/self/maps as `/memfd:NAME (deleted)`).
+fn memfd_name(f: FileId) -> String {
+    format!("mmfuzz-file-{f}")
+}
+
+/// `lo-hi perms offset dev inode [path]`.
+fn parse_maps_line(line: &str) -> Option<Mapping> {
     let mut toks = line.split_whitespace();
     let (lo, hi) = toks.next()?.split_once('-')?;
     let perms = toks.next()?;
-    Some((
-        u64::from_str_radix(lo, 16).ok()?,
-        u64::from_str_radix(hi, 16).ok()?,
-        perms,
-    ))
+    let offset = u64::from_str_radix(toks.next()?, 16).ok()?;
+    let path = toks.nth(2).unwrap_or("");
+    let file = path
+        .strip_prefix("/memfd:")
+        .and_then(|name| (0..MAX_FILES).find(|&f| memfd_name(f) == name));
+    Some(Mapping {
+        lo: u64::from_str_radix(lo, 16).ok()?,
+        hi: u64::from_str_radix(hi, 16).ok()?,
+        shared: perms.ends_with('s'),
+        perms: perms.to_string(),
+        offset,
+        file,
+    })
+}
+
+/// The child's mappings now (none if /proc/self/maps cannot be read).
+fn mappings() -> Vec<Mapping> {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|text| text.lines().filter_map(parse_maps_line).collect())
+        .unwrap_or_default()
 }
 
 /// A window base W such that `[W - guard, W + task_size + guard)` holds no mapping now.
 fn choose_window(task_size: u64) -> Result<u64, String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
-    let taken: Vec<(u64, u64)> = maps
-        .lines()
-        .filter_map(parse_maps_line)
-        .map(|(lo, hi, _)| (lo, hi))
-        .collect();
+    std::fs::metadata("/proc/self/maps").map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+    let taken = mappings();
     WINDOW_CANDIDATES
         .into_iter()
         .find(|&w| {
             let (lo, hi) = (w - WINDOW_GUARD, w + task_size + WINDOW_GUARD);
-            taken.iter().all(|&(a, b)| b <= lo || a >= hi)
+            taken.iter().all(|m| m.hi <= lo || m.lo >= hi)
         })
         .ok_or_else(|| "no free window for the trace's address space".to_string())
 }
@@ -972,7 +1073,7 @@ fn protection_keys() -> bool {
 /// A memfd of `size` bytes holding TRACE.md's initial content of file `f`.
 fn make_file(f: FileId, size: u64) -> Result<i32, String> {
     const MFD_EXEC: libc::c_uint = 0x10;
-    let name = format!("mmfuzz-file-{f}\0");
+    let name = format!("{}\0", memfd_name(f));
     let create = |flags: libc::c_uint| {
         // SAFETY: `name` is NUL-terminated and outlives the call.
         unsafe { libc::memfd_create(name.as_ptr().cast(), flags) }

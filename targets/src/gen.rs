@@ -728,14 +728,15 @@ impl<'r> Gen<'r> {
     /// table-aligned around one.
     fn interesting_range(&mut self, space: usize) -> (u64, u64) {
         let hps = self.hps();
-        let v = if self.pct(15) { None } else { self.some_vma(space) };
+        let v = if self.pct(8) { None } else { self.some_vma(space) };
         let Some(v) = v else {
             let a = self.interesting_addr(space);
             let l = self.interesting_len();
             return self.confine(a, l);
         };
         let pages = v.len() / PAGE;
-        let (addr, len) = match self.below(7) {
+        // Mostly inside one mapping; sometimes over its neighbourhood (holes: ENOMEM paths).
+        let (addr, len) = match self.weighted(&[3, 2, 2, 3, 1, 1, 1]) {
             0 => (v.start, v.len()),
             1 => (v.start, PAGE * self.between(1, pages)),
             2 => {
@@ -780,7 +781,7 @@ impl<'r> Gen<'r> {
             2 => ts - PAGE,
             3 => ts,
             4 => ts + PAGE * self.below(16),
-            5 => u64::MAX & !(PAGE - 1),
+            5 => !(PAGE - 1),
             6 => 1 << 47,
             _ => self.interesting_addr(space) + self.between(1, PAGE - 1),
         }
@@ -872,7 +873,7 @@ impl<'r> Gen<'r> {
         let size = self.sizes[f as usize];
         let hps = self.hps();
         let units = size.div_ceil(unit).max(1);
-        match self.weighted(&[8, 3, 2, 1, 2, 1]) {
+        match self.weighted(&[20, 6, 4, 1, 4, 1]) {
             0 => 0,
             1 => unit * self.below(units),
             2 => align_down(size, unit),
@@ -889,8 +890,10 @@ impl<'r> Gen<'r> {
             Some(f) => {
                 let rest = self.sizes[f as usize].saturating_sub(off).max(1);
                 let whole = align_up(rest, unit).unwrap_or(unit);
-                match self.weighted(&[3, 3, 2, 1, 1]) {
+                let huge = unit != PAGE;
+                match self.weighted(&[4, 3, 2, 1, u32::from(huge)]) {
                     0 => whole,
+                    1 if self.pct(70) => (unit * self.between(1, 4)).min(whole),
                     1 => unit * self.between(1, 4),
                     2 => align_up(hps * self.between(1, 2), unit).unwrap_or(unit),
                     3 => whole + unit,
@@ -967,7 +970,7 @@ impl<'r> Gen<'r> {
             }
             1 => *len = self.odd_len(*addr),
             2 if file.is_some() => *off += self.between(1, PAGE - 1),
-            3 if file.is_some() => *off = self.pick(&[u64::MAX & !(PAGE - 1), 1 << 62, 1 << 44]),
+            3 if file.is_some() => *off = self.pick(&[!(PAGE - 1), 1 << 62, 1 << 44]),
             4 if !windowed => {
                 flags.fixed = true;
                 *addr = self.odd_addr(space);
@@ -1163,7 +1166,16 @@ impl<'r> Gen<'r> {
             return self.access(task, write, odd);
         }
         let space = self.space_of(task);
-        let file = self.below(self.files.len() as u64) as FileId;
+        let mut file = self.below(self.files.len() as u64) as FileId;
+        if write && self.files[file as usize].huge && self.pct(85) {
+            // hugetlbfs has no write(): EINVAL. Mostly write a regular file instead.
+            let regular: Vec<FileId> = (0..self.files.len() as FileId)
+                .filter(|&f| !self.files[f as usize].huge)
+                .collect();
+            if !regular.is_empty() {
+                file = self.pick(&regular);
+            }
+        }
         let mut off = self.file_off(file);
         let mut len = self.io_len();
         let mut buf = self.buffer(space, len, write, file, off);
@@ -1220,14 +1232,18 @@ impl<'r> Gen<'r> {
     /// being transferred, a mapping with the right protection, straddling the end of a
     /// mapping, or just an interesting address.
     fn buffer(&mut self, space: usize, len: u64, write: bool, file: FileId, off: u64) -> u64 {
-        let same = self.some_vma_where(space, |v| v.file == Some(file));
-        let fits = self.some_vma_where(space, |v| if write { v.prot.readable() } else { v.prot.writable() });
+        let prot_ok = move |v: &Vma| if write { v.prot.readable() } else { v.prot.writable() };
+        let same = match self.some_vma_where(space, |v| v.file == Some(file) && prot_ok(v)) {
+            Some(v) if self.pct(80) => Some(v),
+            _ => self.some_vma_where(space, |v| v.file == Some(file)),
+        };
+        let fits = self.some_vma_where(space, prot_ok);
         let any = self.some_vma(space);
         let w = [
             if same.is_some() { 30 } else { 0 },
-            if fits.is_some() { 45 } else { 0 },
-            if any.is_some() { 15 } else { 0 },
-            10,
+            if fits.is_some() { 50 } else { 0 },
+            if any.is_some() { 12 } else { 0 },
+            8,
         ];
         match self.weighted(&w) {
             0 => {
@@ -1310,7 +1326,7 @@ impl<'r> Gen<'r> {
         let addr = if odd {
             self.odd_addr(space)
         } else {
-            self.access_addr(space)
+            self.access_addr(space, store)
         };
         let addr = self.confine(addr, 1).0;
         let op = if store {
@@ -1324,15 +1340,29 @@ impl<'r> Gen<'r> {
 
     /// A byte address for a user access: inside a mapping (first/last page, page edges),
     /// just outside one, at or past the EOF of a file mapping, or anywhere interesting.
-    fn access_addr(&mut self, space: usize) -> u64 {
-        let v = if self.pct(85) { self.some_vma(space) } else { None };
+    fn access_addr(&mut self, space: usize, store: bool) -> u64 {
+        let v = match self.weighted(&[72, 18, 10]) {
+            0 => {
+                let fit = |v: &Vma| if store { v.prot.writable() } else { v.prot.readable() };
+                self.some_vma_where(space, fit).or_else(|| self.some_vma(space))
+            }
+            1 => self.some_vma(space),
+            _ => None,
+        };
         let Some(v) = v else {
             return self.interesting_addr(space) + self.below(PAGE);
         };
-        let pages = v.len() / PAGE;
+        let mut pages = v.len() / PAGE;
+        if let Some(f) = v.file {
+            // Mostly the pages that hold file data (past EOF is SIGBUS, aimed at below).
+            let data = self.sizes[f as usize].saturating_sub(v.off).div_ceil(PAGE);
+            if data > 0 && self.pct(85) {
+                pages = pages.min(data);
+            }
+        }
         let page = match self.below(4) {
             0 => v.start,
-            1 => v.end - PAGE,
+            1 => v.start + (pages - 1) * PAGE,
             _ => v.start + PAGE * self.below(pages),
         };
         let in_page = match self.below(4) {
@@ -1570,7 +1600,7 @@ impl<'r> Gen<'r> {
 
     /// The end of the page-aligned range `[addr, addr + len)` if munmap would accept it.
     fn range_end(&self, addr: u64, len: u64) -> Option<u64> {
-        if addr % PAGE != 0 || len == 0 {
+        if !addr.is_multiple_of(PAGE) || len == 0 {
             return None;
         }
         let end = addr.checked_add(align_up(len, PAGE)?)?;
@@ -1579,7 +1609,7 @@ impl<'r> Gen<'r> {
 
     fn apply_mremap(&mut self, space: usize, addr: u64, old: u64, new: u64, flags: MremapFlags, to: Option<u64>) {
         let ts = self.task_size();
-        if addr % PAGE != 0 || new == 0 || old == 0 || (flags.fixed && !flags.maymove) {
+        if !addr.is_multiple_of(PAGE) || new == 0 || old == 0 || (flags.fixed && !flags.maymove) {
             return;
         }
         let (Some(old), Some(new)) = (align_up(old, PAGE), align_up(new, PAGE)) else {

@@ -71,15 +71,11 @@ fn check_valid(t: &Trace) -> Result<(), String> {
                     return Err(format!("op {i}: anonymous mmap with an offset"));
                 }
             }
-            Op::Mremap { flags, to, .. } => {
-                if flags.fixed != to.is_some() {
-                    return Err(format!("op {i}: mremap `to` without `fixed` or the reverse"));
-                }
+            Op::Mremap { flags, to, .. } if flags.fixed != to.is_some() => {
+                return Err(format!("op {i}: mremap `to` without `fixed` or the reverse"));
             }
-            Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } => {
-                if !file_ok(file) {
-                    return Err(format!("op {i}: file {file} out of range"));
-                }
+            Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } if !file_ok(file) => {
+                return Err(format!("op {i}: file {file} out of range"));
             }
             _ => {}
         }

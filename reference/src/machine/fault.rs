@@ -66,6 +66,9 @@ impl Machine {
                 return Err(FaultError::Bus);
             }
         }
+        if vma.hugetlb() {
+            return self.hugetlb_fault(mm, vi, va, write);
+        }
         let slot = self.pte_alloc(mm, va)?;
         let e = self.frames.table(slot.0)[slot.1];
         if !e.mapped() {
@@ -94,8 +97,8 @@ impl Machine {
                 self.set_pte(slot, Entry { pfn: ZERO_PFN, flags: E_PRESENT | E_SPECIAL });
                 return Ok(());
             }
-            self.anon_vma_prepare(mm, vi);
             let page = self.alloc_frame(Zone::High, Owner::Anon)?;
+            self.anon_vma_prepare(mm, vi);
             self.install_ref(mm, va, page, Self::pte_bits(true, true));
             return Ok(());
         };
@@ -104,7 +107,6 @@ impl Machine {
         let page = self.get_cache_page(f, index)?;
         if !vma.shared() && write {
             // Private write: copy the file page into a new anonymous page.
-            self.anon_vma_prepare(mm, vi);
             let copy = match self.alloc_frame(Zone::High, Owner::Anon) {
                 Ok(c) => c,
                 Err(e) => {
@@ -112,6 +114,7 @@ impl Machine {
                     return Err(e);
                 }
             };
+            self.anon_vma_prepare(mm, vi);
             self.frames.copy_page(page, copy);
             self.put_frame(page);
             self.install_ref(mm, va, copy, Self::pte_bits(true, true));
@@ -155,17 +158,13 @@ impl Machine {
             return Ok(());
         }
         let old = e.pfn;
-        if old != ZERO_PFN {
-            let fr = &self.frames.f[old as usize];
-            if fr.owner == Owner::Anon && fr.refs == 1 && fr.maps == 1 {
-                // The only user of an anonymous page: reuse it.
-                self.set_pte(slot, Entry { pfn: old, flags: e.flags | E_WRITE | E_DIRTY });
-                return Ok(());
-            }
+        if old != ZERO_PFN && self.exclusive_anon(old) {
+            // The only user of an anonymous page: reuse it.
+            self.set_pte(slot, Entry { pfn: old, flags: e.flags | E_WRITE | E_DIRTY });
+            return Ok(());
         }
         // wp_page_copy: pin the old page across the allocation, copy, then replace.
         self.get_frame(old);
-        self.anon_vma_prepare(mm, vi);
         let copy = match self.alloc_frame(Zone::High, Owner::Anon) {
             Ok(c) => c,
             Err(err) => {
@@ -173,6 +172,7 @@ impl Machine {
                 return Err(err);
             }
         };
+        self.anon_vma_prepare(mm, vi);
         self.frames.copy_page(old, copy);
         // The allocation may have reclaimed and unmapped the old page: re-check the pte.
         let slot = self.pte_slot(mm, va).expect("tables are never reclaimed");
@@ -189,6 +189,117 @@ impl Machine {
         self.install_ref(mm, va, copy, E_PRESENT | E_WRITE | E_DIRTY);
         debug_assert!(self.mms[mm].rss[MM_ANONPAGES] > 0);
         Ok(())
+    }
+
+    /// hugetlb_fault: a huge page is faulted as a unit of `ptrs` pages, all or nothing (this
+    /// version maps it through pte tables page by page; pmd mappings come with pmd sharing).
+    /// Shared: the unit is instantiated in the file's page cache and mapped writable as the
+    /// VMA allows. Private: a read of a unit already in the page cache maps it read-only;
+    /// a write, or any fault on a unit not in the page cache (hugetlb_no_page), gives the
+    /// mapping private copies of the whole unit (zero if not in the page cache).
+    fn hugetlb_fault(&mut self, mm: usize, vi: usize, va: u64, write: bool) -> Result<(), FaultError> {
+        let v = self.mms[mm].vmas[vi];
+        let f = v.file.expect("hugetlb VMAs map a file") as usize;
+        let n = self.cfg.ptrs as u64;
+        let idx0 = v.index_of(va) / n * n;
+        let base = va - (v.index_of(va) - idx0) * PAGE_SIZE;
+        for i in 0..n {
+            self.pte_alloc(mm, base + i * PAGE_SIZE)?;
+        }
+        let instantiated = self.files[f].cache.contains_key(&idx0);
+        if v.shared() || (!write && instantiated) {
+            // The unit's cache pages, all or nothing.
+            let mut pages = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                match self.get_cache_page(f, idx0 + i) {
+                    Ok(p) => pages.push(p),
+                    Err(e) => {
+                        for (j, p) in pages.into_iter().enumerate() {
+                            self.put_frame(p);
+                            if !instantiated {
+                                let gone = self.files[f].cache.remove(&(idx0 + j as u64));
+                                assert_eq!(gone, Some(p));
+                                self.put_frame(p);
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let writable = v.shared() && v.writable();
+            for (i, page) in pages.into_iter().enumerate() {
+                let pva = base + i as u64 * PAGE_SIZE;
+                let slot = self.pte_slot(mm, pva).expect("allocated above");
+                let e = self.frames.table(slot.0)[slot.1];
+                if e.mapped() {
+                    self.put_frame(page);
+                    if writable && write && !e.writable() {
+                        self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+                    }
+                    continue;
+                }
+                let bits = E_PRESENT | if writable { E_WRITE } else { 0 } | if write { E_DIRTY } else { 0 };
+                self.install_ref(mm, pva, page, bits);
+            }
+            return Ok(());
+        }
+        // Private copies of the whole unit. Pages the mapping already owns alone are kept.
+        let mut copies = Vec::new();
+        for i in 0..n {
+            let e = self.pte(mm, base + i * PAGE_SIZE);
+            if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
+                continue;
+            }
+            match self.alloc_frame(Zone::High, Owner::Anon) {
+                Ok(c) => copies.push((i, c)),
+                Err(err) => {
+                    for (_, c) in copies {
+                        self.put_frame(c);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let bits = E_PRESENT | if v.writable() && write { E_WRITE | E_DIRTY } else { 0 };
+        for i in 0..n {
+            let pva = base + i * PAGE_SIZE;
+            let slot = self.pte_slot(mm, pva).expect("allocated above");
+            let e = self.frames.table(slot.0)[slot.1];
+            if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
+                if write && v.writable() {
+                    self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+                }
+                continue;
+            }
+        }
+        for (i, copy) in copies {
+            let pva = base + i * PAGE_SIZE;
+            let slot = self.pte_slot(mm, pva).expect("allocated above");
+            let e = self.frames.table(slot.0)[slot.1];
+            let src = if e.mapped() {
+                Some(e.pfn)
+            } else {
+                self.files[f].cache.get(&(idx0 + i)).copied()
+            };
+            match src {
+                Some(p) => self.frames.copy_page(p, copy),
+                None => self.frames.zero_page(copy),
+            }
+            if e.mapped() {
+                self.set_pte(slot, Entry::NONE);
+                self.flush_tlb_range(mm, pva, pva + PAGE_SIZE);
+                self.unmap_accounting(mm, e);
+            }
+            self.install_ref(mm, pva, copy, bits);
+        }
+        self.anon_vma_prepare(mm, vi);
+        Ok(())
+    }
+
+    /// An anonymous page mapped once and held by nothing else: a write may reuse it.
+    fn exclusive_anon(&self, pfn: Pfn) -> bool {
+        let fr = &self.frames.f[pfn as usize];
+        fr.owner == Owner::Anon && fr.refs == 1 && fr.maps == 1
     }
 
     /// anon_vma_prepare: gives the VMA an anon_vma, reusing a mergeable neighbour's

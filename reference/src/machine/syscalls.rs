@@ -11,11 +11,20 @@
 //! faults).
 
 use super::fault::page_rest;
-use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
+use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE, ZERO_PFN};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
 use super::{FaultError, File, Machine, Mm, Owner, TaskState};
 use crate::{CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
 use std::collections::BTreeMap;
+
+/// An mremap request as it is refined by the checks (hugetlb rounds the lengths).
+#[derive(Clone, Copy, Debug)]
+struct Remap {
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    to: u64,
+}
 
 /// MAX_RW_COUNT: the most one read or write transfers.
 const MAX_RW_COUNT: u64 = 0x7fff_f000;
@@ -192,10 +201,10 @@ impl Machine {
         if flags.noreplace && self.mms[mm].overlaps(addr, addr + len) {
             return err(Errno::EEXIST);
         }
-        if huge && pgoff & (self.cfg.ptrs as u64 - 1) != 0 {
-            // hugetlbfs_file_mmap rejects an unaligned offset (after the fixed unmap in Linux,
-            // which restores the old mappings when the new one cannot be set up).
-            return err(Errno::EINVAL);
+        // file_mmap_ok: the mapping must end below MAX_LFS_FILESIZE.
+        const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
+        if file.is_some() && (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> 12) {
+            return err(Errno::EOVERFLOW);
         }
         // mmap_region
         let mut vflags = prot_flags(prot);
@@ -209,6 +218,17 @@ impl Machine {
             vflags |= VM_ACCOUNT;
         }
         self.do_munmap(mm, addr, addr + len);
+        if huge && pgoff & (self.cfg.ptrs as u64 - 1) != 0 {
+            // hugetlbfs_file_mmap rejects an unaligned offset after the old mappings went:
+            // the range stays a gap.
+            return err(Errno::EINVAL);
+        }
+        if huge && vflags & VM_WRITE != 0 {
+            // hugetlbfs_file_mmap: a writable mapping grows the file to cover it.
+            let need = off + len;
+            let f = &mut self.files[file.expect("huge implies a file") as usize];
+            f.size = f.size.max(need);
+        }
         let (vfile, vpgoff) = match file {
             Some(f) => (Some(f), pgoff),
             None if flags.shared => {
@@ -331,7 +351,9 @@ impl Machine {
                 }
             }
             self.mprotect_fixup(mm, i, nstart, tmp, newbits);
-            nstart = tmp;
+            // Continue after the VMA now holding the range (a merge may have grown it).
+            let j = self.mms[mm].find(tmp - 1).expect("the range just changed is mapped");
+            nstart = self.mms[mm].vmas[j].end;
             if nstart >= end {
                 return OpResult::Zero;
             }
@@ -385,148 +407,173 @@ impl Machine {
         }
     }
 
+    /// mremap(2) as Linux 6.18's do_mremap: check_mremap_params, then a pure move of a range
+    /// (`fixed` with equal lengths, possibly over several VMAs: remap_move), or the checks on
+    /// the VMA at `addr` (check_prep_vma) followed by mremap_to or mremap_at.
     pub(crate) fn sys_mremap(&mut self, mm: usize, addr: u64, old: u64, new: u64, flags: MremapFlags, to: u64) -> OpResult {
-        // check_mremap_params
-        if addr & !PAGE_MASK != 0 {
-            return err(Errno::EINVAL);
-        }
-        if page_align(new) == 0 {
-            return err(Errno::EINVAL);
-        }
-        if flags.fixed {
-            if to & !PAGE_MASK != 0 {
-                return err(Errno::EINVAL);
-            }
-            if !flags.maymove {
-                return err(Errno::EINVAL);
-            }
-        }
-        let mut old_len = page_align(old);
-        let mut new_len = page_align(new);
+        let (old_len, new_len) = (page_align(old), page_align(new));
         let task_size = self.cfg.task_size();
-        let Some(vi) = self.mms[mm].find(addr) else { return err(Errno::EFAULT) };
-        if self.mms[mm].vmas[vi].hugetlb() {
-            let hps = self.cfg.huge_page_size();
-            old_len = old_len.wrapping_add(hps - 1) & !(hps - 1);
-            new_len = new_len.wrapping_add(hps - 1) & !(hps - 1);
-            if addr & (hps - 1) != 0 || (flags.fixed && to & (hps - 1) != 0) || new_len > old_len {
-                return err(Errno::EINVAL);
-            }
+        if addr & !PAGE_MASK != 0 || new_len == 0 || new_len > task_size {
+            return err(Errno::EINVAL);
         }
         if flags.fixed {
-            // mremap_to
-            if new_len > task_size || to > task_size - new_len {
+            if to > task_size - new_len || to & !PAGE_MASK != 0 || !flags.maymove {
                 return err(Errno::EINVAL);
             }
-            if addr.wrapping_add(old_len) > to && to.wrapping_add(new_len) > addr {
+            if addr.saturating_add(old_len) > to && to + new_len > addr {
                 return err(Errno::EINVAL);
             }
-            if let Some(e) = self.hugetlb_split_check(mm, to, to + new_len) {
-                return err(e);
+            if old_len == new_len {
+                return self.remap_move(mm, addr, old_len, to);
             }
-            self.do_munmap(mm, to, to + new_len);
-            if self.mms[mm].find(addr).is_none() {
-                return err(Errno::EFAULT);
-            }
-            if old_len > new_len {
-                if let Err(e) = self.do_vmi_munmap(mm, addr + new_len, old_len - new_len) {
-                    return err(e);
-                }
-                old_len = new_len;
-                if self.mms[mm].find(addr).is_none() {
-                    return err(Errno::EFAULT);
-                }
-            }
-            if let Some(e) = self.remap_is_valid(mm, addr, old_len, new_len) {
-                return err(e);
-            }
-            return self.move_vma(mm, addr, old_len, new_len, to);
         }
-        // mremap_at
-        if old_len == new_len {
-            return OpResult::Addr(addr);
-        }
-        if old_len > new_len {
-            // Shrink in place: unmap the tail (crossing VMA boundaries is allowed).
-            return match self.do_vmi_munmap(mm, addr + new_len, old_len - new_len) {
-                Ok(()) => OpResult::Addr(addr),
-                Err(e) => err(e),
-            };
-        }
-        // expand_vma
-        if let Some(e) = self.remap_is_valid(mm, addr, old_len, new_len) {
+        let Some(vi) = self.mms[mm].find(addr) else { return err(Errno::EFAULT) };
+        let mut r = Remap { addr, old_len, new_len, to };
+        if let Err(e) = self.check_prep_vma(mm, vi, &mut r, flags.fixed) {
             return err(e);
         }
-        let v = self.mms[mm].vmas[self.mms[mm].find(addr).expect("checked")];
-        let delta = new_len - old_len;
-        if v.end - addr == old_len {
-            let new_end = v.end.checked_add(delta);
-            if let Some(ne) = new_end {
-                if ne <= task_size && !self.mms[mm].overlaps(v.end, ne) {
-                    // vma_merge_extend: grow in place, then maybe merge with the next VMA.
-                    let m = &mut self.mms[mm];
-                    let i = m.find(addr).expect("checked");
-                    m.vmas[i].end = ne;
-                    m.merge_around(i);
-                    return OpResult::Addr(addr);
-                }
-            }
+        let res = if flags.fixed {
+            self.mremap_to(mm, r, 0)
+        } else if r.new_len == r.old_len {
+            Ok(r.addr)
+        } else if r.new_len < r.old_len {
+            self.do_vmi_munmap(mm, r.addr + r.new_len, r.old_len - r.new_len).map(|()| r.addr)
+        } else {
+            self.expand_vma(mm, r, flags.maymove)
+        };
+        match res {
+            Ok(a) => OpResult::Addr(a),
+            Err(e) => err(e),
         }
-        if !flags.maymove {
-            return err(Errno::ENOMEM);
-        }
-        let align = if v.hugetlb() { self.cfg.huge_page_size() } else { PAGE_SIZE };
-        let Some(dest) = self.top_down(mm, new_len, align) else { return err(Errno::ENOMEM) };
-        self.move_vma(mm, addr, old_len, new_len, dest)
     }
 
-    /// remap_is_valid: the old range must lie in one VMA; a private mapping cannot be
-    /// duplicated with old_len 0; growing must not overflow the file offset.
-    fn remap_is_valid(&self, mm: usize, addr: u64, old_len: u64, new_len: u64) -> Option<Errno> {
-        let v = &self.mms[mm].vmas[self.mms[mm].find(addr)?];
-        if old_len == 0 && !v.shared() {
-            return Some(Errno::EINVAL);
+    /// check_prep_vma: hugetlb alignment, then (for a remap that maps anything new) the old
+    /// range must lie in the VMA and a private mapping cannot be duplicated with old_len 0.
+    fn check_prep_vma(&self, mm: usize, vi: usize, r: &mut Remap, fixed: bool) -> Result<(), Errno> {
+        let v = self.mms[mm].vmas[vi];
+        if v.hugetlb() {
+            let hps = self.cfg.huge_page_size();
+            r.old_len = r.old_len.wrapping_add(hps - 1) & !(hps - 1);
+            r.new_len = r.new_len.wrapping_add(hps - 1) & !(hps - 1);
+            if r.addr & (hps - 1) != 0 || r.to & (hps - 1) != 0 || r.new_len > r.old_len {
+                return Err(Errno::EINVAL);
+            }
         }
-        if old_len > v.end - addr {
-            return Some(Errno::EFAULT);
+        if !(r.new_len > r.old_len || fixed) {
+            return Ok(());
         }
-        if new_len == old_len {
-            return None;
+        if r.old_len == 0 && !v.shared() {
+            return Err(Errno::EINVAL);
         }
-        let pgoff = v.index_of(addr);
-        if pgoff.checked_add(new_len >> 12).is_none() {
-            return Some(Errno::EINVAL);
+        // A shrink may cross VMA boundaries: only the part that stays must be in this VMA.
+        if r.old_len.min(r.new_len) > v.end - r.addr {
+            return Err(Errno::EFAULT);
         }
-        None
+        Ok(())
+    }
+
+    /// remap_move: every VMA piece of `[addr, addr+len)` moves to the same offset from `to`,
+    /// gaps kept; the range must start inside a VMA.
+    fn remap_move(&mut self, mm: usize, addr: u64, len: u64, to: u64) -> OpResult {
+        let end = addr + len;
+        let (mut res, mut last_end, mut target, mut pos) = (None, 0, to, addr);
+        while let Some(vi) = self.mms[mm].find_after(pos).filter(|&i| self.mms[mm].vmas[i].start < end) {
+            let v = self.mms[mm].vmas[vi];
+            if res.is_none() && addr < v.start {
+                return err(Errno::EFAULT);
+            }
+            let a = v.start.max(addr);
+            let l = v.end.min(end) - a;
+            let offset = if res.is_some() { v.start - last_end } else { 0 };
+            last_end = v.end;
+            let mut r = Remap { addr: a, old_len: l, new_len: l, to: target + offset };
+            if let Err(e) = self.check_prep_vma(mm, vi, &mut r, true) {
+                return err(e);
+            }
+            let moved = match self.mremap_to(mm, r, a - addr) {
+                Ok(m) => m,
+                Err(e) => return err(e),
+            };
+            res.get_or_insert(moved);
+            target = moved + r.new_len;
+            pos = a + l;
+        }
+        match res {
+            Some(a) => OpResult::Addr(a),
+            None => err(Errno::EFAULT),
+        }
+    }
+
+    /// mremap_to: unmap the target, shrink the source, then move.
+    fn mremap_to(&mut self, mm: usize, mut r: Remap, progress: u64) -> Result<u64, Errno> {
+        self.do_vmi_munmap(mm, r.to, r.new_len)?;
+        if self.mms[mm].find(r.addr).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        if r.new_len < r.old_len {
+            self.do_vmi_munmap(mm, r.addr + r.new_len, r.old_len - r.new_len)?;
+            if self.mms[mm].find(r.addr).is_none() {
+                return Err(Errno::EFAULT);
+            }
+            r.old_len = r.new_len;
+        }
+        self.move_vma(mm, r.addr, r.old_len, r.new_len, r.to, progress)
+    }
+
+    /// expand_vma: grow in place when the range ends the VMA and the space after it is free
+    /// (then merge with the next VMA where allowed), else move if allowed.
+    fn expand_vma(&mut self, mm: usize, r: Remap, maymove: bool) -> Result<u64, Errno> {
+        let task_size = self.cfg.task_size();
+        let vi = self.mms[mm].find(r.addr).expect("checked by the caller");
+        let v = self.mms[mm].vmas[vi];
+        let delta = r.new_len - r.old_len;
+        let grow = v.end.checked_add(delta).filter(|&e| e <= task_size && !self.mms[mm].overlaps(v.end, e));
+        if v.end - r.addr == r.old_len {
+            if let Some(ne) = grow {
+                let m = &mut self.mms[mm];
+                m.vmas[vi].end = ne;
+                m.merge_around(vi);
+                return Ok(r.addr);
+            }
+        }
+        if !maymove {
+            return Err(Errno::ENOMEM);
+        }
+        let align = if v.hugetlb() { self.cfg.huge_page_size() } else { PAGE_SIZE };
+        let dest = self.top_down(mm, r.new_len, align).ok_or(Errno::ENOMEM)?;
+        self.move_vma(mm, r.addr, r.old_len, r.new_len, dest, 0)
     }
 
     /// move_vma: a copy of the VMA part `[addr, addr+old_len)` grown to `new_len` at `dest`
     /// (merged with its new neighbours where allowed), the ptes moved there, the old range
-    /// unmapped. If page tables cannot be had at the destination, everything is moved back and
-    /// the call fails with ENOMEM (the flat spec is told).
-    fn move_vma(&mut self, mm: usize, addr: u64, old_len: u64, new_len: u64, dest: u64) -> OpResult {
+    /// unmapped. If page tables cannot be had at the destination, nothing moves and the call
+    /// fails with ENOMEM; the flat spec is told how far the whole remap had got (`progress`).
+    fn move_vma(
+        &mut self,
+        mm: usize,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        dest: u64,
+        progress: u64,
+    ) -> Result<u64, Errno> {
         let vi = self.mms[mm].find(addr).expect("checked by the caller");
         let v = self.mms[mm].vmas[vi];
-        let mut nv = Vma {
-            start: dest,
-            end: dest + new_len,
-            pgoff: v.index_of(addr),
-            ..v
-        };
+        let mut nv = Vma { start: dest, end: dest + new_len, pgoff: v.index_of(addr), ..v };
         if v.file.is_none() && v.anon_vma.is_none() {
             // copy_vma: an anonymous VMA never faulted takes the pgoff of its new place.
             nv.pgoff = dest >> 12;
         }
-        // Allocate the destination tables for every source pte first: a failure leaves the
-        // address space as it was (move_page_tables' undo).
+        // Allocate the destination tables for every source pte first (move_page_tables'
+        // undo leaves the source as it was).
         let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
         for &(va, _, _) in &moving {
             if self.pte_alloc(mm, dest + (va - addr)).is_err() {
                 self.free_pgtables(mm, dest, dest + new_len);
-                return err(Errno::ENOMEM);
+                self.oom = Oom::After(progress);
+                return Err(Errno::ENOMEM);
             }
         }
-        self.oom = Oom::No;
         // Move the ptes (the source slots are still valid: allocation never frees tables).
         for &(va, slot, e) in &moving {
             self.set_pte(slot, Entry::NONE);
@@ -537,11 +584,13 @@ impl Machine {
             self.flush_tlb_range(mm, addr, addr + old_len);
         }
         // The VMAs: the old range goes (its ptes are gone already), the new one comes.
-        self.mms[mm].remove_range(addr, addr + old_len);
+        if old_len > 0 {
+            self.mms[mm].remove_range(addr, addr + old_len);
+        }
         self.mms[mm].insert_merge(nv);
         self.free_pgtables(mm, addr, addr + old_len);
         self.release_unused_shmem();
-        OpResult::Addr(dest)
+        Ok(dest)
     }
 
     /// Checks common to pwrite and pread (ksys_pread64/pwrite64, vfs_read/write,
@@ -560,9 +609,12 @@ impl Machine {
         Ok(len.min(MAX_RW_COUNT))
     }
 
-    /// pwrite(2): generic_perform_write. Per page of the file: prefault the source (nothing
-    /// readable: EFAULT), get the cache page, copy from the user buffer with faults disabled
-    /// (a short copy commits what was copied), dirty the page, extend i_size.
+    /// pwrite(2): generic_perform_write as of Linux 6.18. Per page of the file: write_begin
+    /// (get the cache page, holding it), copy from the user buffer with page faults disabled,
+    /// write_end (dirty the page, `i_size = max(i_size, pos + copied)` even when nothing was
+    /// copied); when nothing could be copied, fault the source in with the page released and
+    /// retry, and if its first byte cannot be faulted in, stop (EFAULT if nothing was written).
+    /// Nothing faults while a cache page is held.
     pub(crate) fn sys_write(&mut self, mm: usize, cpu: CpuId, f: FileId, off: u64, len: u64, buf: u64) -> OpResult {
         let f = f as usize;
         if off <= i64::MAX as u64 && self.files[f].huge {
@@ -573,42 +625,55 @@ impl Machine {
             Err(e) => return err(e),
         };
         let (mut pos, mut src, mut left, mut written) = (off, buf, count, 0u64);
+        // Rounds without progress: under extreme memory pressure the source and the
+        // destination can evict each other forever; the kernel's comment calls this severe
+        // memory pressure, and so does the model after a bound.
+        let mut stalls = 0;
         while left > 0 {
             let bytes = page_rest(pos).min(left);
-            // fault_in_iov_iter_readable: only the first byte's page failing stops the write.
-            if self.user_page(mm, cpu, src, false, true).is_none() {
-                if self.oom != Oom::No {
-                    self.oom = Oom::After(written);
-                    return if written == 0 { err(Errno::ENOMEM) } else { OpResult::Count(written) };
-                }
-                return if written == 0 { err(Errno::EFAULT) } else { OpResult::Count(written) };
-            }
             let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
                 Ok(p) => p,
-                Err(_) => {
-                    self.oom = Oom::After(written);
-                    return if written == 0 { err(Errno::ENOMEM) } else { OpResult::Count(written) };
-                }
+                Err(_) => return self.write_oom(written),
             };
             let copied = self.copy_from_user_atomic(mm, cpu, page, pos % PAGE_SIZE, src, bytes);
             if copied > 0 {
                 self.frames.f[page as usize].dirty = true;
-                if pos + copied > self.files[f].size {
-                    self.files[f].size = pos + copied;
-                }
             }
+            let file = &mut self.files[f];
+            file.size = file.size.max(pos + copied);
             self.put_frame(page);
+            if copied == 0 {
+                // fault_in_iov_iter_readable, with the page released.
+                if self.user_page(mm, cpu, src, false, true).is_none() {
+                    if self.oom != Oom::No {
+                        return self.write_oom(written);
+                    }
+                    return if written == 0 { err(Errno::EFAULT) } else { OpResult::Count(written) };
+                }
+                stalls += 1;
+                if stalls > 8 {
+                    return self.write_oom(written);
+                }
+                continue;
+            }
+            stalls = 0;
             pos += copied;
             src += copied;
             left -= copied;
             written += copied;
-            if copied < bytes {
-                // The next round prefaults the byte that faulted.
-                continue;
-            }
         }
         self.oom = Oom::No;
         OpResult::Count(written)
+    }
+
+    /// The end of a write that ran out of memory after `written` bytes.
+    fn write_oom(&mut self, written: u64) -> OpResult {
+        self.oom = Oom::After(written);
+        if written == 0 {
+            err(Errno::ENOMEM)
+        } else {
+            OpResult::Count(written)
+        }
     }
 
     /// copy_from_user with page faults disabled into `page` at `off`: stops at the first
@@ -669,11 +734,18 @@ impl Machine {
                 break;
             }
             let nr = page_rest(pos).min(size - pos).min(left);
-            let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
-                Ok(p) => p,
-                Err(_) => {
-                    self.oom = Oom::After(done);
-                    return if done == 0 { err(Errno::ENOMEM) } else { OpResult::Count(done) };
+            let index = pos / PAGE_SIZE;
+            // hugetlbfs_read_iter copies zeros for a hole and instantiates nothing.
+            let hole = self.files[f].huge && !self.files[f].cache.contains_key(&index);
+            let page = if hole {
+                ZERO_PFN
+            } else {
+                match self.get_cache_page(f, index) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.oom = Oom::After(done);
+                        return if done == 0 { err(Errno::ENOMEM) } else { OpResult::Count(done) };
+                    }
                 }
             };
             let copied = self.copy_to_user(mm, cpu, dst, page, pos % PAGE_SIZE, nr);

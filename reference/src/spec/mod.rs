@@ -1,13 +1,1113 @@
-//! PLACEHOLDER: replaced by the flat spec.
-use crate::{Call, Config, FileInit, Oom, OpResult, TaskInit};
+//! The flat spec: an independent, deliberately simple model of what Linux (x86-64, 4 KiB pages,
+//! 6.18) promises for the trace's operations. It knows VMAs and contents only: no page tables,
+//! no TLBs, no frames, no page cache beyond "the bytes of a file". The `spec` oracle compares
+//! every result of the machine with [`Spec::apply`]'s.
+//!
+//! # What it keeps true
+//!
+//! - Each address space is a set of non-overlapping VMAs inside `[USER_BASE, task_size)`, split
+//!   and merged exactly where Linux splits and merges them (mm/vma.c: flags, file, vm_pgoff
+//!   contiguity, anon_vma compatibility including fork children, VM_ACCOUNT, VM_SPECIAL).
+//!   Merging is observable: mremap's range must lie in one VMA, and in-place growth.
+//! - A file's bytes below its size are the initial pattern until written; bytes past the size
+//!   read 0 when they become part of the file. A private page reads through to its object
+//!   until the first write fault copies it (later object changes then stay invisible); a
+//!   private anonymous page is zero until written. A private write never reaches the file, a
+//!   shared one always does.
+//! - An access past EOF (page granularity, huge page granularity for hugetlbfs) is SIGBUS; no
+//!   VMA or no permission is SIGSEGV (read needs any of rwx, write needs w).
+//! - Truncation drops every page past the new EOF from every mapping, private copies included
+//!   (`truncate_pagecache`'s even_cows), and zeroes the rest of the new last page.
+//! - write/read are pwrite/pread: forward byte copies between the file and user memory that go
+//!   through the same fault rules as load/store and stop at the first fault.
+//! - fork copies the address space (private contents copied, shared objects shared); an
+//!   address space dies with its last task.
+//!
+//! Placement of non-fixed mmap/mremap follows TRACE.md's deviation (the hint if free, else the
+//! highest free gap, huge-page aligned for hugetlb), and `x` implies `r`.
+//!
+//! # Linux behaviour chosen after testing it on the host (6.18.44, x86-64)
+//!
+//! The probes are C programs (kept outside the repository); each line says what the host did.
+//! - Stores into the last partial page past EOF of a shared file mapping are kept and read back
+//!   through the mapping, but read()/pread() stops at EOF: pread of 8 bytes at size-4 gave 4.
+//! - Growing a file (ftruncate up) zeroes the old last page's tail: on ext4, bytes stored past
+//!   the old EOF read 0 after ftruncate up, also those past the new size in that page. (memfd
+//!   /tmpfs shows them again instead; the spec follows the disk-backed file.)
+//! - A pwrite at pos > size zeroes `[size, min(pos, end of the old last page))` only: a byte
+//!   stored past EOF beyond pos+count survived; appending at pos == size zeroed nothing. (ext4
+//!   also grew the size to pos on a pwrite that failed with EFAULT; the spec does not: a failed
+//!   write changes nothing.)
+//! - ftruncate to a size <= the current one zeroes the rest of the new last page (a byte stored
+//!   past EOF read 0 after ftruncate to the same size, on memfd and ext4).
+//! - Truncation removes private COW copies of pages past the new EOF (access gives SIGBUS, then
+//!   after growing the file again the page reads through as zero), but keeps the COW copy of
+//!   the partial last page, including its bytes past EOF as they were when copied.
+//! - A private file page not yet written shows later pwrites to the file; once written, not.
+//! - MAP_POPULATE on a private writable file mapping copies every page within EOF at mmap
+//!   time: a later pwrite was invisible through it (read-only private populate: visible).
+//!   Populate of private writable memory therefore also creates the anon_vma.
+//! - pwrite/pread copy until the first faulting user byte and return that count, or EFAULT if
+//!   none (buffer half rw, half PROT_NONE: 10 of 100 bytes). pread into a PROT_READ buffer is
+//!   EFAULT; pread at or past EOF returns 0 even into an unmapped buffer.
+//! - Argument order: pos < 0 is EINVAL before a bad buffer; access_ok fails (EFAULT) iff
+//!   buf + count overflows or exceeds TASK_SIZE (buf = TASK_SIZE, count 0 is fine; TASK_SIZE+1
+//!   is not); then pos + count > i64::MAX is EINVAL (count 0 passes); count is clamped to
+//!   0x7ffff000; pos >= s_maxbytes is EFBIG and the count is cut to fit (ext4 s_maxbytes =
+//!   0xffffffff000, which ftruncate also enforces with EFBIG).
+//! - Overlapping copies between a shared mapping and the same file: with distance 100 the host
+//!   behaved as a forward byte copy (the spec's rule); with distance 1 it did not (the CPU's
+//!   copy routine moves several bytes at once), so conformance runs must avoid tiny overlaps.
+//! - mmap order: offset unaligned EINVAL, then len 0 EINVAL, then page-rounding overflow
+//!   ENOMEM, then (fixed) end beyond TASK_SIZE ENOMEM before unaligned EINVAL, then EEXIST,
+//!   then EOVERFLOW for a file offset + len past i64::MAX (an unaligned fixed address wins).
+//! - munmap: unaligned start, len 0, or a range past TASK_SIZE is EINVAL; holes are fine.
+//!   mprotect: unaligned EINVAL, len 0 is 0, overflow or holes ENOMEM, with the VMAs before the
+//!   hole already changed. madvise(MADV_PAGEOUT): unaligned EINVAL, `len` rounding to 0 or
+//!   wrapping EINVAL, holes ENOMEM (a VMA after a hole still counts), no TASK_SIZE check.
+//! - VM_ACCOUNT: mprotect of an unfaulted private anonymous VMA to read-only drops it (it then
+//!   merged with a read-only neighbour), a faulted one keeps it (no merge); making a private
+//!   VMA writable adds it (it merged with a writable neighbour). File private VMAs keep it.
+//! - anon_vma: a faulted VMA merges with a new unfaulted neighbour, except in a fork child;
+//!   two VMAs with different anon_vmas do not merge through a VMA between them (only the left
+//!   merge happens); mremap of an unfaulted anonymous VMA resets vm_pgoff and merges with its
+//!   new neighbour, a faulted one does not.
+//! - mremap: growing in place up to an adjacent compatible VMA merges all three; old == new
+//!   without `fixed` returns addr without checking the range; with `maymove,fixed` and
+//!   old == new the range may span several VMAs and gaps (moved keeping the gaps) but must
+//!   start in a VMA (else EFAULT); a shrink may cross VMA ends (only the kept part must lie in
+//!   one VMA); new length > TASK_SIZE is EINVAL always; old_len 0 on a private mapping EINVAL,
+//!   on a shared one maps the object again; a MAP_SHARED anonymous mapping grown past its
+//!   original length gives SIGBUS there.
+//! - MAP_SHARED anonymous mappings never merge with each other (each has its own object), but
+//!   the pieces of one merge back after mprotect.
 
-pub struct Spec;
+mod object;
+#[cfg(test)]
+mod tests;
+mod vma;
+
+use std::collections::BTreeMap;
+
+use object::{zero_page, Object};
+use vma::{page_align, AnonVma, Flags, Mm, Proposal, Vma};
+
+use crate::{
+    Call, Config, Errno, FileId, FileInit, Oom, Op, OpResult, Prot, TaskInit, PAGE_SHIFT, PAGE_SIZE, USER_BASE,
+};
+
+/// `MAX_RW_COUNT`: the most one read or write transfers.
+const MAX_RW_COUNT: u64 = 0x7fff_f000;
+/// `s_maxbytes` of a disk-backed file (ext4, 4 KiB blocks).
+const MAX_FILE_SIZE: u64 = 0xfff_ffff_f000;
+/// `MAX_LFS_FILESIZE`: the limit on a file mapping's end (`file_mmap_ok`) and of hugetlbfs.
+const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
+
+/// Why a user access failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Segv,
+    Bus,
+}
+
+impl Fault {
+    fn result(self) -> OpResult {
+        match self {
+            Fault::Segv => OpResult::Sigsegv,
+            Fault::Bus => OpResult::Sigbus,
+        }
+    }
+}
+
+/// The flat specification.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    task_size: u64,
+    huge_page_size: u64,
+    /// The trace's files (index = FileId), then the hidden shmem objects.
+    objects: Vec<Object>,
+    nfiles: usize,
+    /// Address spaces by id.
+    mms: BTreeMap<u32, Mm>,
+    /// Each task's address space; `None` once it exited.
+    tasks: Vec<Option<u32>>,
+    next_mm: u32,
+    next_anon_vma: u64,
+}
 
 impl Spec {
-    pub fn new(_config: &Config, _files: &[FileInit], _tasks: &[TaskInit]) -> Spec {
-        Spec
+    pub fn new(config: &Config, files: &[FileInit], tasks: &[TaskInit]) -> Spec {
+        let objects: Vec<Object> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Object::file(i as FileId, f.size, f.huge))
+            .collect();
+        let mut mms = BTreeMap::new();
+        for t in tasks {
+            mms.entry(t.mm).or_insert_with(Mm::default);
+        }
+        Spec {
+            task_size: config.task_size(),
+            huge_page_size: config.huge_page_size(),
+            nfiles: objects.len(),
+            objects,
+            next_mm: tasks.iter().map(|t| t.mm + 1).max().unwrap_or(0),
+            mms,
+            tasks: tasks.iter().map(|t| Some(t.mm)).collect(),
+            next_anon_vma: 0,
+        }
     }
-    pub fn apply(&mut self, _call: &Call, _oom: Oom) -> OpResult {
-        OpResult::Done
+
+    /// Applies one operation of `call.task` and returns Linux's result.
+    pub fn apply(&mut self, call: &Call, oom: Oom) -> OpResult {
+        let mm = self
+            .tasks
+            .get(call.task as usize)
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| panic!("task {} is not alive", call.task));
+        let limit = match oom {
+            Oom::No => None,
+            Oom::After(n) => Some(n),
+        };
+        match call.op {
+            Op::Read { .. } | Op::Write { .. } => {}
+            Op::Load { .. } | Op::Store { .. } | Op::Mremap { .. } | Op::Fork { .. } => {
+                assert!(matches!(oom, Oom::No | Oom::After(0)), "{oom:?} for {}", call.op.name());
+            }
+            _ => assert_eq!(oom, Oom::No, "oom for {}", call.op.name()),
+        }
+        match call.op {
+            Op::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                file,
+                off,
+            } => {
+                if let Some(f) = file {
+                    assert!((f as usize) < self.nfiles, "file {f} out of range");
+                }
+                self.mmap(
+                    mm,
+                    addr,
+                    len,
+                    prot,
+                    flags.shared,
+                    flags.fixed,
+                    flags.noreplace,
+                    flags.populate,
+                    file,
+                    off,
+                )
+            }
+            Op::Munmap { addr, len } => self.munmap(mm, addr, len),
+            Op::Mprotect { addr, len, prot } => self.mprotect(mm, addr, len, prot),
+            Op::Mremap {
+                addr,
+                old,
+                new,
+                flags,
+                to,
+            } => self.mremap(
+                mm,
+                addr,
+                old,
+                new,
+                flags.maymove,
+                flags.fixed,
+                to.unwrap_or(0),
+                limit.is_some(),
+            ),
+            Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit),
+            Op::Read { file, off, len, buf } => self.read(mm, file, off, len, buf, limit),
+            Op::Truncate { file, size } => self.truncate(file, size),
+            Op::Load { addr } => match self.access(mm, addr, false, limit.is_some()) {
+                Ok(Some(b)) => OpResult::Byte(b),
+                Ok(None) => OpResult::Oom,
+                Err(f) => f.result(),
+            },
+            Op::Store { addr, value } => match self.store(mm, addr, value, limit.is_some()) {
+                Ok(true) => OpResult::Done,
+                Ok(false) => OpResult::Oom,
+                Err(f) => f.result(),
+            },
+            Op::Pageout { addr, len } => self.pageout(mm, addr, len),
+            Op::Fork { task, cpu: _ } => {
+                assert_eq!(task as usize, self.tasks.len(), "fork must create the next task id");
+                if limit.is_some() {
+                    return OpResult::Err(Errno::ENOMEM);
+                }
+                let mut child = self.mms[&mm].clone();
+                let mut next_id = self.next_anon_vma;
+                for v in child.vmas.values_mut() {
+                    if v.anon.is_some() {
+                        next_id += 1;
+                        v.anon = Some(AnonVma {
+                            id: next_id,
+                            forked: true,
+                        });
+                    }
+                }
+                self.next_anon_vma = next_id;
+                let id = self.next_mm;
+                self.next_mm += 1;
+                self.mms.insert(id, child);
+                self.tasks.push(Some(id));
+                OpResult::Done
+            }
+            Op::Exit => {
+                self.tasks[call.task as usize] = None;
+                if !self.tasks.contains(&Some(mm)) {
+                    self.mms.remove(&mm);
+                }
+                OpResult::Done
+            }
+        }
     }
+
+    fn mm(&mut self, mm: u32) -> &mut Mm {
+        self.mms
+            .get_mut(&mm)
+            .unwrap_or_else(|| unreachable!("mm {mm} of a live task exists"))
+    }
+
+    fn hps(&self) -> u64 {
+        self.huge_page_size
+    }
+
+    // ----- user accesses -------------------------------------------------------------------
+
+    /// The fault checks of a one-byte access (no effect): the VMA, or why it fails.
+    fn check(&self, mm: u32, addr: u64, write: bool) -> Result<Vma, Fault> {
+        let m = &self.mms[&mm];
+        let v = m.find(addr).ok_or(Fault::Segv)?;
+        let allowed = if write {
+            v.flags.prot.writable()
+        } else {
+            v.flags.prot.readable()
+        };
+        if !allowed {
+            return Err(Fault::Segv);
+        }
+        if let Some(o) = v.obj {
+            let private_page = !v.flags.shared && m.anon.contains_key(&(addr >> PAGE_SHIFT));
+            if !private_page && !self.objects[o].fault_ok(v.obj_offset(addr), self.hps()) {
+                return Err(Fault::Bus);
+            }
+        }
+        Ok(v)
+    }
+
+    /// The fault unit (page or huge page) containing `addr` in `v`: its first address and len.
+    fn unit_of(&self, v: &Vma, addr: u64) -> (u64, u64) {
+        let unit = if v.flags.huge { self.hps() } else { PAGE_SIZE };
+        let off = v.obj_offset(addr);
+        (addr - off % unit, unit)
+    }
+
+    /// A private fault that gives `v` private pages for the unit at `addr` (copy on write, or
+    /// hugetlb's private page for a huge page not in the page cache), then the anon_vma.
+    fn private_fault(&mut self, mm: u32, v: Vma, addr: u64) {
+        let (base, unit) = self.unit_of(&v, addr);
+        if !self.mms[&mm].anon.contains_key(&(base >> PAGE_SHIFT)) {
+            for a in (base..base + unit).step_by(PAGE_SIZE as usize) {
+                let page = match v.obj {
+                    None => zero_page(),
+                    Some(o) => self.objects[o].page(v.obj_offset(a) >> PAGE_SHIFT),
+                };
+                self.mm(mm).anon.insert(a >> PAGE_SHIFT, page);
+            }
+        }
+        let mut next = self.next_anon_vma;
+        self.mm(mm).anon_vma_prepare(v.start, &mut next);
+        self.next_anon_vma = next;
+    }
+
+    /// A hugetlb fault on the object's page cache: the huge page becomes present.
+    fn instantiate(&mut self, v: &Vma, addr: u64) {
+        if let Some(o) = v.obj {
+            if self.objects[o].huge {
+                let unit = self.hps();
+                let idx = v.obj_offset(addr) / unit;
+                self.objects[o].instantiated.insert(idx);
+            }
+        }
+    }
+
+    /// A one-byte user read. `Ok(None)`: memory ran out (no effect).
+    fn access(&mut self, mm: u32, addr: u64, _write: bool, oom: bool) -> Result<Option<u8>, Fault> {
+        let v = self.check(mm, addr, false)?;
+        if oom {
+            return Ok(None);
+        }
+        let page = addr >> PAGE_SHIFT;
+        if let Some(p) = self.mms[&mm].anon.get(&page) {
+            return Ok(Some(p[(addr % PAGE_SIZE) as usize]));
+        }
+        let Some(o) = v.obj else { return Ok(Some(0)) };
+        if self.objects[o].huge {
+            let idx = v.obj_offset(addr) / self.hps();
+            if !v.flags.shared && !self.objects[o].instantiated.contains(&idx) {
+                // hugetlb_no_page on a private mapping: a private zeroed huge page.
+                self.private_fault(mm, v, addr);
+                return Ok(Some(0));
+            }
+            self.instantiate(&v, addr);
+        }
+        Ok(Some(self.objects[o].byte(v.obj_offset(addr))))
+    }
+
+    /// A one-byte user write. `Ok(false)`: memory ran out (no effect).
+    fn store(&mut self, mm: u32, addr: u64, value: u8, oom: bool) -> Result<bool, Fault> {
+        let v = self.check(mm, addr, true)?;
+        if oom {
+            return Ok(false);
+        }
+        if v.flags.shared {
+            let o = v.obj.unwrap_or_else(|| unreachable!("shared vmas map an object"));
+            self.instantiate(&v, addr);
+            self.objects[o].set_byte(v.obj_offset(addr), value);
+        } else {
+            self.private_fault(mm, v, addr);
+            let page = addr >> PAGE_SHIFT;
+            let p = self
+                .mm(mm)
+                .anon
+                .get_mut(&page)
+                .unwrap_or_else(|| unreachable!("private page was just made"));
+            p[(addr % PAGE_SIZE) as usize] = value;
+        }
+        Ok(true)
+    }
+
+    // ----- mmap ----------------------------------------------------------------------------
+
+    /// `vm_unmapped_area` as TRACE.md defines it: the hint if `[hint, hint+len)` is free and in
+    /// user space, else the highest free aligned gap.
+    fn place(&self, mm: u32, hint: u64, len: u64, align: u64) -> Option<u64> {
+        let m = &self.mms[&mm];
+        if hint != 0
+            && hint >= USER_BASE
+            && hint.checked_add(len).is_some_and(|e| e <= self.task_size)
+            && !m.intersects(hint, hint + len)
+        {
+            return Some(hint);
+        }
+        let mut top = self.task_size;
+        let mut gaps = Vec::new();
+        for v in m.vmas.values().rev() {
+            if v.end < top {
+                gaps.push((v.end.max(USER_BASE), top));
+            }
+            top = top.min(v.start);
+        }
+        gaps.push((USER_BASE, top));
+        gaps.into_iter().filter(|&(lo, hi)| lo < hi).find_map(|(lo, hi)| {
+            let a = hi.checked_sub(len)? / align * align;
+            (a >= lo).then_some(a)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mmap(
+        &mut self,
+        mm: u32,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        shared: bool,
+        fixed: bool,
+        noreplace: bool,
+        populate: bool,
+        file: Option<FileId>,
+        off: u64,
+    ) -> OpResult {
+        use OpResult::Err as E;
+        if !off.is_multiple_of(PAGE_SIZE) {
+            return E(Errno::EINVAL);
+        }
+        let huge = file.is_some_and(|f| self.objects[f as usize].huge);
+        let hps = self.hps();
+        let len = if huge {
+            len.checked_add(hps - 1).map_or(0, |l| l / hps * hps)
+        } else {
+            len
+        };
+        if len == 0 {
+            return E(Errno::EINVAL);
+        }
+        let fixed = fixed || noreplace;
+        let mut addr = addr;
+        if !fixed {
+            addr &= !(PAGE_SIZE - 1);
+            if addr != 0 && addr < USER_BASE {
+                addr = USER_BASE;
+            }
+        }
+        let Some(len) = page_align(len).filter(|&l| l != 0) else {
+            return E(Errno::ENOMEM);
+        };
+        let pgoff = off >> PAGE_SHIFT;
+        // __get_unmapped_area
+        if len > self.task_size {
+            return E(Errno::ENOMEM);
+        }
+        if fixed {
+            if huge && !addr.is_multiple_of(hps) {
+                return E(Errno::EINVAL);
+            }
+            if addr > self.task_size - len {
+                return E(Errno::ENOMEM);
+            }
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                return E(Errno::EINVAL);
+            }
+            if addr < USER_BASE {
+                return E(Errno::EPERM);
+            }
+        } else {
+            let (hint, align) = if huge {
+                (addr.next_multiple_of(hps), hps)
+            } else {
+                (addr, PAGE_SIZE)
+            };
+            match self.place(mm, hint, len, align) {
+                Some(a) => addr = a,
+                None => return E(Errno::ENOMEM),
+            }
+        }
+        let end = addr + len;
+        if noreplace && self.mms[&mm].intersects(addr, end) {
+            return E(Errno::EEXIST);
+        }
+        if file.is_some() && (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> PAGE_SHIFT) {
+            return E(Errno::EOVERFLOW);
+        }
+        // __mmap_region: the old mappings go first (a failed hugetlb split changes nothing).
+        if let Err(e) = self.mm(mm).unmap(addr, end, hps) {
+            return E(e);
+        }
+        if huge && !pgoff.is_multiple_of(hps >> PAGE_SHIFT) {
+            // hugetlbfs_file_mmap fails after the old range was unmapped: it stays a gap.
+            return E(Errno::EINVAL);
+        }
+        let (obj, pgoff) = match file {
+            Some(f) => (Some(f as usize), pgoff),
+            None if shared => {
+                self.objects.push(Object::shmem(len));
+                (Some(self.objects.len() - 1), 0)
+            }
+            None => (None, addr >> PAGE_SHIFT),
+        };
+        let flags = Flags {
+            prot,
+            shared,
+            account: !huge && !shared && prot.write(),
+            huge,
+        };
+        let p = Proposal {
+            start: addr,
+            end,
+            flags,
+            obj,
+            pgoff,
+            anon: None,
+            middle_forked: false,
+            copied_forked: false,
+            copied_anon: None,
+        };
+        let m = self.mm(mm);
+        if m.merge_new(&p).is_none() {
+            m.put(Vma {
+                start: addr,
+                end,
+                flags,
+                obj,
+                pgoff,
+                anon: None,
+            });
+        }
+        if huge && prot.write() {
+            let o = &mut self.objects[obj.unwrap_or_else(|| unreachable!())];
+            let need = off + len;
+            if o.size < need {
+                o.size = need;
+            }
+        }
+        if populate {
+            self.populate(mm, addr, end);
+        }
+        OpResult::Addr(addr)
+    }
+
+    /// MAP_POPULATE: faults every unit of `[start, end)` in as `populate_vma_page_range` does
+    /// (write faults for private writable VMAs), stopping at the first failing one.
+    fn populate(&mut self, mm: u32, start: u64, end: u64) {
+        let mut addr = start;
+        while addr < end {
+            let Some(v) = self.mms[&mm].find(addr) else { return };
+            if v.flags.prot.is_none() {
+                return;
+            }
+            let write = v.flags.prot.write() && !v.flags.shared;
+            if write && v.is_anonymous() {
+                // Zero pages either way: only the anon_vma is observable (through merges).
+                let mut next = self.next_anon_vma;
+                self.mm(mm).anon_vma_prepare(v.start, &mut next);
+                self.next_anon_vma = next;
+                addr = v.end;
+                continue;
+            }
+            let ok = if write {
+                self.store_fault(mm, addr)
+            } else {
+                self.access(mm, addr, false, false).is_ok()
+            };
+            if !ok {
+                return;
+            }
+            let (base, unit) = self.unit_of(&v, addr);
+            addr = base + unit;
+        }
+    }
+
+    /// A write fault without changing the byte (populate's FOLL_WRITE).
+    fn store_fault(&mut self, mm: u32, addr: u64) -> bool {
+        match self.check(mm, addr, true) {
+            Ok(v) => {
+                self.private_fault(mm, v, addr);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    // ----- munmap / mprotect / pageout -------------------------------------------------------
+
+    fn munmap(&mut self, mm: u32, addr: u64, len: u64) -> OpResult {
+        let ts = self.task_size;
+        if !addr.is_multiple_of(PAGE_SIZE) || addr > ts || len > ts - addr {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let end = addr + page_align(len).unwrap_or_else(|| unreachable!("len <= task size"));
+        if end == addr {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let hps = self.hps();
+        match self.mm(mm).unmap(addr, end, hps) {
+            Ok(()) => OpResult::Zero,
+            Err(e) => OpResult::Err(e),
+        }
+    }
+
+    fn mprotect(&mut self, mm: u32, start: u64, len: u64, prot: Prot) -> OpResult {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return OpResult::Zero;
+        }
+        let Some(end) = page_align(len)
+            .and_then(|l| start.checked_add(l))
+            .filter(|&e| e > start)
+        else {
+            return OpResult::Err(Errno::ENOMEM);
+        };
+        let hps = self.hps();
+        let m = self.mm(mm);
+        let Some(first) = m.first_in(start, end) else {
+            return OpResult::Err(Errno::ENOMEM);
+        };
+        if first.start > start {
+            return OpResult::Err(Errno::ENOMEM);
+        }
+        let mut prev = if start > first.start {
+            Some(first)
+        } else {
+            m.prev_of(first.start)
+        };
+        let mut nstart = start;
+        let mut tmp = first.start;
+        let mut error = None;
+        while let Some(v) = m.first_in(nstart, end) {
+            if v.start != tmp {
+                error = Some(Errno::ENOMEM);
+                break;
+            }
+            let old = v.flags;
+            let mut new = Flags { prot, ..old };
+            tmp = v.end.min(end);
+            if new == old {
+                prev = Some(v);
+            } else {
+                if new.prot.write() {
+                    if !(old.account || old.prot.write() || old.huge || old.shared) {
+                        new.account = true;
+                    }
+                } else if old.account && v.is_anonymous() && v.anon.is_none() {
+                    new.account = false;
+                }
+                let merged = m.merge_existing(prev, v, nstart, tmp, new);
+                let res = match merged {
+                    Some(s) => s,
+                    None => {
+                        if let Err(e) = m.split(nstart, hps).and_then(|()| m.split(tmp, hps)) {
+                            error = Some(e);
+                            break;
+                        }
+                        let mut piece = m.find(nstart).unwrap_or_else(|| unreachable!());
+                        piece.flags = new;
+                        m.put(piece);
+                        nstart
+                    }
+                };
+                prev = m.vmas.get(&res).copied();
+            }
+            tmp = prev.map_or(tmp, |p| p.end.max(tmp));
+            nstart = tmp;
+            if nstart >= end {
+                break;
+            }
+        }
+        if let Some(e) = error {
+            return OpResult::Err(e);
+        }
+        if tmp < end {
+            return OpResult::Err(Errno::ENOMEM);
+        }
+        OpResult::Zero
+    }
+
+    fn pageout(&mut self, mm: u32, start: u64, len: u64) -> OpResult {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let plen = page_align(len).unwrap_or(0);
+        if len != 0 && plen == 0 {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let Some(end) = start.checked_add(plen) else {
+            return OpResult::Err(Errno::EINVAL);
+        };
+        if end == start {
+            return OpResult::Zero;
+        }
+        let m = &self.mms[&mm];
+        let mut unmapped = false;
+        let mut pos = start;
+        loop {
+            let Some(v) = m.find_from(pos) else {
+                return OpResult::Err(Errno::ENOMEM);
+            };
+            if pos < v.start {
+                unmapped = true;
+                pos = v.start;
+                if pos >= end {
+                    break;
+                }
+            }
+            if v.flags.huge {
+                return OpResult::Err(Errno::EINVAL);
+            }
+            pos = v.end.min(end);
+            if pos >= end {
+                break;
+            }
+        }
+        if unmapped {
+            OpResult::Err(Errno::ENOMEM)
+        } else {
+            OpResult::Zero
+        }
+    }
+
+    // ----- mremap ----------------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn mremap(
+        &mut self,
+        mm: u32,
+        addr: u64,
+        old: u64,
+        new: u64,
+        maymove: bool,
+        fixed: bool,
+        to: u64,
+        oom: bool,
+    ) -> OpResult {
+        use OpResult::Err as E;
+        let ts = self.task_size;
+        let old_len = page_align(old).unwrap_or(0);
+        let new_len = page_align(new).unwrap_or(0);
+        // check_mremap_params
+        if !addr.is_multiple_of(PAGE_SIZE) || new_len == 0 || new_len > ts {
+            return E(Errno::EINVAL);
+        }
+        if fixed {
+            if to > ts - new_len || !to.is_multiple_of(PAGE_SIZE) || !maymove {
+                return E(Errno::EINVAL);
+            }
+            if addr.saturating_add(old_len) > to && to + new_len > addr {
+                return E(Errno::EINVAL);
+            }
+        }
+        if fixed && old_len == new_len {
+            return self.remap_move(mm, addr, old_len, to, oom);
+        }
+        let Some(v) = self.mms[&mm].find(addr) else {
+            return E(Errno::EFAULT);
+        };
+        let mut r = Remap {
+            addr,
+            old_len,
+            new_len,
+            fixed,
+            maymove,
+            to,
+        };
+        if let Err(e) = self.check_prep(&v, &mut r) {
+            return E(e);
+        }
+        if oom {
+            return E(Errno::ENOMEM);
+        }
+        let res = if fixed {
+            self.mremap_to(mm, r)
+        } else if r.new_len == r.old_len {
+            Ok(r.addr)
+        } else if r.new_len < r.old_len {
+            let hps = self.hps();
+            self.mm(mm)
+                .unmap(r.addr + r.new_len, r.addr + r.old_len, hps)
+                .map(|()| r.addr)
+        } else {
+            self.expand(mm, r)
+        };
+        match res {
+            Ok(a) => OpResult::Addr(a),
+            Err(e) => E(e),
+        }
+    }
+
+    /// `check_prep_vma`: the checks on the VMA at `r.addr` (hugetlb alignment, range in VMA).
+    fn check_prep(&self, v: &Vma, r: &mut Remap) -> Result<(), Errno> {
+        if v.flags.huge {
+            let hps = self.hps();
+            r.old_len = r.old_len.next_multiple_of(hps);
+            r.new_len = r.new_len.next_multiple_of(hps);
+            if !r.addr.is_multiple_of(hps) || !r.to.is_multiple_of(hps) || r.new_len > r.old_len {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let will_map_new = r.new_len > r.old_len || r.fixed;
+        if !will_map_new {
+            return Ok(());
+        }
+        if r.old_len == 0 && !v.flags.shared {
+            return Err(Errno::EINVAL);
+        }
+        let span = if r.new_len < r.old_len { r.new_len } else { r.old_len };
+        if span > v.end - r.addr {
+            return Err(Errno::EFAULT);
+        }
+        if r.new_len <= r.old_len {
+            return Ok(());
+        }
+        if v.flags.huge {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
+    }
+
+    /// `mremap_to`: unmap the target, shrink, then move.
+    fn mremap_to(&mut self, mm: u32, mut r: Remap) -> Result<u64, Errno> {
+        let hps = self.hps();
+        self.mm(mm).unmap(r.to, r.to + r.new_len, hps)?;
+        if self.mms[&mm].find(r.addr).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        if r.new_len < r.old_len {
+            self.mm(mm).unmap(r.addr + r.new_len, r.addr + r.old_len, hps)?;
+            if self.mms[&mm].find(r.addr).is_none() {
+                return Err(Errno::EFAULT);
+            }
+            r.old_len = r.new_len;
+        }
+        self.move_vma(mm, r.addr, r.old_len, r.to, r.new_len)
+    }
+
+    /// `expand_vma`: grow in place if the range ends the VMA and the space after is free,
+    /// else move (with `maymove`).
+    fn expand(&mut self, mm: u32, r: Remap) -> Result<u64, Errno> {
+        let v = self.mms[&mm].find(r.addr).unwrap_or_else(|| unreachable!());
+        let delta = r.new_len - r.old_len;
+        let in_place = v.end - r.addr == r.old_len
+            && v.end
+                .checked_add(delta)
+                .is_some_and(|e| e <= self.task_size && !self.mms[&mm].intersects(v.end, e));
+        if in_place {
+            let p = Proposal {
+                start: v.end,
+                end: v.end + delta,
+                flags: v.flags,
+                obj: v.obj,
+                pgoff: v.pgoff + v.pages(),
+                anon: v.anon,
+                middle_forked: false,
+                copied_forked: false,
+                copied_anon: None,
+            };
+            let merged = self.mm(mm).merge_new(&p);
+            debug_assert!(merged.is_some(), "a vma always extends itself");
+            return Ok(r.addr);
+        }
+        if !r.maymove {
+            return Err(Errno::ENOMEM);
+        }
+        let align = if v.flags.huge { self.hps() } else { PAGE_SIZE };
+        let to = self.place(mm, 0, r.new_len, align).ok_or(Errno::ENOMEM)?;
+        self.move_vma(mm, r.addr, r.old_len, to, r.new_len)
+    }
+
+    /// `move_vma`: copy the VMA piece `[addr, addr+old_len)` to `[to, to+new_len)` (merging
+    /// there), move its private pages, then unmap the source.
+    fn move_vma(&mut self, mm: u32, addr: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, Errno> {
+        let hps = self.hps();
+        let m = self.mm(mm);
+        let v = m.find(addr).unwrap_or_else(|| unreachable!());
+        let mut pgoff = v.pgoff + ((addr - v.start) >> PAGE_SHIFT);
+        if v.is_anonymous() && v.anon.is_none() {
+            pgoff = to >> PAGE_SHIFT;
+        }
+        let p = Proposal {
+            start: to,
+            end: to + new_len,
+            flags: v.flags,
+            obj: v.obj,
+            pgoff,
+            anon: v.anon,
+            middle_forked: false,
+            copied_forked: v.anon.is_some_and(|a| a.forked),
+            copied_anon: v.anon,
+        };
+        m.move_pages(addr, old_len.min(new_len), to);
+        if m.merge_new(&p).is_none() {
+            m.put(Vma {
+                start: to,
+                end: to + new_len,
+                pgoff,
+                ..v
+            });
+        }
+        if old_len != 0 {
+            // A failure here would only leave the source mapped (Linux's "OOM" path).
+            let _ = m.unmap(addr, addr + old_len, hps);
+        }
+        Ok(to)
+    }
+
+    /// `remap_move`: `fixed` with old == new moves every VMA piece of the range, keeping gaps.
+    fn remap_move(&mut self, mm: u32, start: u64, len: u64, to: u64, oom: bool) -> OpResult {
+        let end = start + len;
+        let mut res = None;
+        let mut last_end = 0;
+        let mut target = to;
+        let mut pos = start;
+        while let Some(v) = self.mms[&mm].first_in(pos, end) {
+            if res.is_none() && start < v.start {
+                return OpResult::Err(Errno::EFAULT);
+            }
+            let a = v.start.max(start);
+            let l = v.end.min(end) - a;
+            let offset = if res.is_some() { v.start - last_end } else { 0 };
+            last_end = v.end;
+            let mut r = Remap {
+                addr: a,
+                old_len: l,
+                new_len: l,
+                fixed: true,
+                maymove: true,
+                to: target + offset,
+            };
+            if let Err(e) = self.check_prep(&v, &mut r) {
+                return OpResult::Err(e);
+            }
+            if oom && res.is_none() {
+                return OpResult::Err(Errno::ENOMEM);
+            }
+            let moved = match self.mremap_to(mm, r) {
+                Ok(x) => x,
+                Err(e) => return OpResult::Err(e),
+            };
+            res.get_or_insert(moved);
+            target = moved + r.new_len;
+            pos = a + l;
+        }
+        match res {
+            Some(a) => OpResult::Addr(a),
+            None => OpResult::Err(Errno::EFAULT),
+        }
+    }
+
+    // ----- files -----------------------------------------------------------------------------
+
+    /// `access_ok` + `rw_verify_area`: the checks shared by pread and pwrite.
+    fn rw_checks(&self, off: u64, len: u64, buf: u64) -> Result<u64, Errno> {
+        if off > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        if buf.checked_add(len).is_none_or(|e| e > self.task_size) {
+            return Err(Errno::EFAULT);
+        }
+        if len > i64::MAX as u64 || off + len > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(len.min(MAX_RW_COUNT))
+    }
+
+    fn write(&mut self, mm: u32, file: FileId, off: u64, len: u64, buf: u64, limit: Option<u64>) -> OpResult {
+        let f = file as usize;
+        assert!(f < self.nfiles, "file {file} out of range");
+        if off > i64::MAX as u64 {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        if self.objects[f].huge {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return OpResult::Err(e),
+        };
+        if count == 0 {
+            return OpResult::Count(0);
+        }
+        if off >= MAX_FILE_SIZE {
+            return OpResult::Err(Errno::EFBIG);
+        }
+        let count = count.min(MAX_FILE_SIZE - off);
+        let mut done = 0;
+        let mut stop = None;
+        while done < count {
+            let src = buf + done;
+            let byte = match self.check(mm, src, false) {
+                Err(_) => {
+                    stop = Some(Errno::EFAULT);
+                    break;
+                }
+                Ok(_) if limit == Some(done) => {
+                    stop = Some(Errno::ENOMEM);
+                    break;
+                }
+                Ok(_) => match self.access(mm, src, false, false) {
+                    Ok(Some(b)) => b,
+                    _ => unreachable!("checked access"),
+                },
+            };
+            let o = &mut self.objects[f];
+            if done == 0 && off > o.size {
+                let old = o.size;
+                o.zero_range(old, off.min(old.next_multiple_of(PAGE_SIZE)));
+            }
+            o.set_byte(off + done, byte);
+            o.size = o.size.max(off + done + 1);
+            done += 1;
+        }
+        match (done, stop) {
+            (0, Some(e)) => OpResult::Err(e),
+            _ => OpResult::Count(done),
+        }
+    }
+
+    fn read(&mut self, mm: u32, file: FileId, off: u64, len: u64, buf: u64, limit: Option<u64>) -> OpResult {
+        let f = file as usize;
+        assert!(f < self.nfiles, "file {file} out of range");
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return OpResult::Err(e),
+        };
+        let mut done = 0;
+        let mut stop = None;
+        while done < count {
+            if off + done >= self.objects[f].size {
+                break;
+            }
+            let dst = buf + done;
+            if self.check(mm, dst, true).is_err() {
+                stop = Some(Errno::EFAULT);
+                break;
+            }
+            if limit == Some(done) {
+                stop = Some(Errno::ENOMEM);
+                break;
+            }
+            let byte = self.objects[f].byte(off + done);
+            let stored = self.store(mm, dst, byte, false);
+            debug_assert_eq!(stored, Ok(true));
+            done += 1;
+        }
+        match (done, stop) {
+            (0, Some(e)) => OpResult::Err(e),
+            _ => OpResult::Count(done),
+        }
+    }
+
+    fn truncate(&mut self, file: FileId, size: u64) -> OpResult {
+        let f = file as usize;
+        assert!(f < self.nfiles, "file {file} out of range");
+        if size > i64::MAX as u64 {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let huge = self.objects[f].huge;
+        let max = if huge { MAX_LFS_FILESIZE } else { MAX_FILE_SIZE };
+        if size > max {
+            return OpResult::Err(Errno::EFBIG);
+        }
+        let unit = self.objects[f].unit(self.hps());
+        if huge && !size.is_multiple_of(unit) {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        if size < self.objects[f].size {
+            // unmap_mapping_range(holebegin, even_cows): private copies past EOF go too.
+            let hole = size.next_multiple_of(unit) >> PAGE_SHIFT;
+            for m in self.mms.values_mut() {
+                let victims: Vec<Vma> = m
+                    .vmas
+                    .values()
+                    .filter(|v| v.obj == Some(f) && !v.flags.shared)
+                    .copied()
+                    .collect();
+                for v in victims {
+                    let first = v.pgoff.max(hole);
+                    if first >= v.pgoff + v.pages() {
+                        continue;
+                    }
+                    let from = v.start + ((first - v.pgoff) << PAGE_SHIFT);
+                    let pages: Vec<u64> = m
+                        .anon
+                        .range(from >> PAGE_SHIFT..v.end >> PAGE_SHIFT)
+                        .map(|(&p, _)| p)
+                        .collect();
+                    for p in pages {
+                        m.anon.remove(&p);
+                    }
+                }
+            }
+        }
+        let hps = self.hps();
+        self.objects[f].truncate(size, hps);
+        OpResult::Zero
+    }
+}
+
+/// The state of one mremap (`struct vma_remap_struct`).
+#[derive(Clone, Copy, Debug)]
+struct Remap {
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    fixed: bool,
+    maymove: bool,
+    to: u64,
 }

@@ -1,0 +1,183 @@
+//! Contents of memory objects: the trace's files and the hidden shmem objects behind
+//! `MAP_SHARED` anonymous mappings. Sparse: a page is stored only once something wrote it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{initial_file_byte, FileId, PAGE_SHIFT, PAGE_SIZE};
+
+/// One page of contents.
+pub(super) type Page = Box<[u8; PAGE_SIZE as usize]>;
+
+pub(super) fn zero_page() -> Page {
+    Box::new([0u8; PAGE_SIZE as usize])
+}
+
+/// A file, or the hidden shmem object of a shared anonymous mapping.
+#[derive(Clone, Debug)]
+pub(super) struct Object {
+    /// The size in bytes (`i_size`).
+    pub size: u64,
+    /// A hugetlbfs file: faults, truncation and mappings work in huge pages.
+    pub huge: bool,
+    /// The trace file whose initial pattern unwritten bytes show, if any.
+    pattern: Option<FileId>,
+    /// Unwritten bytes below this offset show the pattern; at or above it they are 0. Only
+    /// ever lowered (by truncation), so a byte that was cut off never comes back.
+    pattern_limit: u64,
+    /// Written pages, by page index. The bytes of a page past `size` are kept (a store through a
+    /// shared mapping can put them there) but are not part of the file.
+    pages: BTreeMap<u64, Page>,
+    /// hugetlbfs only: huge page indices present in the page cache. A private hugetlb fault on a
+    /// huge page that is not present gets a private zeroed page instead of sharing the file's.
+    pub instantiated: BTreeSet<u64>,
+}
+
+impl Object {
+    /// A trace file: pattern bytes up to `size` (zeros for a hugetlbfs file).
+    pub fn file(id: FileId, size: u64, huge: bool) -> Object {
+        Object {
+            size,
+            huge,
+            pattern: if huge { None } else { Some(id) },
+            pattern_limit: if huge { 0 } else { size },
+            pages: BTreeMap::new(),
+            instantiated: BTreeSet::new(),
+        }
+    }
+
+    /// The zero-filled shmem object of a `MAP_SHARED` anonymous mapping.
+    pub fn shmem(size: u64) -> Object {
+        Object {
+            size,
+            huge: false,
+            pattern: None,
+            pattern_limit: 0,
+            pages: BTreeMap::new(),
+            instantiated: BTreeSet::new(),
+        }
+    }
+
+    /// The byte of the page cache at `off`, ignoring `size` (what a mapping of the page shows).
+    pub fn byte(&self, off: u64) -> u8 {
+        match self.pages.get(&(off >> PAGE_SHIFT)) {
+            Some(p) => p[(off % PAGE_SIZE) as usize],
+            None => self.unwritten_byte(off),
+        }
+    }
+
+    fn unwritten_byte(&self, off: u64) -> u8 {
+        match self.pattern {
+            Some(f) if off < self.pattern_limit => initial_file_byte(f, off),
+            _ => 0,
+        }
+    }
+
+    /// Sets the byte at `off` (size unchanged).
+    pub fn set_byte(&mut self, off: u64, value: u8) {
+        let idx = off >> PAGE_SHIFT;
+        if !self.pages.contains_key(&idx) {
+            let page = self.page(idx);
+            self.pages.insert(idx, page);
+        }
+        if let Some(p) = self.pages.get_mut(&idx) {
+            p[(off % PAGE_SIZE) as usize] = value;
+        }
+    }
+
+    /// A copy of the page at `idx` (what a copy-on-write fault copies).
+    pub fn page(&self, idx: u64) -> Page {
+        if let Some(p) = self.pages.get(&idx) {
+            return p.clone();
+        }
+        let mut page = zero_page();
+        let base = idx << PAGE_SHIFT;
+        if self.pattern.is_some() && base < self.pattern_limit {
+            for (i, b) in page.iter_mut().enumerate() {
+                *b = self.unwritten_byte(base + i as u64);
+            }
+        }
+        page
+    }
+
+    /// The bytes per fault unit: a page, or a huge page for hugetlbfs.
+    pub fn unit(&self, huge_page_size: u64) -> u64 {
+        if self.huge {
+            huge_page_size
+        } else {
+            PAGE_SIZE
+        }
+    }
+
+    /// Whether a fault at byte `off` finds the object's page (not past EOF, at the fault unit's
+    /// granularity). Otherwise the access gets SIGBUS.
+    pub fn fault_ok(&self, off: u64, huge_page_size: u64) -> bool {
+        let unit = self.unit(huge_page_size);
+        off / unit < self.size.div_ceil(unit)
+    }
+
+    /// Zeroes `[from, to)` of the page cache (only pages that exist or hold pattern bytes).
+    pub fn zero_range(&mut self, from: u64, to: u64) {
+        for off in from..to {
+            if self.byte(off) != 0 {
+                self.set_byte(off, 0);
+            }
+        }
+    }
+
+    /// Changes the size as ftruncate does (the caller handled mappings and checks):
+    /// shrinking (or keeping) the size zeroes the rest of the new last page and drops whole
+    /// pages past it; growing zeroes the tail of the old last page first, so bytes stored past
+    /// the old EOF do not reappear in the file (ext4's behaviour, see the module doc).
+    pub fn truncate(&mut self, new: u64, huge_page_size: u64) {
+        let old = self.size;
+        if new <= old {
+            let keep_pages = new.div_ceil(PAGE_SIZE);
+            self.zero_range(new, keep_pages * PAGE_SIZE);
+            self.pages.retain(|&idx, _| idx < keep_pages);
+            self.pattern_limit = self.pattern_limit.min(new);
+            let unit = self.unit(huge_page_size);
+            let keep_units = new.div_ceil(unit);
+            self.instantiated.retain(|&u| u < keep_units);
+        } else {
+            self.zero_range(old, old.next_multiple_of(PAGE_SIZE));
+        }
+        self.size = new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_then_zero_past_size() {
+        let o = Object::file(1, 5000, false);
+        assert_eq!(o.byte(0), initial_file_byte(1, 0));
+        assert_eq!(o.byte(4999), initial_file_byte(1, 4999));
+        assert_eq!(o.byte(5000), 0);
+        assert!(o.fault_ok(8191, 1 << 15));
+        assert!(!o.fault_ok(8192, 1 << 15));
+    }
+
+    #[test]
+    fn truncate_cuts_and_never_restores_pattern() {
+        let mut o = Object::file(0, 3 * PAGE_SIZE, false);
+        o.set_byte(PAGE_SIZE + 10, 9);
+        o.truncate(100, 1 << 15);
+        assert_eq!(o.byte(99), initial_file_byte(0, 99));
+        assert_eq!(o.byte(100), 0);
+        assert_eq!(o.byte(PAGE_SIZE + 10), 0);
+        o.truncate(3 * PAGE_SIZE, 1 << 15);
+        assert_eq!(o.byte(200), 0);
+        assert_eq!(o.byte(2 * PAGE_SIZE), 0);
+    }
+
+    #[test]
+    fn grow_zeroes_old_tail_only() {
+        let mut o = Object::file(0, 5000, false);
+        o.set_byte(6000, 12);
+        o.truncate(5500, 1 << 15);
+        assert_eq!(o.byte(6000), 0);
+        assert_eq!(o.byte(4999), initial_file_byte(0, 4999));
+    }
+}

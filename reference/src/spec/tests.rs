@@ -1,0 +1,865 @@
+//! Scenario tests of the flat spec. The address space is the default one: ptrs=8, so
+//! TASK_SIZE = 16 MiB and a huge page is 32 KiB. Expected values marked "host" were observed on
+//! the 6.18 host with the probes described in the module doc.
+
+use super::*;
+use crate::{initial_file_byte, MmapFlags, MremapFlags};
+use OpResult::{Addr, Count, Done, Err as E, Zero};
+
+const P: u64 = PAGE_SIZE;
+const W: u64 = 0x100000;
+
+struct T {
+    spec: Spec,
+}
+
+fn prot(s: &str) -> Prot {
+    let mut bits = 0;
+    for c in s.chars() {
+        bits |= match c {
+            'r' => 1,
+            'w' => 2,
+            'x' => 4,
+            _ => 0,
+        };
+    }
+    Prot::from_bits(bits)
+}
+
+fn mflags(s: &str) -> MmapFlags {
+    let mut f = MmapFlags::default();
+    for w in s.split(',') {
+        match w {
+            "shared" => f.shared = true,
+            "private" => {}
+            "fixed" => f.fixed = true,
+            "noreplace" => f.noreplace = true,
+            "populate" => f.populate = true,
+            _ => panic!("flag {w}"),
+        }
+    }
+    f
+}
+
+impl T {
+    fn new(files: &[(u64, bool)]) -> T {
+        let files: Vec<FileInit> = files.iter().map(|&(size, huge)| FileInit { size, huge }).collect();
+        let tasks = [TaskInit { mm: 0, cpu: 0 }];
+        T {
+            spec: Spec::new(&Config::default(), &files, &tasks),
+        }
+    }
+    fn op(&mut self, task: u32, op: Op) -> OpResult {
+        self.spec.apply(&Call { task, op }, Oom::No)
+    }
+    fn oom(&mut self, task: u32, op: Op, n: u64) -> OpResult {
+        self.spec.apply(&Call { task, op }, Oom::After(n))
+    }
+    fn mmap(&mut self, addr: u64, len: u64, p: &str, fl: &str, file: Option<u32>, off: u64) -> OpResult {
+        self.op(
+            0,
+            Op::Mmap {
+                addr,
+                len,
+                prot: prot(p),
+                flags: mflags(fl),
+                file,
+                off,
+            },
+        )
+    }
+    fn anon(&mut self, addr: u64, len: u64, p: &str) -> OpResult {
+        self.mmap(addr, len, p, "private,fixed", None, 0)
+    }
+    fn munmap(&mut self, addr: u64, len: u64) -> OpResult {
+        self.op(0, Op::Munmap { addr, len })
+    }
+    fn mprotect(&mut self, addr: u64, len: u64, p: &str) -> OpResult {
+        self.op(
+            0,
+            Op::Mprotect {
+                addr,
+                len,
+                prot: prot(p),
+            },
+        )
+    }
+    fn mremap(&mut self, addr: u64, old: u64, new: u64, fl: &str, to: Option<u64>) -> OpResult {
+        let flags = MremapFlags {
+            maymove: fl.contains("maymove"),
+            fixed: fl.contains("fixed"),
+        };
+        self.op(
+            0,
+            Op::Mremap {
+                addr,
+                old,
+                new,
+                flags,
+                to,
+            },
+        )
+    }
+    fn load(&mut self, addr: u64) -> OpResult {
+        self.op(0, Op::Load { addr })
+    }
+    fn store(&mut self, addr: u64, value: u8) -> OpResult {
+        self.op(0, Op::Store { addr, value })
+    }
+    fn write(&mut self, file: u32, off: u64, len: u64, buf: u64) -> OpResult {
+        self.op(0, Op::Write { file, off, len, buf })
+    }
+    fn read(&mut self, file: u32, off: u64, len: u64, buf: u64) -> OpResult {
+        self.op(0, Op::Read { file, off, len, buf })
+    }
+    fn truncate(&mut self, file: u32, size: u64) -> OpResult {
+        self.op(0, Op::Truncate { file, size })
+    }
+    fn pageout(&mut self, addr: u64, len: u64) -> OpResult {
+        self.op(0, Op::Pageout { addr, len })
+    }
+    /// The VMA boundaries of task 0's address space.
+    fn layout(&self, task: u32) -> Vec<(u64, u64)> {
+        let mm = self.spec.tasks[task as usize].expect("alive");
+        self.spec.mms[&mm].vmas.values().map(|v| (v.start, v.end)).collect()
+    }
+}
+
+fn pat(f: u32, o: u64) -> OpResult {
+    OpResult::Byte(initial_file_byte(f, o))
+}
+
+// ----- mmap --------------------------------------------------------------------------------
+
+#[test]
+fn mmap_argument_checks_in_linux_order() {
+    let mut t = T::new(&[(5000, false)]);
+    let ts = Config::default().task_size();
+    assert_eq!(
+        t.mmap(W, 0, "rw", "shared,fixed", Some(0), 1),
+        E(Errno::EINVAL),
+        "offset first"
+    );
+    assert_eq!(t.mmap(W, 0, "rw", "shared,fixed", Some(0), 0), E(Errno::EINVAL));
+    assert_eq!(
+        t.mmap(W + 1, u64::MAX, "rw", "shared,fixed", Some(0), 0),
+        E(Errno::ENOMEM),
+        "len overflow before addr"
+    );
+    assert_eq!(t.mmap(W + 1, P, "rw", "private,fixed", None, 0), E(Errno::EINVAL));
+    assert_eq!(
+        t.mmap(ts - P - 1, 2 * P, "rw", "private,fixed", None, 0),
+        E(Errno::ENOMEM),
+        "range before alignment"
+    );
+    assert_eq!(t.mmap(ts, P, "rw", "private,fixed", None, 0), E(Errno::ENOMEM));
+    assert_eq!(t.mmap(0x1000, P, "rw", "private,fixed", None, 0), E(Errno::EPERM));
+    assert_eq!(t.mmap(0, ts + P, "rw", "private", None, 0), E(Errno::ENOMEM));
+    let off = (i64::MAX as u64 + 1) - P;
+    assert_eq!(
+        t.mmap(W, 2 * P, "rw", "shared,fixed", Some(0), off),
+        E(Errno::EOVERFLOW)
+    );
+    assert_eq!(
+        t.mmap(W + 1, 2 * P, "rw", "shared,fixed", Some(0), off),
+        E(Errno::EINVAL)
+    );
+    assert_eq!(
+        t.mmap(W, 2 * P, "rw", "private,fixed", None, off),
+        Addr(W),
+        "anonymous ignores the offset"
+    );
+    assert_eq!(t.mmap(W, P, "rw", "private,noreplace", None, 0), E(Errno::EEXIST));
+    assert_eq!(t.mmap(W + 1, P, "rw", "private,noreplace", None, 0), E(Errno::EINVAL));
+    assert_eq!(
+        t.mmap(W + 2 * P, P, "rw", "private,noreplace", None, 0),
+        Addr(W + 2 * P)
+    );
+}
+
+#[test]
+fn mmap_placement_hint_then_top_down() {
+    let mut t = T::new(&[]);
+    let ts = Config::default().task_size();
+    assert_eq!(
+        t.mmap(W + 0x123, P, "r", "private", None, 0),
+        Addr(W),
+        "hint rounded down"
+    );
+    assert_eq!(
+        t.mmap(W, P, "r", "private", None, 0),
+        Addr(ts - P),
+        "hint taken: top of user space"
+    );
+    assert_eq!(t.mmap(0, 2 * P, "r", "private", None, 0), Addr(ts - 3 * P));
+    assert_eq!(
+        t.mmap(0x1000, P, "r", "private", None, 0),
+        Addr(USER_BASE),
+        "low hint raised to mmap_min_addr"
+    );
+    assert_eq!(t.munmap(ts - 2 * P, P), Zero);
+    assert_eq!(
+        t.mmap(0, 2 * P, "r", "private", None, 0),
+        Addr(ts - 5 * P),
+        "a one-page hole does not fit"
+    );
+    assert_eq!(
+        t.mmap(0, P, "r", "private", None, 0),
+        Addr(ts - 2 * P),
+        "the highest gap that fits"
+    );
+}
+
+#[test]
+fn mmap_fixed_replaces_and_merges_with_neighbours() {
+    let mut t = T::new(&[(8 * P, false)]);
+    assert_eq!(t.anon(W, 4 * P, "rw"), Addr(W));
+    assert_eq!(t.store(W + P, 7), Done);
+    assert_eq!(t.anon(W + P, P, "rw"), Addr(W + P));
+    assert_eq!(t.load(W + P), OpResult::Byte(0), "replaced: fresh zero page");
+    // Faulted prev (anon_vma) + unfaulted new: one VMA again.
+    assert_eq!(t.layout(0), vec![(W, W + 4 * P)]);
+    // File mappings merge only with contiguous offsets of the same file.
+    assert_eq!(t.mmap(W + 8 * P, P, "rw", "shared,fixed", Some(0), 0), Addr(W + 8 * P));
+    assert_eq!(t.mmap(W + 9 * P, P, "rw", "shared,fixed", Some(0), P), Addr(W + 9 * P));
+    assert_eq!(
+        t.mmap(W + 10 * P, P, "rw", "shared,fixed", Some(0), 3 * P),
+        Addr(W + 10 * P)
+    );
+    assert_eq!(
+        t.layout(0),
+        vec![(W, W + 4 * P), (W + 8 * P, W + 10 * P), (W + 10 * P, W + 11 * P)]
+    );
+    // Shared anonymous mappings each have their own object: never merged.
+    assert_eq!(t.mmap(W + 12 * P, P, "rw", "shared,fixed", None, 0), Addr(W + 12 * P));
+    assert_eq!(t.mmap(W + 13 * P, P, "rw", "shared,fixed", None, 0), Addr(W + 13 * P));
+    assert_eq!(t.layout(0).len(), 5);
+}
+
+#[test]
+fn populate_copies_private_writable_file_pages() {
+    // host: a pwrite after MAP_POPULATE of a private rw mapping is invisible through it.
+    let mut t = T::new(&[(2 * P, false)]);
+    assert_eq!(t.mmap(W, 2 * P, "rw", "private,fixed,populate", Some(0), 0), Addr(W));
+    assert_eq!(
+        t.mmap(W + 4 * P, 2 * P, "r", "private,fixed,populate", Some(0), 0),
+        Addr(W + 4 * P)
+    );
+    assert_eq!(t.anon(W + 8 * P, P, "rw"), Addr(W + 8 * P));
+    assert_eq!(t.store(W + 8 * P, 55), Done);
+    assert_eq!(t.write(0, 30, 1, W + 8 * P), Count(1));
+    assert_eq!(t.load(W + 30), pat(0, 30), "populated copy");
+    assert_eq!(
+        t.load(W + 4 * P + 30),
+        OpResult::Byte(55),
+        "read-only private reads through"
+    );
+}
+
+// ----- load / store ------------------------------------------------------------------------
+
+#[test]
+fn faults_segv_bus_and_eof_page() {
+    let mut t = T::new(&[(5000, false)]);
+    assert_eq!(t.load(W), OpResult::Sigsegv);
+    assert_eq!(t.mmap(W, 3 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.load(W + 4999), pat(0, 4999));
+    assert_eq!(t.load(W + 5000), OpResult::Byte(0), "rest of the EOF page reads 0");
+    assert_eq!(t.load(W + 2 * P), OpResult::Sigbus);
+    assert_eq!(t.store(W + 6000, 77), Done, "stores past EOF stay in the page");
+    assert_eq!(t.load(W + 6000), OpResult::Byte(77));
+    assert_eq!(
+        t.read(0, 4996, 8, W + 2 * P),
+        E(Errno::EFAULT),
+        "page 2 is past EOF: SIGBUS → EFAULT"
+    );
+    assert_eq!(t.anon(W + 8 * P, P, "r"), Addr(W + 8 * P));
+    assert_eq!(t.read(0, 4996, 8, W + 8 * P), E(Errno::EFAULT), "read-only buffer");
+    assert_eq!(t.anon(W + 9 * P, P, "rw"), Addr(W + 9 * P));
+    assert_eq!(t.read(0, 4996, 8, W + 9 * P), Count(4), "read stops at EOF");
+    assert_eq!(t.store(W + 8 * P, 1), OpResult::Sigsegv, "write needs w");
+    assert_eq!(t.mprotect(W + 8 * P, P, "x"), Zero);
+    assert_eq!(t.load(W + 8 * P), OpResult::Byte(0), "x implies r");
+    assert_eq!(t.mprotect(W + 8 * P, P, "none"), Zero);
+    assert_eq!(t.load(W + 8 * P), OpResult::Sigsegv);
+}
+
+#[test]
+fn private_file_pages_read_through_until_written() {
+    // host: a not-yet-copied private page shows later file changes; a copied one does not.
+    let mut t = T::new(&[(3 * P, false)]);
+    assert_eq!(t.mmap(W, 3 * P, "rw", "private,fixed", Some(0), 0), Addr(W));
+    assert_eq!(
+        t.mmap(W + 4 * P, 3 * P, "rw", "shared,fixed", Some(0), 0),
+        Addr(W + 4 * P)
+    );
+    assert_eq!(t.load(W + 10), pat(0, 10));
+    assert_eq!(t.store(W + 4 * P + 10, 42), Done);
+    assert_eq!(t.load(W + 10), OpResult::Byte(42));
+    assert_eq!(t.store(W + 20, 5), Done);
+    assert_eq!(t.store(W + 4 * P + 10, 43), Done);
+    assert_eq!(t.load(W + 10), OpResult::Byte(42), "copied at the first write");
+    assert_eq!(
+        t.load(W + 4 * P + 20),
+        pat(0, 20),
+        "a private write never reaches the file"
+    );
+}
+
+#[test]
+fn oom_access_has_no_effect() {
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.oom(0, Op::Store { addr: W, value: 3 }, 0), OpResult::Oom);
+    assert_eq!(t.oom(0, Op::Load { addr: W }, 0), OpResult::Oom);
+    assert_eq!(
+        t.oom(0, Op::Load { addr: W + P }, 0),
+        OpResult::Sigsegv,
+        "a SIGSEGV stays one"
+    );
+    assert_eq!(t.load(W), OpResult::Byte(0));
+}
+
+// ----- truncate ----------------------------------------------------------------------------
+
+#[test]
+fn truncate_drops_cows_past_eof_but_keeps_partial_page() {
+    // host: COW of page 1 kept (7, and 47 past EOF as copied), page 2 SIGBUS then zero.
+    let mut t = T::new(&[(3 * P, false), (0, false)]);
+    assert_eq!(t.mmap(W, 3 * P, "rw", "private,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.store(W + P + 1, 7), Done);
+    assert_eq!(t.store(W + 2 * P + 1, 8), Done);
+    assert_eq!(t.truncate(0, P + 100), Zero);
+    assert_eq!(t.load(W + P + 1), OpResult::Byte(7));
+    assert_eq!(t.load(W + 2 * P + 1), OpResult::Sigbus);
+    assert_eq!(t.load(W + P + 200), pat(0, P + 200));
+    assert_eq!(t.truncate(0, 3 * P), Zero);
+    assert_eq!(t.load(W + 2 * P + 1), OpResult::Byte(0));
+    assert_eq!(t.load(W + P + 1), OpResult::Byte(7));
+    assert_eq!(t.truncate(1, u64::MAX), E(Errno::EINVAL));
+    assert_eq!(t.truncate(1, MAX_FILE_SIZE + 1), E(Errno::EFBIG));
+    assert_eq!(t.truncate(1, MAX_FILE_SIZE), Zero);
+}
+
+#[test]
+fn size_changes_zero_the_eof_page_tail() {
+    // host (ext4): ftruncate up zeroes the old tail; pwrite past EOF zeroes [size, pos).
+    let mut t = T::new(&[(5000, false)]);
+    assert_eq!(t.mmap(W, 3 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.anon(W + 8 * P, P, "rw"), Addr(W + 8 * P));
+    let (a, b) = (W + 5200, W + 6000);
+    assert_eq!(t.store(a, 11), Done);
+    assert_eq!(t.store(b, 12), Done);
+    assert_eq!(t.truncate(0, 5500), Zero);
+    assert_eq!((t.load(a), t.load(b)), (OpResult::Byte(0), OpResult::Byte(0)));
+    for (pos, expect_a, expect_b) in [(5300, 0, 12), (5000, 11, 12), (9000, 0, 0)] {
+        assert_eq!(t.truncate(0, 5000), Zero);
+        assert_eq!(t.store(a, 11), Done);
+        assert_eq!(t.store(b, 12), Done);
+        assert_eq!(t.write(0, pos, 1, W + 8 * P), Count(1));
+        assert_eq!(
+            (t.load(a), t.load(b)),
+            (OpResult::Byte(expect_a), OpResult::Byte(expect_b)),
+            "pwrite at {pos}"
+        );
+    }
+    assert_eq!(t.truncate(0, 5000), Zero);
+    assert_eq!(t.store(b, 12), Done);
+    assert_eq!(t.truncate(0, 5000), Zero);
+    assert_eq!(
+        t.load(b),
+        OpResult::Byte(0),
+        "truncate to the same size zeroes the tail"
+    );
+}
+
+// ----- write / read ------------------------------------------------------------------------
+
+#[test]
+fn write_read_argument_checks() {
+    let ts = Config::default().task_size();
+    let mut t = T::new(&[(5000, false)]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(
+        t.write(0, u64::MAX, 10, 0),
+        E(Errno::EINVAL),
+        "pos < 0 before the buffer"
+    );
+    assert_eq!(t.read(0, 1 << 63, 10, W), E(Errno::EINVAL));
+    assert_eq!(t.write(0, 0, 0, ts), Count(0), "buf == TASK_SIZE with count 0 is fine");
+    assert_eq!(t.write(0, 0, 0, ts + 1), E(Errno::EFAULT));
+    assert_eq!(t.read(0, 0, u64::MAX, W), E(Errno::EFAULT), "access_ok first");
+    assert_eq!(t.read(0, i64::MAX as u64 - 7, 10, W), E(Errno::EINVAL));
+    assert_eq!(t.write(0, i64::MAX as u64 - 7, 0, W), Count(0));
+    assert_eq!(t.read(0, 5000, 10, 0x20000), Count(0), "EOF before the buffer");
+    assert_eq!(t.read(0, 0, 0, 0x20000), Count(0));
+    assert_eq!(t.write(0, MAX_FILE_SIZE, 10, W), E(Errno::EFBIG));
+    assert_eq!(t.write(0, MAX_FILE_SIZE - 4, 10, W), Count(4));
+}
+
+#[test]
+fn copies_stop_at_the_first_fault() {
+    // host: 10 of 100 bytes into/from a buffer that is rw then PROT_NONE.
+    let mut t = T::new(&[(5000, false)]);
+    assert_eq!(t.anon(W, 2 * P, "rw"), Addr(W));
+    assert_eq!(t.mprotect(W + P, P, "none"), Zero);
+    assert_eq!(t.read(0, 0, 100, W + P - 10), Count(10));
+    assert_eq!(t.load(W + P - 1), pat(0, 9));
+    assert_eq!(t.read(0, 0, 100, W + P), E(Errno::EFAULT));
+    assert_eq!(t.store(W + P - 10, 99), Done);
+    assert_eq!(t.write(0, 0, 100, W + P - 10), Count(10));
+    assert_eq!(t.write(0, 0, 100, W + P), E(Errno::EFAULT));
+    assert_eq!(t.mmap(W + 4 * P, P, "r", "shared,fixed", Some(0), 0), Addr(W + 4 * P));
+    assert_eq!(t.load(W + 4 * P), OpResult::Byte(99));
+    // The machine ran out after 3 bytes; with no bytes possible, ENOMEM; EFAULT still wins.
+    assert_eq!(
+        t.oom(
+            0,
+            Op::Write {
+                file: 0,
+                off: 0,
+                len: 8,
+                buf: W
+            },
+            3
+        ),
+        Count(3)
+    );
+    assert_eq!(
+        t.oom(
+            0,
+            Op::Write {
+                file: 0,
+                off: 0,
+                len: 8,
+                buf: W
+            },
+            0
+        ),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(
+        t.oom(
+            0,
+            Op::Write {
+                file: 0,
+                off: 0,
+                len: 8,
+                buf: W + P
+            },
+            0
+        ),
+        E(Errno::EFAULT)
+    );
+    assert_eq!(
+        t.oom(
+            0,
+            Op::Read {
+                file: 0,
+                off: 0,
+                len: 100,
+                buf: W + P - 10
+            },
+            50
+        ),
+        Count(10)
+    );
+}
+
+#[test]
+fn write_extends_and_overlap_is_a_forward_byte_copy() {
+    let mut t = T::new(&[(3 * P, false)]);
+    assert_eq!(t.mmap(W, 3 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    for i in 0..10 {
+        assert_eq!(t.store(W + i, i as u8 + 1), Done);
+    }
+    assert_eq!(t.write(0, 1, 8, W), Count(8));
+    for i in 1..9 {
+        assert_eq!(t.load(W + i), OpResult::Byte(1), "byte {i}");
+    }
+    // Source in page 1 past EOF: SIGBUS after 46 bytes (host: 46, size 4046).
+    assert_eq!(t.truncate(0, 4000), Zero);
+    assert_eq!(t.write(0, 4000, 200, W + 4050), Count(46));
+    assert_eq!(t.truncate(0, 4000), Zero);
+    // The file grows under the copy, so the source page becomes valid (host: 200).
+    assert_eq!(t.write(0, 4000, 200, W + 3990), Count(200));
+    assert_eq!(
+        t.read(0, 0, 1, W + 2 * P),
+        E(Errno::EFAULT),
+        "page 2 is past EOF (4200)"
+    );
+    assert_eq!(t.read(0, 0, 1, W + P), Count(1));
+    assert_eq!(t.load(W + P), OpResult::Byte(1));
+}
+
+#[test]
+fn read_into_private_file_mapping_copies_on_write() {
+    let mut t = T::new(&[(2 * P, false), (P, false)]);
+    assert_eq!(t.mmap(W, 2 * P, "rw", "private,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.read(1, 0, 5, W + 3), Count(5));
+    assert_eq!(t.load(W + 3), pat(1, 0));
+    assert_eq!(t.load(W + 2), pat(0, 2));
+    assert_eq!(t.mmap(W + 4 * P, P, "r", "shared,fixed", Some(0), 0), Addr(W + 4 * P));
+    assert_eq!(t.load(W + 4 * P + 3), pat(0, 3), "the file is unchanged");
+}
+
+// ----- munmap / mprotect / pageout -----------------------------------------------------------
+
+#[test]
+fn munmap_checks() {
+    let ts = Config::default().task_size();
+    let mut t = T::new(&[]);
+    assert_eq!(t.munmap(W + 1, P), E(Errno::EINVAL));
+    assert_eq!(t.munmap(W, 0), E(Errno::EINVAL));
+    assert_eq!(t.munmap(ts - P, 2 * P), E(Errno::EINVAL));
+    assert_eq!(t.munmap(ts, 0), E(Errno::EINVAL));
+    assert_eq!(t.munmap(W, u64::MAX), E(Errno::EINVAL));
+    assert_eq!(t.munmap(W, P), Zero, "holes are fine");
+    assert_eq!(t.anon(W, 3 * P, "rw"), Addr(W));
+    assert_eq!(t.munmap(W + P, 1), Zero);
+    assert_eq!(t.layout(0), vec![(W, W + P), (W + 2 * P, W + 3 * P)]);
+    assert_eq!(t.load(W + P), OpResult::Sigsegv);
+}
+
+#[test]
+fn mprotect_applies_up_to_the_hole() {
+    let mut t = T::new(&[]);
+    assert_eq!(t.mprotect(W + 1, P, "r"), E(Errno::EINVAL));
+    assert_eq!(t.mprotect(W + 1, 0, "r"), E(Errno::EINVAL));
+    assert_eq!(t.mprotect(W, 0, "r"), Zero);
+    assert_eq!(t.mprotect(W, 0u64.wrapping_sub(P), "r"), E(Errno::ENOMEM));
+    assert_eq!(t.mprotect(W, P, "r"), E(Errno::ENOMEM));
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.anon(W + 2 * P, P, "rw"), Addr(W + 2 * P));
+    assert_eq!(t.mprotect(W, 3 * P, "r"), E(Errno::ENOMEM));
+    assert_eq!(t.store(W, 1), OpResult::Sigsegv, "changed before the hole");
+    assert_eq!(t.store(W + 2 * P, 1), Done, "not after it");
+    assert_eq!(
+        t.mprotect(W + 2 * P, 2 * P, "r"),
+        E(Errno::ENOMEM),
+        "range runs past the last VMA"
+    );
+    assert_eq!(t.store(W + 2 * P, 1), OpResult::Sigsegv);
+}
+
+#[test]
+fn mprotect_account_and_anon_vma_decide_merges() {
+    // host [1]-[3]: VM_ACCOUNT is dropped from an unfaulted anonymous VMA made read-only.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.mprotect(W, P, "r"), Zero);
+    assert_eq!(t.anon(W + P, P, "r"), Addr(W + P));
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 1), Done);
+    assert_eq!(t.mprotect(W, P, "r"), Zero);
+    assert_eq!(t.anon(W + P, P, "r"), Addr(W + P));
+    assert_eq!(t.layout(0), vec![(W, W + P), (W + P, W + 2 * P)]);
+    assert_eq!(t.mprotect(W + P, P, "rw"), Zero);
+    assert_eq!(t.mprotect(W, P, "rw"), Zero);
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)], "both writable and accounted again");
+    // host [5b]: prev and next with different anon_vmas: only the left merge.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, 3 * P, "rw"), Addr(W));
+    assert_eq!(t.mprotect(W + P, P, "r"), Zero);
+    assert_eq!(t.store(W, 1), Done);
+    assert_eq!(t.store(W + 2 * P, 1), Done);
+    assert_eq!(t.mprotect(W + P, P, "rw"), Zero);
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P), (W + 2 * P, W + 3 * P)]);
+    // Same protection: no change, no merge attempt.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.anon(W + P, P, "r"), Addr(W + P));
+    assert_eq!(t.mprotect(W + P, P, "r"), Zero);
+    assert_eq!(t.layout(0).len(), 2);
+    // A shared anonymous mapping split by mprotect merges back.
+    let mut t = T::new(&[]);
+    assert_eq!(t.mmap(W, 2 * P, "rw", "shared,fixed", None, 0), Addr(W));
+    assert_eq!(t.mprotect(W, P, "r"), Zero);
+    assert_eq!(t.layout(0).len(), 2);
+    assert_eq!(t.mprotect(W, P, "rw"), Zero);
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+}
+
+#[test]
+fn pageout_checks() {
+    let mut t = T::new(&[(P, true)]);
+    assert_eq!(t.pageout(W + 1, P), E(Errno::EINVAL));
+    assert_eq!(t.pageout(W, u64::MAX), E(Errno::EINVAL));
+    assert_eq!(t.pageout(W, 0u64.wrapping_sub(P)), E(Errno::EINVAL));
+    assert_eq!(t.pageout(W, 0), Zero);
+    assert_eq!(t.pageout(W, P), E(Errno::ENOMEM));
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 9), Done);
+    assert_eq!(t.pageout(W, P), Zero);
+    assert_eq!(t.load(W), OpResult::Byte(9), "no content change");
+    assert_eq!(t.pageout(W - P, 2 * P), E(Errno::ENOMEM));
+    assert_eq!(t.pageout(W, 2 * P), E(Errno::ENOMEM));
+    let hps = Config::default().huge_page_size();
+    assert_eq!(t.mmap(4 * hps, hps, "rw", "shared,fixed", Some(0), 0), Addr(4 * hps));
+    assert_eq!(t.pageout(4 * hps, P), E(Errno::EINVAL));
+}
+
+// ----- mremap ------------------------------------------------------------------------------
+
+#[test]
+fn mremap_checks() {
+    let ts = Config::default().task_size();
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, 2 * P, "rw"), Addr(W));
+    assert_eq!(t.mremap(W + 1, P, P, "", None), E(Errno::EINVAL));
+    assert_eq!(t.mremap(W, P, 0, "", None), E(Errno::EINVAL));
+    assert_eq!(t.mremap(W, P, ts + P, "maymove", None), E(Errno::EINVAL));
+    assert_eq!(
+        t.mremap(W, P, P, "fixed", Some(W + 8 * P)),
+        E(Errno::EINVAL),
+        "fixed needs maymove"
+    );
+    assert_eq!(t.mremap(W, P, P, "maymove,fixed", Some(W)), E(Errno::EINVAL), "overlap");
+    assert_eq!(t.mremap(W, P, P, "maymove,fixed", Some(ts - 1)), E(Errno::EINVAL));
+    assert_eq!(t.mremap(W + 8 * P, P, P, "", None), E(Errno::EFAULT));
+    assert_eq!(
+        t.mremap(W, 0, P, "maymove", None),
+        E(Errno::EINVAL),
+        "private duplicate"
+    );
+    assert_eq!(
+        t.mremap(W, 5 * P, 5 * P, "", None),
+        Addr(W),
+        "no resize: range not checked"
+    );
+    assert_eq!(t.mremap(W + P, 2 * P, 3 * P, "", None), E(Errno::EFAULT));
+    assert_eq!(
+        t.mremap(W, P, 2 * P, "", None),
+        E(Errno::ENOMEM),
+        "cannot grow in the middle"
+    );
+    assert_eq!(
+        t.oom(
+            0,
+            Op::Mremap {
+                addr: W,
+                old: P,
+                new: 3 * P,
+                flags: MremapFlags {
+                    maymove: true,
+                    fixed: false
+                },
+                to: None
+            },
+            0
+        ),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+}
+
+#[test]
+fn mremap_grow_in_place_merges_with_next() {
+    // host [6]: grown up to an adjacent compatible VMA: one VMA.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.anon(W + 2 * P, P, "rw"), Addr(W + 2 * P));
+    assert_eq!(t.mremap(W, P, 2 * P, "", None), Addr(W));
+    assert_eq!(t.layout(0), vec![(W, W + 3 * P)]);
+    // Two VMAs of different protection: EFAULT across them when resizing.
+    assert_eq!(t.anon(W + 3 * P, P, "r"), Addr(W + 3 * P));
+    assert_eq!(t.mremap(W, 4 * P, 5 * P, "maymove", None), E(Errno::EFAULT));
+    // Shrinking may cross VMA ends.
+    assert_eq!(t.mremap(W, 4 * P, P, "", None), Addr(W));
+    assert_eq!(t.layout(0), vec![(W, W + P)]);
+}
+
+#[test]
+fn mremap_move_keeps_contents_and_merges() {
+    let ts = Config::default().task_size();
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, 2 * P, "rw"), Addr(W));
+    assert_eq!(t.store(W + P, 5), Done);
+    assert_eq!(t.anon(W + 2 * P, P, "r"), Addr(W + 2 * P));
+    assert_eq!(t.mremap(W, 2 * P, 3 * P, "maymove", None), Addr(ts - 3 * P));
+    assert_eq!(t.load(ts - 2 * P), OpResult::Byte(5));
+    assert_eq!(t.load(W + P), OpResult::Sigsegv);
+    // host [13]: an unfaulted anonymous VMA moved next to an identical one merges.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.anon(W + 16 * P, P, "rw"), Addr(W + 16 * P));
+    assert_eq!(t.mremap(W + 16 * P, P, P, "maymove,fixed", Some(W + P)), Addr(W + P));
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.anon(W + 16 * P, P, "rw"), Addr(W + 16 * P));
+    assert_eq!(t.store(W + 16 * P, 1), Done);
+    assert_eq!(t.mremap(W + 16 * P, P, P, "maymove,fixed", Some(W + P)), Addr(W + P));
+    assert_eq!(
+        t.layout(0),
+        vec![(W, W + P), (W + P, W + 2 * P)],
+        "faulted: vm_pgoff kept"
+    );
+    // fixed replaces what was at the target.
+    assert_eq!(t.anon(W + 32 * P, P, "rw"), Addr(W + 32 * P));
+    assert_eq!(
+        t.mremap(W + P, P, P, "maymove,fixed", Some(W + 32 * P)),
+        Addr(W + 32 * P)
+    );
+    assert_eq!(t.load(W + 32 * P), OpResult::Byte(1));
+}
+
+#[test]
+fn mremap_fixed_moves_several_vmas_keeping_gaps() {
+    // host [7]: 6.18 moves every VMA of [addr, addr+old) when old == new with fixed.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 5), Done);
+    assert_eq!(t.anon(W + 2 * P, P, "r"), Addr(W + 2 * P));
+    assert_eq!(
+        t.mremap(W, 3 * P, 3 * P, "maymove,fixed", Some(W + 16 * P)),
+        Addr(W + 16 * P)
+    );
+    assert_eq!(t.layout(0), vec![(W + 16 * P, W + 17 * P), (W + 18 * P, W + 19 * P)]);
+    assert_eq!(t.load(W + 16 * P), OpResult::Byte(5));
+    assert_eq!(
+        t.mremap(W + 15 * P, 3 * P, 3 * P, "maymove,fixed", Some(W)),
+        E(Errno::EFAULT),
+        "must start in a VMA"
+    );
+}
+
+#[test]
+fn shared_anonymous_growth_and_duplicate() {
+    // host [9]: SIGBUS past the original length; old_len 0 maps the object again.
+    let mut t = T::new(&[]);
+    assert_eq!(t.mmap(W, P, "rw", "shared,fixed", None, 0), Addr(W));
+    assert_eq!(t.store(W, 9), Done);
+    assert_eq!(t.mremap(W, P, 3 * P, "", None), Addr(W));
+    assert_eq!(t.load(W + P), OpResult::Sigbus);
+    assert_eq!(
+        t.mremap(W, 0, 2 * P, "maymove,fixed", Some(W + 16 * P)),
+        Addr(W + 16 * P)
+    );
+    assert_eq!(t.load(W + 16 * P), OpResult::Byte(9));
+    assert_eq!(t.load(W + 17 * P), OpResult::Sigbus);
+    assert_eq!(t.store(W + 16 * P, 10), Done);
+    assert_eq!(t.load(W), OpResult::Byte(10));
+}
+
+// ----- fork / exit -------------------------------------------------------------------------
+
+#[test]
+fn fork_copies_private_and_shares_shared() {
+    let mut t = T::new(&[(P, false)]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 1), Done);
+    assert_eq!(t.mmap(W + 2 * P, P, "rw", "shared,fixed", None, 0), Addr(W + 2 * P));
+    assert_eq!(t.oom(0, Op::Fork { task: 1, cpu: None }, 0), E(Errno::ENOMEM));
+    assert_eq!(t.op(0, Op::Fork { task: 1, cpu: None }), Done);
+    assert_eq!(t.op(1, Op::Store { addr: W, value: 2 }), Done);
+    assert_eq!(t.load(W), OpResult::Byte(1));
+    assert_eq!(
+        t.op(
+            1,
+            Op::Store {
+                addr: W + 2 * P,
+                value: 3
+            }
+        ),
+        Done
+    );
+    assert_eq!(t.load(W + 2 * P), OpResult::Byte(3));
+    // host [11]: the child's faulted VMA does not merge with a new neighbour.
+    assert_eq!(
+        t.op(
+            1,
+            Op::Mmap {
+                addr: W + P,
+                len: P,
+                prot: prot("rw"),
+                flags: mflags("private,fixed"),
+                file: None,
+                off: 0
+            }
+        ),
+        Addr(W + P)
+    );
+    assert_eq!(t.layout(1)[..2], [(W, W + P), (W + P, W + 2 * P)]);
+    assert_eq!(t.anon(W + P, P, "rw"), Addr(W + P));
+    assert_eq!(t.layout(0)[0], (W, W + 2 * P), "the parent's does");
+    assert_eq!(t.op(0, Op::Exit), Done);
+    assert_eq!(
+        t.op(1, Op::Load { addr: W + 2 * P }),
+        OpResult::Byte(3),
+        "the child's mm lives on"
+    );
+    assert_eq!(t.op(1, Op::Exit), Done);
+    assert!(t.spec.mms.is_empty());
+}
+
+// ----- hugetlb -----------------------------------------------------------------------------
+
+#[test]
+fn hugetlb_rules() {
+    let hps = Config::default().huge_page_size();
+    let mut t = T::new(&[(2 * hps, true)]);
+    let a = 8 * hps;
+    assert_eq!(
+        t.mmap(a + P, P, "rw", "shared,fixed", Some(0), 0),
+        E(Errno::EINVAL),
+        "unaligned address"
+    );
+    assert_eq!(
+        t.mmap(a, P, "rw", "shared,fixed", Some(0), P),
+        E(Errno::EINVAL),
+        "unaligned offset"
+    );
+    assert_eq!(t.mmap(a, P, "rw", "shared,fixed", Some(0), 0), Addr(a));
+    assert_eq!(t.layout(0), vec![(a, a + hps)], "length rounded up to the huge page");
+    assert_eq!(t.load(a + hps - 1), OpResult::Byte(0));
+    assert_eq!(t.store(a + 5, 7), Done);
+    assert_eq!(t.write(0, 0, 1, a), E(Errno::EINVAL), "hugetlbfs has no write");
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.read(0, 5, 1, W), Count(1));
+    assert_eq!(t.load(W), OpResult::Byte(7));
+    assert_eq!(t.munmap(a, P), E(Errno::EINVAL));
+    assert_eq!(t.mprotect(a, P, "r"), E(Errno::EINVAL));
+    assert_eq!(t.truncate(0, hps + 1), E(Errno::EINVAL));
+    // A writable mapping past EOF grows the file; private faults on a huge page absent from
+    // the page cache get a private zeroed page.
+    assert_eq!(
+        t.mmap(a + 2 * hps, 3 * hps, "rw", "private,fixed", Some(0), 0),
+        Addr(a + 2 * hps)
+    );
+    assert_eq!(t.read(0, 3 * hps - 1, 1, W), Count(1));
+    assert_eq!(
+        t.load(a + 2 * hps + 5),
+        OpResult::Byte(7),
+        "instantiated page: shared read-only"
+    );
+    assert_eq!(t.load(a + 3 * hps), OpResult::Byte(0));
+    assert_eq!(
+        t.mmap(a + 6 * hps, 2 * hps, "rw", "shared,fixed", Some(0), 0),
+        Addr(a + 6 * hps)
+    );
+    assert_eq!(t.store(a + 7 * hps, 8), Done);
+    assert_eq!(
+        t.load(a + 3 * hps),
+        OpResult::Byte(0),
+        "private page made before the shared store"
+    );
+    assert_eq!(t.store(a + 2 * hps + 6, 1), Done);
+    assert_eq!(t.store(a + 6, 2), Done);
+    assert_eq!(
+        t.load(a + 2 * hps + 6),
+        OpResult::Byte(1),
+        "whole huge page copied on write"
+    );
+    assert_eq!(t.load(a + 2 * hps + 5), OpResult::Byte(7));
+    assert_eq!(t.truncate(0, hps), Zero);
+    assert_eq!(t.load(a + 7 * hps), OpResult::Sigbus);
+    assert_eq!(t.load(a + 3 * hps), OpResult::Sigbus, "private copies past EOF dropped");
+    assert_eq!(
+        t.mremap(a, hps, 2 * hps, "maymove", None),
+        E(Errno::EINVAL),
+        "no growth"
+    );
+}

@@ -1,0 +1,83 @@
+//! The command line as a user runs it: exit statuses (0 ok, 1 violation, 2 bad input) and
+//! `error: line N: ...` messages for malformed traces, with nothing run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn mmfuzz(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mmfuzz")).args(args).output().expect("run mmfuzz");
+    (
+        out.status.code().expect("exit status"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_trace(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmfuzz-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = "mmtrace 1
+file 0 size=20000
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x4000 prot=rw flags=shared,fixed file=0 off=0
+0: load addr=0x100010
+";
+
+#[test]
+fn replay_prints_results_and_outcome() {
+    let path = write_trace("good.trace", GOOD);
+    let (code, out, err) = mmfuzz(&["replay", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        out,
+        "0: mmap addr=0x100000 len=0x4000 prot=rw flags=shared,fixed file=0 off=0 -> 0x100000\n\
+         0: load addr=0x100010 -> 17\n\
+         outcome: ok\n"
+    );
+}
+
+#[test]
+fn malformed_traces_exit_2_with_the_line() {
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("header", "mmtrace 2\ntask 0 mm=0 cpu=0\n", 1, "version"),
+        ("no-header", "task 0 mm=0 cpu=0\n", 1, "mmtrace"),
+        ("unknown-op", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: mmapp addr=0x1000\n", 3, "mmapp"),
+        ("unknown-key", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: munmap addr=0x1000 lenn=4\n", 3, "lenn"),
+        ("bad-number", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: load addr=0x10zz\n", 3, "addr"),
+        ("missing-arg", "mmtrace 1\ntask 0 mm=0 cpu=0\n# comment\n0: munmap addr=0x1000\n", 4, "len"),
+        ("out-of-range", "mmtrace 1\nconfig cpus=9\ntask 0 mm=0 cpu=0\n", 2, "cpus"),
+        ("unknown-task", "mmtrace 1\ntask 0 mm=0 cpu=0\n1: load addr=0x1000\n", 3, "task"),
+        ("value-range", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: store addr=0x1000 value=256\n", 3, "value"),
+    ];
+    for (name, text, line, fragment) in cases {
+        let path = write_trace(&format!("{name}.trace"), text);
+        let (code, out, err) = mmfuzz(&["replay", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: exit status; stderr: {err}");
+        assert!(out.is_empty(), "{name}: nothing may run, but stdout was {out:?}");
+        let want = format!("error: line {line}: ");
+        assert!(err.starts_with(&want), "{name}: stderr {err:?} should start with {want:?}");
+        assert!(err.contains(fragment), "{name}: stderr {err:?} should mention {fragment:?}");
+    }
+}
+
+#[test]
+fn one_bad_file_runs_nothing() {
+    let good = write_trace("good2.trace", GOOD);
+    let bad = write_trace("bad2.trace", "mmtrace 1\n");
+    let (code, out, _) = mmfuzz(&["replay", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn unknown_bug_is_bad_input() {
+    let path = write_trace("good3.trace", GOOD);
+    let (code, _, err) = mmfuzz(&["replay", "--bugs", "no-such-bug", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no-such-bug"), "{err}");
+}
