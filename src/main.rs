@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mmfuzz", version, about = "Fuzz a deterministic reference model of Linux memory management")]
+#[command(
+    name = "mmfuzz",
+    version,
+    about = "Fuzz a deterministic reference model of Linux memory management"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

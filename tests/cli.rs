@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn mmfuzz(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmfuzz")).args(args).output().expect("run mmfuzz");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmfuzz"))
+        .args(args)
+        .output()
+        .expect("run mmfuzz");
     (
         out.status.code().expect("exit status"),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -46,13 +49,48 @@ fn malformed_traces_exit_2_with_the_line() {
     let cases: &[(&str, &str, usize, &str)] = &[
         ("header", "mmtrace 2\ntask 0 mm=0 cpu=0\n", 1, "version"),
         ("no-header", "task 0 mm=0 cpu=0\n", 1, "mmtrace"),
-        ("unknown-op", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: mmapp addr=0x1000\n", 3, "mmapp"),
-        ("unknown-key", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: munmap addr=0x1000 lenn=4\n", 3, "lenn"),
-        ("bad-number", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: load addr=0x10zz\n", 3, "addr"),
-        ("missing-arg", "mmtrace 1\ntask 0 mm=0 cpu=0\n# comment\n0: munmap addr=0x1000\n", 4, "len"),
-        ("out-of-range", "mmtrace 1\nconfig cpus=9\ntask 0 mm=0 cpu=0\n", 2, "cpus"),
-        ("unknown-task", "mmtrace 1\ntask 0 mm=0 cpu=0\n1: load addr=0x1000\n", 3, "task"),
-        ("value-range", "mmtrace 1\ntask 0 mm=0 cpu=0\n0: store addr=0x1000 value=256\n", 3, "value"),
+        (
+            "unknown-op",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n0: mmapp addr=0x1000\n",
+            3,
+            "mmapp",
+        ),
+        (
+            "unknown-key",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n0: munmap addr=0x1000 lenn=4\n",
+            3,
+            "lenn",
+        ),
+        (
+            "bad-number",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n0: load addr=0x10zz\n",
+            3,
+            "addr",
+        ),
+        (
+            "missing-arg",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n# comment\n0: munmap addr=0x1000\n",
+            4,
+            "len",
+        ),
+        (
+            "out-of-range",
+            "mmtrace 1\nconfig cpus=9\ntask 0 mm=0 cpu=0\n",
+            2,
+            "cpus",
+        ),
+        (
+            "unknown-task",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n1: load addr=0x1000\n",
+            3,
+            "task",
+        ),
+        (
+            "value-range",
+            "mmtrace 1\ntask 0 mm=0 cpu=0\n0: store addr=0x1000 value=256\n",
+            3,
+            "value",
+        ),
     ];
     for (name, text, line, fragment) in cases {
         let path = write_trace(&format!("{name}.trace"), text);
@@ -60,8 +98,14 @@ fn malformed_traces_exit_2_with_the_line() {
         assert_eq!(code, 2, "{name}: exit status; stderr: {err}");
         assert!(out.is_empty(), "{name}: nothing may run, but stdout was {out:?}");
         let want = format!("error: line {line}: ");
-        assert!(err.starts_with(&want), "{name}: stderr {err:?} should start with {want:?}");
-        assert!(err.contains(fragment), "{name}: stderr {err:?} should mention {fragment:?}");
+        assert!(
+            err.starts_with(&want),
+            "{name}: stderr {err:?} should start with {want:?}"
+        );
+        assert!(
+            err.contains(fragment),
+            "{name}: stderr {err:?} should mention {fragment:?}"
+        );
     }
 }
 

@@ -22,15 +22,32 @@ fn corpus_traces_replay_as_snapshotted() {
         let trace = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (out, outcome) = replay(&trace);
         if trace.config.bugs.is_empty() {
-            assert_eq!(outcome, Outcome::Ok, "{}: the correct reference must give ok:\n{out}", path.display());
+            assert_eq!(
+                outcome,
+                Outcome::Ok,
+                "{}: the correct reference must give ok:\n{out}",
+                path.display()
+            );
             insta::assert_snapshot!(out);
         } else {
-            assert!(matches!(outcome, Outcome::Violation(_)), "{}: its bugs must give a violation:\n{out}", path.display());
+            assert!(
+                matches!(outcome, Outcome::Violation(_)),
+                "{}: its bugs must give a violation:\n{out}",
+                path.display()
+            );
             let mut fixed = trace.clone();
             fixed.config.bugs = BugSet::NONE;
             let (fixed_out, fixed_outcome) = replay(&fixed);
-            assert_eq!(fixed_outcome, Outcome::Ok, "{}: with bugs=none it must give ok:\n{fixed_out}", path.display());
-            insta::assert_snapshot!(format!("## bugs={}\n{out}\n## bugs=none\n{fixed_out}", trace.config.bugs));
+            assert_eq!(
+                fixed_outcome,
+                Outcome::Ok,
+                "{}: with bugs=none it must give ok:\n{fixed_out}",
+                path.display()
+            );
+            insta::assert_snapshot!(format!(
+                "## bugs={}\n{out}\n## bugs=none\n{fixed_out}",
+                trace.config.bugs
+            ));
         }
     });
 }

@@ -23,7 +23,10 @@ struct Census {
 /// (`use-after-free`), and counts maps and table references.
 fn census(m: &Machine) -> Result<Census, Violation> {
     let n = m.frames.f.len();
-    let mut c = Census { maps: vec![0; n], table_refs: vec![0; n] };
+    let mut c = Census {
+        maps: vec![0; n],
+        table_refs: vec![0; n],
+    };
     for (mi, mm) in m.mms.iter().enumerate() {
         if !mm.live {
             continue;
@@ -32,7 +35,10 @@ fn census(m: &Machine) -> Result<Census, Violation> {
         if m.frames.f[pgd as usize].owner != (Owner::Table { level: 3 }) {
             return Err(Violation {
                 oracle: Oracle::UseAfterFree,
-                message: format!("mm {mi}: pgd frame {pgd} is no longer a pgd ({:?})", m.frames.f[pgd as usize].owner),
+                message: format!(
+                    "mm {mi}: pgd frame {pgd} is no longer a pgd ({:?})",
+                    m.frames.f[pgd as usize].owner
+                ),
             });
         }
         c.table_refs[pgd as usize] += 1;
@@ -51,7 +57,10 @@ fn walk(m: &Machine, mm: usize, table: u32, level: u32, base: u64, c: &mut Censu
         if level == 0 {
             if e.special() {
                 if e.pfn != ZERO_PFN {
-                    return violation(Oracle::Refcount, format!("mm {mm}: special pte at {va:#x} maps frame {}", e.pfn));
+                    return violation(
+                        Oracle::Refcount,
+                        format!("mm {mm}: special pte at {va:#x} maps frame {}", e.pfn),
+                    );
                 }
                 continue;
             }
@@ -115,7 +124,10 @@ fn check_rss(m: &Machine) -> Result<(), Violation> {
             if count[k] != mm.rss[k] {
                 return violation(
                     Oracle::Rss,
-                    format!("mm {mi}: rss counter {} is {} but {} {} pages are mapped", RSS_NAMES[k], mm.rss[k], count[k], RSS_NAMES[k]),
+                    format!(
+                        "mm {mi}: rss counter {} is {} but {} {} pages are mapped",
+                        RSS_NAMES[k], mm.rss[k], count[k], RSS_NAMES[k]
+                    ),
                 );
             }
         }
@@ -135,7 +147,10 @@ fn check_refcount(m: &Machine, c: &Census) -> Result<(), Violation> {
             Owner::Cache { file, index } => {
                 let cached = m.files[file as usize].cache.get(&index) == Some(&(pfn as u32));
                 if !cached {
-                    return violation(Oracle::Refcount, format!("frame {pfn} claims page {index} of file {file} but is not in its page cache"));
+                    return violation(
+                        Oracle::Refcount,
+                        format!("frame {pfn} claims page {index} of file {file} but is not in its page cache"),
+                    );
                 }
                 (maps + 1, maps)
             }
@@ -143,7 +158,10 @@ fn check_refcount(m: &Machine, c: &Census) -> Result<(), Violation> {
                 if c.table_refs[pfn] != 1 {
                     return violation(
                         Oracle::Refcount,
-                        format!("page table frame {pfn} is referenced by {} entries (expected 1)", c.table_refs[pfn]),
+                        format!(
+                            "page table frame {pfn} is referenced by {} entries (expected 1)",
+                            c.table_refs[pfn]
+                        ),
                     );
                 }
                 (1, 0)
@@ -159,13 +177,22 @@ fn check_refcount(m: &Machine, c: &Census) -> Result<(), Violation> {
             );
         }
         if fr.owner == Owner::Anon && maps == 0 {
-            return violation(Oracle::Refcount, format!("anonymous frame {pfn} is allocated but nothing maps it"));
+            return violation(
+                Oracle::Refcount,
+                format!("anonymous frame {pfn} is allocated but nothing maps it"),
+            );
         }
     }
     for (f, file) in m.files.iter().enumerate() {
         for (&index, &pfn) in &file.cache {
             if m.frames.f[pfn as usize].owner != (Owner::Cache { file: f as u32, index }) {
-                return violation(Oracle::UseAfterFree, format!("page cache of file {f} at page {index} holds frame {pfn}, which is {:?}", m.frames.f[pfn as usize].owner));
+                return violation(
+                    Oracle::UseAfterFree,
+                    format!(
+                        "page cache of file {f} at page {index} holds frame {pfn}, which is {:?}",
+                        m.frames.f[pfn as usize].owner
+                    ),
+                );
             }
         }
     }
@@ -189,19 +216,32 @@ fn check_tlb(m: &Machine) -> Result<(), Violation> {
                 }
             }
             if !m.mms[mm].live {
-                return violation(Oracle::Tlb, format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} outlived its mm (frame {})", e.pfn));
+                return violation(
+                    Oracle::Tlb,
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} outlived its mm (frame {})",
+                        e.pfn
+                    ),
+                );
             }
             let pte = m.pte(mm, va);
             if !pte.present() || pte.pfn != e.pfn {
                 return violation(
                     Oracle::Tlb,
-                    format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} maps frame {} but the pte {}", e.pfn, describe(pte)),
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} maps frame {} but the pte {}",
+                        e.pfn,
+                        describe(pte)
+                    ),
                 );
             }
             if e.write && !pte.writable() {
                 return violation(
                     Oracle::Tlb,
-                    format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} grants write to frame {} but the pte is read-only", e.pfn),
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} grants write to frame {} but the pte is read-only",
+                        e.pfn
+                    ),
                 );
             }
         }
@@ -228,7 +268,12 @@ pub(crate) fn check_leak(m: &Machine) -> Result<(), Violation> {
         match fr.owner {
             Owner::Free => {}
             Owner::Cache { file, .. } if !m.files[file as usize].shmem => {}
-            o => return violation(Oracle::Leak, format!("every task has exited but frame {pfn} is still allocated ({o:?})")),
+            o => {
+                return violation(
+                    Oracle::Leak,
+                    format!("every task has exited but frame {pfn} is still allocated ({o:?})"),
+                )
+            }
         }
     }
     Ok(())

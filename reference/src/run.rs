@@ -61,7 +61,10 @@ pub fn run(
         program[c.task as usize].push(i);
     }
     let mut next = vec![0usize; ntasks];
-    let mut report = RunReport { completed: Vec::with_capacity(calls.len()), outcome: Outcome::Ok };
+    let mut report = RunReport {
+        completed: Vec::with_capacity(calls.len()),
+        outcome: Outcome::Ok,
+    };
     let mut tokens = schedule.iter();
     let mut steps: u64 = 0;
 
@@ -87,7 +90,9 @@ pub fn run(
             }
         }
         let chosen = chosen.or_else(|| {
-            (0..ntasks).filter(|&t| runnable(&machine, &next, t)).min_by_key(|&t| program[t][next[t]])
+            (0..ntasks)
+                .filter(|&t| runnable(&machine, &next, t))
+                .min_by_key(|&t| program[t][next[t]])
         });
         let Some(t) = chosen else { break };
         steps += 1;

@@ -111,13 +111,26 @@ pub struct MremapFlags {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Op {
     /// mmap(2). `file: None` is an anonymous mapping.
-    Mmap { addr: u64, len: u64, prot: Prot, flags: MmapFlags, file: Option<FileId>, off: u64 },
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MmapFlags,
+        file: Option<FileId>,
+        off: u64,
+    },
     /// munmap(2).
     Munmap { addr: u64, len: u64 },
     /// mprotect(2).
     Mprotect { addr: u64, len: u64, prot: Prot },
     /// mremap(2); `to` is the new address (used with `fixed`).
-    Mremap { addr: u64, old: u64, new: u64, flags: MremapFlags, to: Option<u64> },
+    Mremap {
+        addr: u64,
+        old: u64,
+        new: u64,
+        flags: MremapFlags,
+        to: Option<u64>,
+    },
     /// pwrite(2) of `len` bytes at `off` of `file` from the user buffer at `buf`.
     Write { file: FileId, off: u64, len: u64, buf: u64 },
     /// pread(2) of `len` bytes at `off` of `file` into the user buffer at `buf`.
@@ -174,10 +187,19 @@ pub enum Oom {
     /// Memory did not run out.
     #[default]
     No,
-    /// Memory ran out after this many bytes of the operation's data were transferred (write,
-    /// read), or before the operation could take effect (`After(0)`: a load or store gives
-    /// `OOM`, an mremap or fork fails with `ENOMEM`, a copy of nothing fails with `ENOMEM`).
+    /// A kernel allocation failed after `n` bytes of the operation:
+    /// - write: at write_begin of the page holding `off + n` (no size change there), read: at
+    ///   the read-in of that page; the result is `Count(n)`, or `ENOMEM` when `n == 0`;
+    /// - mmap with populate: populate stopped at `addr + n` (the mmap itself succeeded);
+    /// - mremap: the page-table move of the piece whose source starts at `addr + n` failed,
+    ///   after everything before it (the fixed target's unmap, the shrink, earlier pieces);
+    ///   the result is `ENOMEM`;
+    /// - fork: `n == 0`, no child, `ENOMEM`; load and store: `n == 0`, the access gives `OOM`.
     After(u64),
+    /// A fault on the user buffer of a write or read ran out of memory at byte `n`: in Linux
+    /// a kernel-mode fault that cannot get memory fails like a bad address, so the copy stops
+    /// there as at any faulting byte (`Count(n)`, or `EFAULT` when `n == 0`).
+    Fault(u64),
 }
 
 /// An error number, as the system call returns it.

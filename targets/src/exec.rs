@@ -10,7 +10,14 @@ use std::fmt::Write;
 
 /// Runs a (valid) trace on the reference.
 pub fn run_trace(trace: &Trace, options: &RunOptions) -> RunReport {
-    run(&trace.config, &trace.files, &trace.tasks, &trace.ops, &trace.schedule, options)
+    run(
+        &trace.config,
+        &trace.files,
+        &trace.tasks,
+        &trace.ops,
+        &trace.schedule,
+        options,
+    )
 }
 
 /// The outcome line: `outcome: ok` or `outcome: violation ORACLE: MESSAGE`.

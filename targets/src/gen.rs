@@ -310,6 +310,11 @@ struct TaskPic {
     alive: bool,
 }
 
+/// Whether a mapping has data at its start: anonymous, or a file mapping that starts before EOF.
+fn backed(v: &Vma, sizes: &[u64]) -> bool {
+    v.file.is_none_or(|f| sizes[f as usize] > v.off)
+}
+
 fn align_down(x: u64, a: u64) -> u64 {
     x - x % a
 }
@@ -586,16 +591,16 @@ impl<'r> Gen<'r> {
         let others_alive = self.alive().len() > 1;
         let can_fork = self.opts.fork && (self.tasks.len() as u32) < self.opts.max_tasks;
         let weights = [
-            if empty { 60 } else { 13 }, // mmap
-            5,                           // munmap
-            7,                           // mprotect
-            6,                           // mremap
-            9,                           // write
-            7,                           // read
-            4,                           // truncate
-            17,                          // load
-            17,                          // store
-            5,                           // pageout
+            if empty { 150 } else { 13 }, // mmap
+            5,                            // munmap
+            7,                            // mprotect
+            6,                            // mremap
+            9,                            // write
+            7,                            // read
+            4,                            // truncate
+            17,                           // load
+            17,                           // store
+            5,                            // pageout
             if can_fork { 3 } else { 0 },
             if self.opts.exit && others_alive { 1 } else { 0 },
             if self.files.is_empty() { 0 } else { 3 }, // share
@@ -669,8 +674,15 @@ impl<'r> Gen<'r> {
     }
 
     /// A random mapping of the address space that satisfies `f`.
-    fn some_vma_where(&mut self, space: usize, f: impl Fn(&Vma) -> bool) -> Option<Vma> {
-        let c: Vec<Vma> = self.spaces[space].vmas.iter().copied().filter(|v| f(v)).collect();
+    /// `f` also sees the current file sizes.
+    fn some_vma_where(&mut self, space: usize, f: impl Fn(&Vma, &[u64]) -> bool) -> Option<Vma> {
+        let sizes = &self.sizes;
+        let c: Vec<Vma> = self.spaces[space]
+            .vmas
+            .iter()
+            .copied()
+            .filter(|v| f(v, sizes))
+            .collect();
         if c.is_empty() {
             None
         } else {
@@ -1117,7 +1129,7 @@ impl<'r> Gen<'r> {
         match self.below(6) {
             // old == 0 with maymove: duplicate a shared mapping (EINVAL for a private one).
             0 => {
-                if let Some(v) = self.some_vma_where(space, |v| v.shared) {
+                if let Some(v) = self.some_vma_where(space, |v, _| v.shared) {
                     *addr = v.start;
                     if let (Some((_, hi)), None) = (self.opts.window, *to) {
                         *new = (*new).min(hi - v.start);
@@ -1233,11 +1245,14 @@ impl<'r> Gen<'r> {
     /// mapping, or just an interesting address.
     fn buffer(&mut self, space: usize, len: u64, write: bool, file: FileId, off: u64) -> u64 {
         let prot_ok = move |v: &Vma| if write { v.prot.readable() } else { v.prot.writable() };
-        let same = match self.some_vma_where(space, |v| v.file == Some(file) && prot_ok(v)) {
+        let same = match self.some_vma_where(space, |v, _| v.file == Some(file) && prot_ok(v)) {
             Some(v) if self.pct(80) => Some(v),
-            _ => self.some_vma_where(space, |v| v.file == Some(file)),
+            _ => self.some_vma_where(space, |v, _| v.file == Some(file)),
         };
-        let fits = self.some_vma_where(space, prot_ok);
+        let fits = match self.some_vma_where(space, |v, sizes| prot_ok(v) && backed(v, sizes)) {
+            Some(v) if self.pct(85) => Some(v),
+            _ => self.some_vma_where(space, |v, _| prot_ok(v)),
+        };
         let any = self.some_vma(space);
         let w = [
             if same.is_some() { 30 } else { 0 },
@@ -1341,10 +1356,11 @@ impl<'r> Gen<'r> {
     /// A byte address for a user access: inside a mapping (first/last page, page edges),
     /// just outside one, at or past the EOF of a file mapping, or anywhere interesting.
     fn access_addr(&mut self, space: usize, store: bool) -> u64 {
-        let v = match self.weighted(&[72, 18, 10]) {
+        let v = match self.weighted(&[80, 13, 7]) {
             0 => {
                 let fit = |v: &Vma| if store { v.prot.writable() } else { v.prot.readable() };
-                self.some_vma_where(space, fit).or_else(|| self.some_vma(space))
+                self.some_vma_where(space, |v, sizes| fit(v) && backed(v, sizes))
+                    .or_else(|| self.some_vma(space))
             }
             1 => self.some_vma(space),
             _ => None,
@@ -1370,7 +1386,7 @@ impl<'r> Gen<'r> {
             1 => PAGE - 1,
             _ => self.below(PAGE),
         };
-        match self.weighted(&[12, 1, 1, if v.file.is_some() { 2 } else { 0 }]) {
+        match self.weighted(&[20, 1, 1, if v.file.is_some() { 2 } else { 0 }]) {
             0 => page + in_page,
             1 => v.end,
             2 => v.start.saturating_sub(1),
@@ -1424,9 +1440,17 @@ impl<'r> Gen<'r> {
     /// private) at table-aligned addresses in several address spaces (or twice in one), then
     /// touched, so that page tables (pte pages, or hugetlb pmd pages) get shared.
     fn share(&mut self, task: TaskId) {
-        let f = self.below(self.files.len() as u64) as FileId;
-        let huge = self.files[f as usize].huge;
-        let region = if huge { self.pud() } else { self.hps() };
+        let region_of = |g: &Gen, f: usize| if g.files[f].huge { g.pud() } else { g.hps() };
+        let big: Vec<FileId> = (0..self.files.len())
+            .filter(|&f| self.sizes[f] >= region_of(self, f))
+            .map(|f| f as FileId)
+            .collect();
+        let f = if !big.is_empty() && self.pct(70) {
+            self.pick(&big)
+        } else {
+            self.below(self.files.len() as u64) as FileId
+        };
+        let region = region_of(self, f as usize);
         let unit = self.unit_of(Some(f));
         let size = self.sizes[f as usize];
         let off = if self.pct(60) {
@@ -1435,6 +1459,15 @@ impl<'r> Gen<'r> {
             align_down(self.below(size.max(1)), region)
         };
         let len = region * self.between(1, 2);
+        if size < off + len && self.pct(75) {
+            // Grow the file so the whole shared range has data (else every access is SIGBUS).
+            let op = Op::Truncate {
+                file: f,
+                size: off + len,
+            };
+            self.apply(task, &op);
+            self.push(task, op);
+        }
         let shared = self.pct(80);
         let prot = if self.pct(75) { Prot::RW } else { Prot::R };
         let same_addr = self.pct(50);

@@ -3,6 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
-pub mod gen;
 pub mod exec;
+pub mod gen;
 pub mod trace;

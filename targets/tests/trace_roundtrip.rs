@@ -5,9 +5,7 @@
 //! error names a line that exists; each malformed-trace rule fails at its exact line with a
 //! precise message; TRACE.md's own examples parse.
 
-use mm_reference::{
-    Bug, BugSet, Call, Config, FileInit, MmapFlags, MremapFlags, Op, Prot, SchedToken, TaskInit,
-};
+use mm_reference::{Bug, BugSet, Call, Config, FileInit, MmapFlags, MremapFlags, Op, Prot, SchedToken, TaskInit};
 use mm_targets::trace::{parse, print_op, ParseError, Trace};
 use proptest::prelude::*;
 
@@ -178,11 +176,7 @@ fn build(
                 off: if r.bits & 32 != 0 { c } else { 0 },
             },
             1 => Op::Munmap { addr: a, len: b },
-            2 => Op::Mprotect {
-                addr: a,
-                len: b,
-                prot,
-            },
+            2 => Op::Mprotect { addr: a, len: b, prot },
             3 => {
                 let flags = MremapFlags {
                     maymove: r.bits & 1 != 0,
@@ -232,10 +226,7 @@ fn build(
             }
             _ => Op::Load { addr: a },
         };
-        ops.push(Call {
-            task: task as u32,
-            op,
-        });
+        ops.push(Call { task: task as u32, op });
     }
     let task_count = tasks.len() as u32 + forks;
     let schedule = raw_sched
@@ -360,14 +351,8 @@ fn respell(t: &Trace, seed: u64) -> String {
     let onoff = |b: bool| if b { "on" } else { "off" }.to_string();
     let bug_names: Vec<&str> = c.bugs.iter().map(|b| b.name()).collect();
     let mut pairs: Vec<(bool, String)> = vec![
-        (
-            c.cpus != d.cpus,
-            format!("cpus={}", spell_plain(rng, c.cpus.into())),
-        ),
-        (
-            c.ptrs != d.ptrs,
-            format!("ptrs={}", spell_plain(rng, c.ptrs.into())),
-        ),
+        (c.cpus != d.cpus, format!("cpus={}", spell_plain(rng, c.cpus.into()))),
+        (c.ptrs != d.ptrs, format!("ptrs={}", spell_plain(rng, c.ptrs.into()))),
         (
             c.frames != d.frames,
             format!("frames={}", spell_plain(rng, c.frames.into())),
@@ -384,18 +369,9 @@ fn respell(t: &Trace, seed: u64) -> String {
             c.atomic != d.atomic,
             format!("atomic={}", spell_plain(rng, c.atomic.into())),
         ),
-        (
-            c.highpte != d.highpte,
-            format!("highpte={}", onoff(c.highpte)),
-        ),
-        (
-            c.ptshare != d.ptshare,
-            format!("ptshare={}", onoff(c.ptshare)),
-        ),
-        (
-            c.hugeshare != d.hugeshare,
-            format!("hugeshare={}", onoff(c.hugeshare)),
-        ),
+        (c.highpte != d.highpte, format!("highpte={}", onoff(c.highpte))),
+        (c.ptshare != d.ptshare, format!("ptshare={}", onoff(c.ptshare))),
+        (c.hugeshare != d.hugeshare, format!("hugeshare={}", onoff(c.hugeshare))),
         (
             !c.bugs.is_empty(),
             if bug_names.is_empty() {
@@ -404,10 +380,7 @@ fn respell(t: &Trace, seed: u64) -> String {
                 format!("bugs={}", spell_list(rng, bug_names))
             },
         ),
-        (
-            c.steps != d.steps,
-            format!("steps={}", spell_plain(rng, c.steps)),
-        ),
+        (c.steps != d.steps, format!("steps={}", spell_plain(rng, c.steps))),
     ];
     // Keys at their default may be spelled out or not.
     pairs.retain(|(needed, _)| *needed || rng.below(3) == 0);
@@ -433,8 +406,7 @@ fn respell(t: &Trace, seed: u64) -> String {
     }
     for call in &t.ops {
         let mut args = Vec::new();
-        let mut b =
-            |k: &str, v: u64, rng: &mut Rng| args.push(format!("{k}={}", spell_bytes(rng, v)));
+        let mut b = |k: &str, v: u64, rng: &mut Rng| args.push(format!("{k}={}", spell_bytes(rng, v)));
         match call.op {
             Op::Mmap {
                 addr,
@@ -498,18 +470,7 @@ fn respell(t: &Trace, seed: u64) -> String {
                     args.push(format!("flags={}", spell_list(rng, names)));
                 }
             }
-            Op::Write {
-                file,
-                off,
-                len,
-                buf,
-            }
-            | Op::Read {
-                file,
-                off,
-                len,
-                buf,
-            } => {
+            Op::Write { file, off, len, buf } | Op::Read { file, off, len, buf } => {
                 b("off", off, rng);
                 b("len", len, rng);
                 b("buf", buf, rng);
@@ -563,19 +524,11 @@ fn check_outcome(text: &str) {
     match parse(text) {
         Ok(t) => {
             let printed = t.to_string();
-            assert_eq!(
-                parse(&printed),
-                Ok(t),
-                "accepted text:\n{text}\nprinted:\n{printed}"
-            );
+            assert_eq!(parse(&printed), Ok(t), "accepted text:\n{text}\nprinted:\n{printed}");
         }
         Err(e) => {
             let lines = text.lines().count().max(1);
-            assert!(
-                e.line >= 1 && e.line <= lines,
-                "line {} of {lines}: {e}",
-                e.line
-            );
+            assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
             assert!(!e.message.is_empty());
             assert_eq!(e.to_string(), format!("line {}: {}", e.line, e.message));
         }
@@ -769,10 +722,7 @@ fn fails(text: &str, line: usize, fragment: &str) {
         Ok(t) => panic!("accepted, expected line {line}: {fragment}\n{text}\nparsed: {t:?}"),
         Err(ParseError { line: l, message }) => {
             assert_eq!(l, line, "wrong line for `{message}` in:\n{text}");
-            assert!(
-                message.contains(fragment),
-                "`{message}` lacks `{fragment}` in:\n{text}"
-            );
+            assert!(message.contains(fragment), "`{message}` lacks `{fragment}` in:\n{text}");
         }
     }
 }
@@ -805,109 +755,49 @@ fn malformed_traces_fail_at_their_line() {
     fails(&insert(1, "config cpus=2"), 1, "expected header");
     fails(&insert(3, "mmtrace 1"), 3, "repeated header");
     // Unknown things.
-    fails(
-        &replace(8, "1: lod addr=0x100010"),
-        8,
-        "unknown operation `lod`",
-    );
+    fails(&replace(8, "1: lod addr=0x100010"), 8, "unknown operation `lod`");
     fails(
         &replace(8, "1: munmap addr=0x1000 lenn=4k"),
         8,
         "unknown key `lenn` for munmap",
     );
-    fails(
-        &replace(2, "config cpu=2"),
-        2,
-        "unknown key `cpu` for config",
-    );
-    fails(
-        &replace(8, "1: exit now=1"),
-        8,
-        "unknown key `now` for exit",
-    );
+    fails(&replace(2, "config cpu=2"), 2, "unknown key `cpu` for config");
+    fails(&replace(8, "1: exit now=1"), 8, "unknown key `now` for exit");
     fails(
         &replace(8, "1: load 0x100010"),
         8,
         "expected KEY=VALUE, found `0x100010`",
     );
     fails(&replace(8, "frobnicate"), 8, "unknown line `frobnicate`");
-    fails(
-        &replace(8, "1:load addr=0"),
-        8,
-        "expected a space after `:`",
-    );
+    fails(&replace(8, "1:load addr=0"), 8, "expected a space after `:`");
     fails(&replace(8, "1:"), 8, "missing operation after `1:`");
     fails(&replace(8, "x: load addr=0"), 8, "bad task id `x`");
     // Repeated keys, also across config lines.
-    fails(
-        &replace(8, "1: load addr=1 addr=2"),
-        8,
-        "repeated key `addr`",
-    );
+    fails(&replace(8, "1: load addr=1 addr=2"), 8, "repeated key `addr`");
     fails(&insert(3, "config ptrs=8 cpus=1"), 3, "repeated key `cpus`");
-    fails(
-        &replace(3, "file 0 size=4k huge huge"),
-        3,
-        "repeated `huge`",
-    );
-    fails(
-        &replace(3, "file 0 size=4k size=4k"),
-        3,
-        "repeated key `size`",
-    );
+    fails(&replace(3, "file 0 size=4k huge huge"), 3, "repeated `huge`");
+    fails(&replace(3, "file 0 size=4k size=4k"), 3, "repeated key `size`");
     // Numbers.
-    fails(
-        &replace(8, "1: load addr=0x10g"),
-        8,
-        "bad number `0x10g` for `addr`",
-    );
+    fails(&replace(8, "1: load addr=0x10g"), 8, "bad number `0x10g` for `addr`");
     fails(&replace(8, "1: load addr="), 8, "bad number `` for `addr`");
-    fails(
-        &replace(8, "1: load addr=0x"),
-        8,
-        "bad number `0x` for `addr`",
-    );
+    fails(&replace(8, "1: load addr=0x"), 8, "bad number `0x` for `addr`");
     fails(&replace(8, "1: load addr=+5"), 8, "bad number `+5`");
     fails(&replace(8, "1: load addr=-5"), 8, "bad number `-5`");
     fails(&replace(8, "1: load addr=0X10"), 8, "bad number `0X10`");
     fails(&replace(8, "1: load addr=4K"), 8, "bad number `4K`");
-    fails(
-        &replace(8, "1: load addr=18446744073709551616"),
-        8,
-        "overflows",
-    );
-    fails(
-        &replace(8, "1: load addr=0x10000000000000000"),
-        8,
-        "overflows",
-    );
-    fails(
-        &replace(8, "1: load addr=0xffffffffffffffffk"),
-        8,
-        "overflows",
-    );
+    fails(&replace(8, "1: load addr=18446744073709551616"), 8, "overflows");
+    fails(&replace(8, "1: load addr=0x10000000000000000"), 8, "overflows");
+    fails(&replace(8, "1: load addr=0xffffffffffffffffk"), 8, "overflows");
     fails(&replace(8, "1: load addr=17592186044416m"), 8, "overflows");
-    fails(
-        &replace(6, "task 1 mm=1 cpu=1k"),
-        6,
-        "bad number `1k` for `cpu`",
-    );
-    fails(
-        &replace(2, "config cpus=0x2k"),
-        2,
-        "bad number `0x2k` for `cpus`",
-    );
+    fails(&replace(6, "task 1 mm=1 cpu=1k"), 6, "bad number `1k` for `cpu`");
+    fails(&replace(2, "config cpus=0x2k"), 2, "bad number `0x2k` for `cpus`");
     fails(
         &replace(8, "1: store addr=0 value=1k"),
         8,
         "bad number `1k` for `value`",
     );
     // Missing arguments.
-    fails(
-        &replace(8, "1: munmap addr=0x1000"),
-        8,
-        "missing key `len` for munmap",
-    );
+    fails(&replace(8, "1: munmap addr=0x1000"), 8, "missing key `len` for munmap");
     fails(
         &replace(8, "1: mmap addr=0 len=4k prot=r"),
         8,
@@ -918,35 +808,15 @@ fn malformed_traces_fail_at_their_line() {
         8,
         "missing key `buf` for write",
     );
-    fails(
-        &replace(9, "0: fork cpu=1"),
-        9,
-        "missing key `task` for fork",
-    );
+    fails(&replace(9, "0: fork cpu=1"), 9, "missing key `task` for fork");
     fails(&replace(3, "file 0"), 3, "missing key `size` for file");
     fails(&replace(3, "file size=4k"), 3, "missing file id");
     fails(&replace(6, "task 1 mm=1"), 6, "missing key `cpu` for task");
     // Out of range.
-    fails(
-        &replace(2, "config cpus=9"),
-        2,
-        "cpus=9 is out of range 1..8",
-    );
-    fails(
-        &replace(2, "config cpus=0"),
-        2,
-        "cpus=0 is out of range 1..8",
-    );
-    fails(
-        &replace(2, "config ptrs=12"),
-        2,
-        "ptrs=12 is not a power of two",
-    );
-    fails(
-        &replace(2, "config ptrs=1024"),
-        2,
-        "ptrs=1024 is out of range 4..512",
-    );
+    fails(&replace(2, "config cpus=9"), 2, "cpus=9 is out of range 1..8");
+    fails(&replace(2, "config cpus=0"), 2, "cpus=0 is out of range 1..8");
+    fails(&replace(2, "config ptrs=12"), 2, "ptrs=12 is not a power of two");
+    fails(&replace(2, "config ptrs=1024"), 2, "ptrs=1024 is out of range 4..512");
     fails(
         &replace(2, "config frames=15"),
         2,
@@ -961,29 +831,13 @@ fn malformed_traces_fail_at_their_line() {
     fails(&replace(2, "config atomic=1"), 2, "atomic=1");
     fails(&replace(2, "config steps=0"), 2, "steps=0");
     fails(&replace(2, "config steps=10000001"), 2, "steps=10000001");
-    fails(
-        &replace(2, "config highpte=yes"),
-        2,
-        "bad value `yes` for `highpte`",
-    );
-    fails(
-        &replace(2, "config bugs=kmap-nested,nope"),
-        2,
-        "unknown bug `nope`",
-    );
-    fails(
-        &replace(2, "config bugs=none,kmap-nested"),
-        2,
-        "unknown bug `none`",
-    );
+    fails(&replace(2, "config highpte=yes"), 2, "bad value `yes` for `highpte`");
+    fails(&replace(2, "config bugs=kmap-nested,nope"), 2, "unknown bug `nope`");
+    fails(&replace(2, "config bugs=none,kmap-nested"), 2, "unknown bug `none`");
     // highmem is checked against frames after all config lines, at the highmem line.
     let late_frames = replace(2, "config highmem=100\nconfig frames=64");
     fails(&late_frames, 2, "highmem=100 is out of range 0..56");
-    fails(
-        &replace(6, "task 1 mm=1 cpu=2"),
-        6,
-        "cpu=2 is out of range 0..1",
-    );
+    fails(&replace(6, "task 1 mm=1 cpu=2"), 6, "cpu=2 is out of range 0..1");
     fails(
         &replace(6, "task 1 mm=65536 cpu=1"),
         6,
@@ -999,44 +853,20 @@ fn malformed_traces_fail_at_their_line() {
         8,
         "file=2 is out of range 0..1",
     );
-    fails(
-        &replace(9, "0: fork task=2 cpu=2"),
-        9,
-        "cpu=2 is out of range 0..1",
-    );
+    fails(&replace(9, "0: fork task=2 cpu=2"), 9, "cpu=2 is out of range 0..1");
     fails(
         &replace(4, "file 1 size=36k huge"),
         4,
         "not a multiple of the huge page size 0x8000",
     );
-    fails(
-        &replace(11, "schedule 0 irq2"),
-        11,
-        "cpu 2 is out of range 0..1",
-    );
+    fails(&replace(11, "schedule 0 irq2"), 11, "cpu 2 is out of range 0..1");
     fails(&replace(11, "schedule 0 3"), 11, "unknown task 3");
-    fails(
-        &replace(11, "schedule 0 irq"),
-        11,
-        "bad schedule token `irq`",
-    );
+    fails(&replace(11, "schedule 0 irq"), 11, "bad schedule token `irq`");
     fails(&replace(11, "schedule 0 t1"), 11, "bad schedule token `t1`");
     // Values of other kinds.
-    fails(
-        &replace(8, "1: mprotect addr=0 len=4k prot=rr"),
-        8,
-        "repeated `r`",
-    );
-    fails(
-        &replace(8, "1: mprotect addr=0 len=4k prot=rwz"),
-        8,
-        "bad prot `rwz`",
-    );
-    fails(
-        &replace(8, "1: mprotect addr=0 len=4k prot="),
-        8,
-        "bad prot ``",
-    );
+    fails(&replace(8, "1: mprotect addr=0 len=4k prot=rr"), 8, "repeated `r`");
+    fails(&replace(8, "1: mprotect addr=0 len=4k prot=rwz"), 8, "bad prot `rwz`");
+    fails(&replace(8, "1: mprotect addr=0 len=4k prot="), 8, "bad prot ``");
     fails(
         &replace(8, "1: mmap addr=0 len=4k prot=r flags=fixed"),
         8,
@@ -1057,11 +887,7 @@ fn malformed_traces_fail_at_their_line() {
         8,
         "unknown mmap flag",
     );
-    fails(
-        &replace(8, "1: mremap addr=0 old=1 new=2 flags=fixed"),
-        8,
-        "needs `to`",
-    );
+    fails(&replace(8, "1: mremap addr=0 old=1 new=2 flags=fixed"), 8, "needs `to`");
     fails(
         &replace(8, "1: mremap addr=0 old=1 new=2 flags=maymove,maymove"),
         8,
@@ -1073,11 +899,7 @@ fn malformed_traces_fail_at_their_line() {
         "unknown mremap flag ``",
     );
     // Tasks.
-    fails(
-        &replace(8, "3: load addr=0"),
-        8,
-        "unknown task 3 (tasks are 0..2)",
-    );
+    fails(&replace(8, "3: load addr=0"), 8, "unknown task 3 (tasks are 0..2)");
     fails(
         &replace(8, "99999999999999999999999: load addr=0"),
         8,
@@ -1100,11 +922,7 @@ fn malformed_traces_fail_at_their_line() {
         "out of order: expected 1",
     );
     fails(&replace(6, "task one mm=1 cpu=1"), 6, "bad task id `one`");
-    fails(
-        &insert(11, "2: load addr=0"),
-        11,
-        "operation after exit of task 2",
-    );
+    fails(&insert(11, "2: load addr=0"), 11, "operation after exit of task 2");
     fails(&insert(11, "2: exit"), 11, "operation after exit of task 2");
     fails(
         &replace(9, "0: fork task=3"),
@@ -1124,41 +942,17 @@ fn malformed_traces_fail_at_their_line() {
     );
     fails(&replace(5, "task 0 mm=0"), 5, "missing key `cpu` for task");
     // Sections out of order.
-    fails(
-        &insert(7, "file 2 size=4k"),
-        7,
-        "`file` line after `task` lines",
-    );
-    fails(
-        &insert(4, "config ptrs=8"),
-        4,
-        "`config` line after `file` lines",
-    );
-    fails(
-        &insert(12, "0: load addr=0"),
-        12,
-        "operation after `schedule` lines",
-    );
-    fails(
-        &insert(8, "task 2 mm=0 cpu=0"),
-        8,
-        "`task` line after operation lines",
-    );
-    fails(
-        &insert(12, "file 2 size=4k"),
-        12,
-        "`file` line after `schedule` lines",
-    );
+    fails(&insert(7, "file 2 size=4k"), 7, "`file` line after `task` lines");
+    fails(&insert(4, "config ptrs=8"), 4, "`config` line after `file` lines");
+    fails(&insert(12, "0: load addr=0"), 12, "operation after `schedule` lines");
+    fails(&insert(8, "task 2 mm=0 cpu=0"), 8, "`task` line after operation lines");
+    fails(&insert(12, "file 2 size=4k"), 12, "`file` line after `schedule` lines");
     fails(
         "mmtrace 1\n0: exit\ntask 0 mm=0 cpu=0\n",
         2,
         "operation before any `task` line",
     );
-    fails(
-        "mmtrace 1\nschedule 0\n",
-        2,
-        "`schedule` line before any `task` line",
-    );
+    fails("mmtrace 1\nschedule 0\n", 2, "`schedule` line before any `task` line");
     fails(
         "mmtrace 1\nconfig cpus=1\nfile 0 size=1\n\n# end\n",
         5,
@@ -1201,10 +995,7 @@ fn numbers_take_suffixes_and_hex() {
             other => panic!("not a load: {other:?}"),
         })
         .collect();
-    assert_eq!(
-        addrs,
-        vec![16384, 16384, 2 * 1048576, 255, 17, u64::MAX, u64::MAX, 0]
-    );
+    assert_eq!(addrs, vec![16384, 16384, 2 * 1048576, 255, 17, u64::MAX, u64::MAX, 0]);
 }
 
 #[test]
@@ -1303,10 +1094,7 @@ schedule 1
         t.ops[15],
         Call {
             task: 2,
-            op: Op::Fork {
-                task: 3,
-                cpu: Some(1)
-            }
+            op: Op::Fork { task: 3, cpu: Some(1) }
         }
     );
     assert_eq!(t.schedule.len(), 33);
@@ -1322,15 +1110,8 @@ fn forked_tasks_may_have_lines_before_their_fork() {
     assert_eq!(t.task_count(), 3);
     assert_eq!(t.ops[0].task, 1);
     // A task with no operations is fine, and an exited task may still be scheduled.
-    let u = parse("mmtrace 1\ntask 0 mm=0 cpu=0\ntask 1 mm=0 cpu=1\n0: exit\nschedule 0 1 0\n")
-        .unwrap();
-    assert_eq!(
-        u.ops,
-        vec![Call {
-            task: 0,
-            op: Op::Exit
-        }]
-    );
+    let u = parse("mmtrace 1\ntask 0 mm=0 cpu=0\ntask 1 mm=0 cpu=1\n0: exit\nschedule 0 1 0\n").unwrap();
+    assert_eq!(u.ops, vec![Call { task: 0, op: Op::Exit }]);
 }
 
 #[test]
@@ -1346,10 +1127,7 @@ fn long_schedules_wrap_at_32_tokens() {
         })
         .collect();
     let printed = t.to_string();
-    let lines: Vec<&str> = printed
-        .lines()
-        .filter(|l| l.starts_with("schedule "))
-        .collect();
+    let lines: Vec<&str> = printed.lines().filter(|l| l.starts_with("schedule ")).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0].split(' ').count(), 33);
     assert_eq!(lines[1].split(' ').count(), 33);
@@ -1464,21 +1242,13 @@ fn the_strategy_covers_every_kind_of_line() {
         ops_seen.extend(t.ops.iter().map(|c| c.op.name()));
         huge += t.files.iter().filter(|f| f.huge && f.size > 0).count();
         config_lines += usize::from(t.to_string().contains("\nconfig "));
-        irqs += t
-            .schedule
-            .iter()
-            .filter(|s| matches!(s, SchedToken::Irq(_)))
-            .count();
+        irqs += t.schedule.iter().filter(|s| matches!(s, SchedToken::Irq(_))).count();
         fork_cpu += t
             .ops
             .iter()
             .filter(|c| matches!(c.op, Op::Fork { cpu: Some(_), .. }))
             .count();
-        forked_ops += t
-            .ops
-            .iter()
-            .filter(|c| c.task as usize >= t.tasks.len())
-            .count();
+        forked_ops += t.ops.iter().filter(|c| c.task as usize >= t.tasks.len()).count();
     }
     assert_eq!(ops_seen.len(), 12, "{ops_seen:?}");
     assert!(huge > 0 && config_lines > 0 && irqs > 0 && fork_cpu > 0 && forked_ops > 0);

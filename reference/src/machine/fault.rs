@@ -10,6 +10,7 @@
 //!   loses its reference (ptep_clear_flush), so no CPU keeps reading the old copy.
 
 use super::frames::{Entry, Pfn, Zone, E_DIRTY, E_PRESENT, E_SPECIAL, E_WRITE, PAGE, ZERO_PFN};
+use super::mm::{VM_EXEC, VM_READ, VM_WRITE};
 use super::{FaultError, Machine, Owner, TlbEntry, MM_ANONPAGES};
 use crate::{CpuId, OpResult, Oracle, Violation, PAGE_SIZE};
 
@@ -54,7 +55,9 @@ impl Machine {
 
     /// handle_mm_fault for a user access at `va`. Caller holds mmap_lock for reading.
     pub(crate) fn handle_fault(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool) -> Result<(), FaultError> {
-        let Some(vi) = self.mms[mm].find(va) else { return Err(FaultError::Segv) };
+        let Some(vi) = self.mms[mm].find(va) else {
+            return Err(FaultError::Segv);
+        };
         let vma = self.mms[mm].vmas[vi];
         if (write && !vma.writable()) || (!write && !vma.readable()) {
             return Err(FaultError::Segv);
@@ -79,7 +82,10 @@ impl Machine {
         }
         // PROT_NONE ptes are changed by mprotect together with the VMA, so a pte that is
         // mapped, allowed by the VMA and not walkable cannot exist here.
-        assert!(e.present(), "pte {e:?} at {va:#x} not present though its VMA allows the access");
+        assert!(
+            e.present(),
+            "pte {e:?} at {va:#x} not present though its VMA allows the access"
+        );
         Ok(())
     }
 
@@ -94,7 +100,13 @@ impl Machine {
             if !write {
                 // The shared zero page, read-only: no rss, no map count.
                 let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
-                self.set_pte(slot, Entry { pfn: ZERO_PFN, flags: E_PRESENT | E_SPECIAL });
+                self.set_pte(
+                    slot,
+                    Entry {
+                        pfn: ZERO_PFN,
+                        flags: E_PRESENT | E_SPECIAL,
+                    },
+                );
                 return Ok(());
             }
             let page = self.alloc_frame(Zone::High, Owner::Anon)?;
@@ -139,7 +151,10 @@ impl Machine {
     /// (modelled) pte lock.
     fn install_ref(&mut self, mm: usize, va: u64, page: Pfn, bits: u8) {
         let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
-        assert!(!self.frames.table(slot.0)[slot.1].mapped(), "pte of {va:#x} already mapped");
+        assert!(
+            !self.frames.table(slot.0)[slot.1].mapped(),
+            "pte of {va:#x} already mapped"
+        );
         self.set_pte(slot, Entry { pfn: page, flags: bits });
         self.frames.f[page as usize].maps += 1;
         let kind = self.rss_kind(page);
@@ -153,14 +168,26 @@ impl Machine {
         let e = self.frames.table(slot.0)[slot.1];
         if vma.shared() {
             // wp_page_shared: the page becomes dirty and writable in place.
-            self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+            self.set_pte(
+                slot,
+                Entry {
+                    pfn: e.pfn,
+                    flags: e.flags | E_WRITE | E_DIRTY,
+                },
+            );
             self.frames.f[e.pfn as usize].dirty = true;
             return Ok(());
         }
         let old = e.pfn;
         if old != ZERO_PFN && self.exclusive_anon(old) {
             // The only user of an anonymous page: reuse it.
-            self.set_pte(slot, Entry { pfn: old, flags: e.flags | E_WRITE | E_DIRTY });
+            self.set_pte(
+                slot,
+                Entry {
+                    pfn: old,
+                    flags: e.flags | E_WRITE | E_DIRTY,
+                },
+            );
             return Ok(());
         }
         // wp_page_copy: pin the old page across the allocation, copy, then replace.
@@ -234,7 +261,13 @@ impl Machine {
                 if e.mapped() {
                     self.put_frame(page);
                     if writable && write && !e.writable() {
-                        self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+                        self.set_pte(
+                            slot,
+                            Entry {
+                                pfn: e.pfn,
+                                flags: e.flags | E_WRITE | E_DIRTY,
+                            },
+                        );
                     }
                     continue;
                 }
@@ -267,7 +300,13 @@ impl Machine {
             let e = self.frames.table(slot.0)[slot.1];
             if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
                 if write && v.writable() {
-                    self.set_pte(slot, Entry { pfn: e.pfn, flags: e.flags | E_WRITE | E_DIRTY });
+                    self.set_pte(
+                        slot,
+                        Entry {
+                            pfn: e.pfn,
+                            flags: e.flags | E_WRITE | E_DIRTY,
+                        },
+                    );
                 }
                 continue;
             }
@@ -310,8 +349,11 @@ impl Machine {
         }
         let vmas = &self.mms[mm].vmas;
         let v = vmas[vi];
+        // anon_vma_compatible: adjacent, same file, contiguous offsets, and the same flags
+        // except the access bits (a neighbour differing only in protection qualifies).
+        let access = VM_READ | VM_WRITE | VM_EXEC;
         let compatible = |a: &super::Vma, b: &super::Vma| {
-            a.end == b.start && a.file == b.file && a.flags == b.flags && b.pgoff == a.pgoff + a.pages()
+            a.end == b.start && a.file == b.file && (a.flags ^ b.flags) & !access == 0 && b.pgoff == a.pgoff + a.pages()
         };
         let mut reuse = None;
         if let Some(n) = vmas.get(vi + 1) {
@@ -349,7 +391,11 @@ impl Machine {
     pub(crate) fn translate(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool, may_fault: bool) -> Access {
         let vpn = va / PAGE_SIZE;
         for _ in 0..4 {
-            let hit = self.cpus[cpu as usize].tlb.iter().find(|e| e.mm == mm as u32 && e.vpn == vpn).copied();
+            let hit = self.cpus[cpu as usize]
+                .tlb
+                .iter()
+                .find(|e| e.mm == mm as u32 && e.vpn == vpn)
+                .copied();
             if let Some(e) = hit {
                 if !write || e.write {
                     if e.pfn != ZERO_PFN && self.frames.f[e.pfn as usize].gen != e.gen {
@@ -374,10 +420,20 @@ impl Machine {
                             ne.flags |= E_DIRTY;
                         }
                         self.set_pte(slot, ne);
-                        let gen = if e.pfn == ZERO_PFN { 0 } else { self.frames.f[e.pfn as usize].gen };
+                        let gen = if e.pfn == ZERO_PFN {
+                            0
+                        } else {
+                            self.frames.f[e.pfn as usize].gen
+                        };
                         let tlb = &mut self.cpus[cpu as usize].tlb;
                         tlb.retain(|t| !(t.mm == mm as u32 && t.vpn == vpn));
-                        tlb.push(TlbEntry { mm: mm as u32, vpn, pfn: e.pfn, gen, write });
+                        tlb.push(TlbEntry {
+                            mm: mm as u32,
+                            vpn,
+                            pfn: e.pfn,
+                            gen,
+                            write,
+                        });
                         return Access::Done(e.pfn, 0);
                     }
                 }

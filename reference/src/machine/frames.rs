@@ -64,9 +64,14 @@ pub(crate) enum Owner {
     /// An anonymous page (private memory, copy-on-write copies).
     Anon,
     /// A page of the page cache of `file` at page `index`.
-    Cache { file: u32, index: u64 },
+    Cache {
+        file: u32,
+        index: u64,
+    },
     /// A page table of `level` (0 pte, 1 pmd, 2 pud, 3 pgd).
-    Table { level: u8 },
+    Table {
+        level: u8,
+    },
 }
 
 pub(crate) enum Data {
@@ -111,7 +116,14 @@ impl Frames {
         let n = cfg.frames;
         let low_count = n - cfg.highmem;
         let f = (0..n)
-            .map(|_| Frame { gen: 0, refs: 0, maps: 0, owner: Owner::Free, dirty: false, data: Data::Zero })
+            .map(|_| Frame {
+                gen: 0,
+                refs: 0,
+                maps: 0,
+                owner: Owner::Free,
+                dirty: false,
+                data: Data::Zero,
+            })
             .collect();
         Frames {
             f,
@@ -136,7 +148,10 @@ impl Frames {
             Zone::Low => self.free_low.pop(),
         }?;
         let fr = &mut self.f[pfn as usize];
-        assert!(fr.owner == Owner::Free && fr.refs == 0 && fr.maps == 0, "frame {pfn} on a free list is in use");
+        assert!(
+            fr.owner == Owner::Free && fr.refs == 0 && fr.maps == 0,
+            "frame {pfn} on a free list is in use"
+        );
         fr.gen = fr.gen.wrapping_add(1);
         fr.owner = owner;
         fr.refs = 1;
@@ -157,10 +172,18 @@ impl Frames {
     /// Returns a frame whose last reference is gone to its free list.
     pub fn free(&mut self, pfn: Pfn) {
         let fr = &mut self.f[pfn as usize];
-        assert!(fr.refs == 0 && fr.maps == 0, "freeing frame {pfn} with refs {} maps {}", fr.refs, fr.maps);
+        assert!(
+            fr.refs == 0 && fr.maps == 0,
+            "freeing frame {pfn} with refs {} maps {}",
+            fr.refs,
+            fr.maps
+        );
         assert!(fr.owner != Owner::Free, "double free of frame {pfn}");
         if let Data::Table(t) = &fr.data {
-            assert!(t.iter().all(|e| !e.mapped()), "freeing page table {pfn} that still has entries");
+            assert!(
+                t.iter().all(|e| !e.mapped()),
+                "freeing page table {pfn} that still has entries"
+            );
         }
         fr.gen = fr.gen.wrapping_add(1);
         fr.owner = Owner::Free;
@@ -192,7 +215,11 @@ impl Frames {
     pub fn page_mut(&mut self, pfn: Pfn) -> &mut Page {
         assert!(pfn != ZERO_PFN, "write to the zero page");
         let fr = &mut self.f[pfn as usize];
-        assert!(matches!(fr.owner, Owner::Anon | Owner::Cache { .. }), "byte write to frame {pfn} owned by {:?}", fr.owner);
+        assert!(
+            matches!(fr.owner, Owner::Anon | Owner::Cache { .. }),
+            "byte write to frame {pfn} owned by {:?}",
+            fr.owner
+        );
         if let Data::Zero = fr.data {
             let b = match self.page_pool.pop() {
                 Some(mut b) => {

@@ -7,7 +7,7 @@
 //! for writing for every change.
 
 use super::frames::Pfn;
-use crate::{Prot, PAGE_SIZE};
+use crate::{Errno, Prot, PAGE_SIZE};
 
 pub(crate) const VM_READ: u32 = 1;
 pub(crate) const VM_WRITE: u32 = 2;
@@ -18,7 +18,9 @@ pub(crate) const VM_HUGETLB: u32 = 32;
 
 /// `PROT_*` to `VM_*`.
 pub(crate) fn prot_flags(prot: Prot) -> u32 {
-    (if prot.read() { VM_READ } else { 0 }) | (if prot.write() { VM_WRITE } else { 0 }) | (if prot.exec() { VM_EXEC } else { 0 })
+    (if prot.read() { VM_READ } else { 0 })
+        | (if prot.write() { VM_WRITE } else { 0 })
+        | (if prot.exec() { VM_EXEC } else { 0 })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,7 +62,12 @@ impl Vma {
     /// The part `[start, end)` of this VMA, its pgoff adjusted.
     pub fn slice(&self, start: u64, end: u64) -> Vma {
         assert!(self.start <= start && start < end && end <= self.end);
-        Vma { start, end, pgoff: self.pgoff + (start - self.start) / PAGE_SIZE, ..*self }
+        Vma {
+            start,
+            end,
+            pgoff: self.pgoff + (start - self.start) / PAGE_SIZE,
+            ..*self
+        }
     }
 }
 
@@ -83,7 +90,12 @@ pub(crate) fn can_merge(a: &Vma, b: &Vma) -> bool {
 
 /// Merges `b` into `a` (they passed [`can_merge`]).
 fn merged(a: &Vma, b: &Vma) -> Vma {
-    Vma { end: b.end, anon_vma: a.anon_vma.or(b.anon_vma), forked: a.forked || b.forked, ..*a }
+    Vma {
+        end: b.end,
+        anon_vma: a.anon_vma.or(b.anon_vma),
+        forked: a.forked || b.forked,
+        ..*a
+    }
 }
 
 pub(crate) struct Mm {
@@ -100,7 +112,14 @@ pub(crate) struct Mm {
 
 impl Mm {
     pub fn new(pgd: Pfn) -> Mm {
-        Mm { vmas: Vec::new(), pgd, rss: [0; 3], cpus: 0, users: 1, live: true }
+        Mm {
+            vmas: Vec::new(),
+            pgd,
+            rss: [0; 3],
+            cpus: 0,
+            users: 1,
+            live: true,
+        }
     }
 
     /// The VMA containing `va` (vma_lookup).
@@ -130,6 +149,19 @@ impl Mm {
         }
     }
 
+    /// __split_vma at `addr` with hugetlb's rule (hugetlb_vm_op_split: only on a huge page
+    /// boundary). A split made before a later one fails stays made, as in Linux.
+    pub fn split_checked(&mut self, addr: u64, huge_page_size: u64) -> Result<(), Errno> {
+        if let Some(i) = self.find(addr) {
+            let v = &self.vmas[i];
+            if v.start < addr && v.hugetlb() && addr & (huge_page_size - 1) != 0 {
+                return Err(Errno::EINVAL);
+            }
+        }
+        self.split_at(addr);
+        Ok(())
+    }
+
     /// Removes every VMA part inside `[start, end)` and returns them (in order).
     pub fn remove_range(&mut self, start: u64, end: u64) -> Vec<Vma> {
         self.split_at(start);
@@ -143,7 +175,10 @@ impl Mm {
     /// (vma_merge_new_range: prev first; next too only if prev's and next's anon_vmas agree).
     /// Returns the index of the VMA now containing `vma.start`.
     pub fn insert_merge(&mut self, vma: Vma) -> usize {
-        assert!(!self.overlaps(vma.start, vma.end), "inserting {vma:?} over a mapped range");
+        assert!(
+            !self.overlaps(vma.start, vma.end),
+            "inserting {vma:?} over a mapped range"
+        );
         let i = self.vmas.partition_point(|v| v.end <= vma.start);
         self.vmas.insert(i, vma);
         self.merge_around(i)
@@ -178,7 +213,10 @@ impl Mm {
             assert!(w[0].end <= w[1].start, "VMAs out of order: {:?} {:?}", w[0], w[1]);
         }
         for v in &self.vmas {
-            assert!(v.start < v.end && v.start % PAGE_SIZE == 0 && v.end % PAGE_SIZE == 0, "bad VMA {v:?}");
+            assert!(
+                v.start < v.end && v.start % PAGE_SIZE == 0 && v.end % PAGE_SIZE == 0,
+                "bad VMA {v:?}"
+            );
         }
     }
 }

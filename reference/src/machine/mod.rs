@@ -100,6 +100,16 @@ pub(crate) enum FaultError {
     Oom,
 }
 
+/// Fills `buf` with the initial content of file `file` from offset `off` (TRACE.md's
+/// pattern), stepping the remainder instead of dividing per byte.
+fn fill_pattern(buf: &mut [u8], file: FileId, off: u64) {
+    let mut r = ((off + 17 * file as u64) % 251) as u8;
+    for b in buf {
+        *b = r + 1;
+        r = if r == 250 { 0 } else { r + 1 };
+    }
+}
+
 pub(crate) struct Machine {
     pub cfg: Config,
     pub frames: Frames,
@@ -150,13 +160,20 @@ impl Machine {
                     i
                 }
                 None => {
-                    let pgd = m.frames.alloc(Zone::Low, Owner::Table { level: 3 }).expect("frames for the initial pgds");
+                    let pgd = m
+                        .frames
+                        .alloc(Zone::Low, Owner::Table { level: 3 })
+                        .expect("frames for the initial pgds");
                     m.mms.push(Mm::new(pgd));
                     mm_of.push((t.mm, m.mms.len() - 1));
                     m.mms.len() - 1
                 }
             };
-            m.tasks.push(Task { mm, cpu: t.cpu, state: TaskState::Alive });
+            m.tasks.push(Task {
+                mm,
+                cpu: t.cpu,
+                state: TaskState::Alive,
+            });
         }
         m
     }
@@ -164,7 +181,11 @@ impl Machine {
     /// Marks task `task` as one a fork will create (the executor declares forks up front).
     pub fn declare_unborn(&mut self, task: TaskId) {
         assert_eq!(task as usize, self.tasks.len(), "tasks are created in order");
-        self.tasks.push(Task { mm: usize::MAX, cpu: 0, state: TaskState::Unborn });
+        self.tasks.push(Task {
+            mm: usize::MAX,
+            cpu: 0,
+            state: TaskState::Unborn,
+        });
     }
 
     /// Runs one operation of `task` to completion.
@@ -176,10 +197,23 @@ impl Machine {
         self.mms[mm].cpus |= 1 << cpu;
         self.oom = Oom::No;
         let result = match *op {
-            Op::Mmap { addr, len, prot, flags, file, off } => self.sys_mmap(mm, cpu, addr, len, prot, flags, file, off),
+            Op::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                file,
+                off,
+            } => self.sys_mmap(mm, cpu, addr, len, prot, flags, file, off),
             Op::Munmap { addr, len } => self.sys_munmap(mm, addr, len),
             Op::Mprotect { addr, len, prot } => self.sys_mprotect(mm, addr, len, prot),
-            Op::Mremap { addr, old, new, flags, to } => self.sys_mremap(mm, addr, old, new, flags, to.unwrap_or(0)),
+            Op::Mremap {
+                addr,
+                old,
+                new,
+                flags,
+                to,
+            } => self.sys_mremap(mm, addr, old, new, flags, to.unwrap_or(0)),
             Op::Write { file, off, len, buf } => self.sys_write(mm, cpu, file, off, len, buf),
             Op::Read { file, off, len, buf } => self.sys_read(mm, cpu, file, off, len, buf),
             Op::Truncate { file, size } => self.sys_truncate(file, size),
@@ -244,11 +278,18 @@ impl Machine {
                 t = e.pfn;
                 continue;
             }
-            let zone = if level == 1 && self.cfg.highpte { Zone::High } else { Zone::Low };
+            let zone = if level == 1 && self.cfg.highpte {
+                Zone::High
+            } else {
+                Zone::Low
+            };
             let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
             // Reclaim never frees page tables, so the walk so far is still valid.
             assert!(!self.frames.table(t)[i].mapped());
-            self.frames.table_mut(t)[i] = Entry { pfn: new, flags: frames::E_PRESENT };
+            self.frames.table_mut(t)[i] = Entry {
+                pfn: new,
+                flags: frames::E_PRESENT,
+            };
             t = new;
         }
         Ok((t, self.index(va, 0)))
@@ -368,17 +409,6 @@ impl Machine {
 
     // ---- files, page cache, reclaim ---------------------------------------------------
 
-    /// A byte of file `f`'s disk copy at `off` (what a read-in of its page gives).
-    fn disk_byte(&self, f: usize, off: u64) -> u8 {
-        let file = &self.files[f];
-        match file.disk.get(&(off / PAGE_SIZE)) {
-            Some(Some(p)) => p[(off % PAGE_SIZE) as usize],
-            Some(None) => 0,
-            None if off < file.pattern_end => crate::initial_file_byte(file.pattern_id, off),
-            None => 0,
-        }
-    }
-
     /// find_get_page, reading the page in from disk (or zero filling it) when it is not
     /// cached. Returns the frame with a pin held (the caller puts it). Caller holds no page
     /// table lock (this may reclaim).
@@ -388,15 +418,26 @@ impl Machine {
             return Ok(pfn);
         }
         let pfn = self.alloc_frame(Zone::High, Owner::Cache { file: f as u32, index })?;
+        // Read the page in from disk: a written-back page, or the initial pattern up to the
+        // end it still has, or zeros.
         let file = &self.files[f];
         let base = index * PAGE_SIZE;
-        let from_disk = file.disk.contains_key(&index) || (!file.shmem && base < file.pattern_end);
-        if from_disk {
-            let mut buf = self.frames.take_buffer();
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = self.disk_byte(f, base + i as u64);
+        match file.disk.get(&index) {
+            Some(Some(p)) => {
+                let mut buf = self.frames.take_buffer();
+                buf.copy_from_slice(&p[..]);
+                self.frames.put_bytes(pfn, buf);
             }
-            self.frames.put_bytes(pfn, buf);
+            Some(None) => {}
+            None if !file.shmem && base < file.pattern_end => {
+                let (id, end) = (file.pattern_id, file.pattern_end);
+                let mut buf = self.frames.take_buffer();
+                let n = (end - base).min(PAGE_SIZE) as usize;
+                fill_pattern(&mut buf[..n], id, base);
+                buf[n..].fill(0);
+                self.frames.put_bytes(pfn, buf);
+            }
+            None => {}
         }
         self.files[f].cache.insert(index, pfn);
         // One reference for the cache (taken by alloc), one pin for the caller.
@@ -485,7 +526,10 @@ impl Machine {
         let Some((f, index, pfn)) = victim else { return false };
         self.get_frame(pfn);
         self.try_to_unmap(f, index, pfn);
-        assert_eq!(self.frames.f[pfn as usize].maps, 0, "try_to_unmap left frame {pfn} mapped");
+        assert_eq!(
+            self.frames.f[pfn as usize].maps, 0,
+            "try_to_unmap left frame {pfn} mapped"
+        );
         if self.frames.f[pfn as usize].dirty {
             self.writeback(f, index, pfn);
         }
@@ -508,7 +552,10 @@ impl Machine {
             if !self.files[f].shmem || self.files[f].cache.is_empty() && self.files[f].size == 0 {
                 continue;
             }
-            let used = self.mms.iter().any(|m| m.live && m.vmas.iter().any(|v| v.file == Some(f as u32)));
+            let used = self
+                .mms
+                .iter()
+                .any(|m| m.live && m.vmas.iter().any(|v| v.file == Some(f as u32)));
             if used {
                 continue;
             }
@@ -518,6 +565,30 @@ impl Machine {
                 self.put_frame(pfn);
             }
             self.files[f].size = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_pattern;
+    use crate::initial_file_byte;
+
+    #[test]
+    fn read_in_pattern_is_the_trace_format_pattern() {
+        for file in [0, 1, 7] {
+            for off in [0u64, 250, 251, 4095, 1 << 20] {
+                let mut buf = [0u8; 600];
+                fill_pattern(&mut buf, file, off);
+                for (i, &b) in buf.iter().enumerate() {
+                    assert_eq!(
+                        b,
+                        initial_file_byte(file, off + i as u64),
+                        "file {file} offset {}",
+                        off + i as u64
+                    );
+                }
+            }
         }
     }
 }

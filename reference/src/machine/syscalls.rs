@@ -47,9 +47,21 @@ impl Machine {
         out
     }
 
-    fn collect_ptes(&self, table: Pfn, level: u32, base: u64, start: u64, end: u64, out: &mut Vec<(u64, (Pfn, usize), Entry)>) {
+    fn collect_ptes(
+        &self,
+        table: Pfn,
+        level: u32,
+        base: u64,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(u64, (Pfn, usize), Entry)>,
+    ) {
         let span = self.entry_span(level);
-        let first = if start > base { ((start - base) / span) as usize } else { 0 };
+        let first = if start > base {
+            ((start - base) / span) as usize
+        } else {
+            0
+        };
         for i in first..self.cfg.ptrs as usize {
             let lo = base + i as u64 * span;
             if lo >= end {
@@ -217,6 +229,10 @@ impl Machine {
         if !huge && vflags & (VM_SHARED | VM_WRITE) == VM_WRITE {
             vflags |= VM_ACCOUNT;
         }
+        // MAP_FIXED replaces what was there: a hugetlb VMA can only be split on huge pages.
+        if let Err(e) = self.split_for_unmap(mm, addr, addr + len) {
+            return err(e);
+        }
         self.do_munmap(mm, addr, addr + len);
         if huge && pgoff & (self.cfg.ptrs as u64 - 1) != 0 {
             // hugetlbfs_file_mmap rejects an unaligned offset after the old mappings went:
@@ -246,7 +262,15 @@ impl Machine {
             }
             None => (None, addr >> 12),
         };
-        let vma = Vma { start: addr, end: addr + len, flags: vflags, file: vfile, pgoff: vpgoff, anon_vma: None, forked: false };
+        let vma = Vma {
+            start: addr,
+            end: addr + len,
+            flags: vflags,
+            file: vfile,
+            pgoff: vpgoff,
+            anon_vma: None,
+            forked: false,
+        };
         if vfile.is_some_and(|f| self.files[f as usize].shmem) {
             // A new shmem object never merges (no neighbour maps the same object).
             let i = self.mms[mm].vmas.partition_point(|v| v.end <= addr);
@@ -302,25 +326,20 @@ impl Machine {
         if end == addr {
             return Err(Errno::EINVAL);
         }
-        if let Some(e) = self.hugetlb_split_check(mm, addr, end) {
-            return Err(e);
-        }
+        self.split_for_unmap(mm, addr, end)?;
         self.do_munmap(mm, addr, end);
         Ok(())
     }
 
-    /// hugetlb VMAs can only be split at huge page boundaries (hugetlb_vm_op_split).
-    fn hugetlb_split_check(&self, mm: usize, start: u64, end: u64) -> Option<Errno> {
-        let hps = self.cfg.huge_page_size();
-        for a in [start, end] {
-            if let Some(i) = self.mms[mm].find(a) {
-                let v = &self.mms[mm].vmas[i];
-                if v.hugetlb() && v.start < a && a & (hps - 1) != 0 {
-                    return Some(Errno::EINVAL);
-                }
-            }
+    /// The splits at both ends of a range about to be unmapped or changed (the start first;
+    /// it stays if the end then fails), if anything is mapped there.
+    fn split_for_unmap(&mut self, mm: usize, start: u64, end: u64) -> Result<(), Errno> {
+        if !self.mms[mm].overlaps(start, end) {
+            return Ok(());
         }
-        None
+        let hps = self.cfg.huge_page_size();
+        self.mms[mm].split_checked(start, hps)?;
+        self.mms[mm].split_checked(end, hps)
     }
 
     pub(crate) fn sys_mprotect(&mut self, mm: usize, start: u64, len: u64, prot: Prot) -> OpResult {
@@ -335,22 +354,23 @@ impl Machine {
         if end <= start {
             return err(Errno::ENOMEM);
         }
-        let Some(first) = self.mms[mm].find_after(start) else { return err(Errno::ENOMEM) };
+        let Some(first) = self.mms[mm].find_after(start) else {
+            return err(Errno::ENOMEM);
+        };
         if self.mms[mm].vmas[first].start > start {
             return err(Errno::ENOMEM);
         }
         let newbits = prot_flags(prot);
         let mut nstart = start;
         loop {
-            let Some(i) = self.mms[mm].find(nstart) else { return err(Errno::ENOMEM) };
+            let Some(i) = self.mms[mm].find(nstart) else {
+                return err(Errno::ENOMEM);
+            };
             let v = self.mms[mm].vmas[i];
             let tmp = v.end.min(end);
-            if v.hugetlb() {
-                if let Some(e) = self.hugetlb_split_check(mm, nstart, tmp) {
-                    return err(e);
-                }
+            if let Err(e) = self.mprotect_fixup(mm, i, nstart, tmp, newbits) {
+                return err(e);
             }
-            self.mprotect_fixup(mm, i, nstart, tmp, newbits);
             // Continue after the VMA now holding the range (a merge may have grown it).
             let j = self.mms[mm].find(tmp - 1).expect("the range just changed is mapped");
             nstart = self.mms[mm].vmas[j].end;
@@ -367,12 +387,15 @@ impl Machine {
 
     /// mprotect_fixup: gives `[start, end)` of VMA `i` the protection `bits`, splitting and
     /// merging (vma_modify_flags), then changes the ptes and flushes.
-    fn mprotect_fixup(&mut self, mm: usize, i: usize, start: u64, end: u64, bits: u32) {
+    fn mprotect_fixup(&mut self, mm: usize, i: usize, start: u64, end: u64, bits: u32) -> Result<(), Errno> {
         let v = self.mms[mm].vmas[i];
         let mut newflags = (v.flags & !(prot_flags(Prot::from_bits(7)))) | bits;
         if newflags == v.flags {
-            return;
+            return Ok(());
         }
+        let hps = self.cfg.huge_page_size();
+        self.mms[mm].split_checked(start, hps)?;
+        self.mms[mm].split_checked(end, hps)?;
         if newflags & VM_WRITE != 0 {
             if v.flags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED) == 0 {
                 newflags |= VM_ACCOUNT;
@@ -382,8 +405,6 @@ impl Machine {
             newflags &= !VM_ACCOUNT;
         }
         let m = &mut self.mms[mm];
-        m.split_at(start);
-        m.split_at(end);
         let j = m.find(start).expect("split piece");
         m.vmas[j].flags = newflags;
         m.merge_around(j);
@@ -405,12 +426,21 @@ impl Machine {
         if changed {
             self.flush_tlb_range(mm, start, end);
         }
+        Ok(())
     }
 
     /// mremap(2) as Linux 6.18's do_mremap: check_mremap_params, then a pure move of a range
     /// (`fixed` with equal lengths, possibly over several VMAs: remap_move), or the checks on
     /// the VMA at `addr` (check_prep_vma) followed by mremap_to or mremap_at.
-    pub(crate) fn sys_mremap(&mut self, mm: usize, addr: u64, old: u64, new: u64, flags: MremapFlags, to: u64) -> OpResult {
+    pub(crate) fn sys_mremap(
+        &mut self,
+        mm: usize,
+        addr: u64,
+        old: u64,
+        new: u64,
+        flags: MremapFlags,
+        to: u64,
+    ) -> OpResult {
         let (old_len, new_len) = (page_align(old), page_align(new));
         let task_size = self.cfg.task_size();
         if addr & !PAGE_MASK != 0 || new_len == 0 || new_len > task_size {
@@ -427,8 +457,15 @@ impl Machine {
                 return self.remap_move(mm, addr, old_len, to);
             }
         }
-        let Some(vi) = self.mms[mm].find(addr) else { return err(Errno::EFAULT) };
-        let mut r = Remap { addr, old_len, new_len, to };
+        let Some(vi) = self.mms[mm].find(addr) else {
+            return err(Errno::EFAULT);
+        };
+        let mut r = Remap {
+            addr,
+            old_len,
+            new_len,
+            to,
+        };
         if let Err(e) = self.check_prep_vma(mm, vi, &mut r, flags.fixed) {
             return err(e);
         }
@@ -437,7 +474,8 @@ impl Machine {
         } else if r.new_len == r.old_len {
             Ok(r.addr)
         } else if r.new_len < r.old_len {
-            self.do_vmi_munmap(mm, r.addr + r.new_len, r.old_len - r.new_len).map(|()| r.addr)
+            self.do_vmi_munmap(mm, r.addr + r.new_len, r.old_len - r.new_len)
+                .map(|()| r.addr)
         } else {
             self.expand_vma(mm, r, flags.maymove)
         };
@@ -477,7 +515,10 @@ impl Machine {
     fn remap_move(&mut self, mm: usize, addr: u64, len: u64, to: u64) -> OpResult {
         let end = addr + len;
         let (mut res, mut last_end, mut target, mut pos) = (None, 0, to, addr);
-        while let Some(vi) = self.mms[mm].find_after(pos).filter(|&i| self.mms[mm].vmas[i].start < end) {
+        while let Some(vi) = self.mms[mm]
+            .find_after(pos)
+            .filter(|&i| self.mms[mm].vmas[i].start < end)
+        {
             let v = self.mms[mm].vmas[vi];
             if res.is_none() && addr < v.start {
                 return err(Errno::EFAULT);
@@ -486,7 +527,12 @@ impl Machine {
             let l = v.end.min(end) - a;
             let offset = if res.is_some() { v.start - last_end } else { 0 };
             last_end = v.end;
-            let mut r = Remap { addr: a, old_len: l, new_len: l, to: target + offset };
+            let mut r = Remap {
+                addr: a,
+                old_len: l,
+                new_len: l,
+                to: target + offset,
+            };
             if let Err(e) = self.check_prep_vma(mm, vi, &mut r, true) {
                 return err(e);
             }
@@ -527,7 +573,10 @@ impl Machine {
         let vi = self.mms[mm].find(r.addr).expect("checked by the caller");
         let v = self.mms[mm].vmas[vi];
         let delta = r.new_len - r.old_len;
-        let grow = v.end.checked_add(delta).filter(|&e| e <= task_size && !self.mms[mm].overlaps(v.end, e));
+        let grow = v
+            .end
+            .checked_add(delta)
+            .filter(|&e| e <= task_size && !self.mms[mm].overlaps(v.end, e));
         if v.end - r.addr == r.old_len {
             if let Some(ne) = grow {
                 let m = &mut self.mms[mm];
@@ -539,7 +588,11 @@ impl Machine {
         if !maymove {
             return Err(Errno::ENOMEM);
         }
-        let align = if v.hugetlb() { self.cfg.huge_page_size() } else { PAGE_SIZE };
+        let align = if v.hugetlb() {
+            self.cfg.huge_page_size()
+        } else {
+            PAGE_SIZE
+        };
         let dest = self.top_down(mm, r.new_len, align).ok_or(Errno::ENOMEM)?;
         self.move_vma(mm, r.addr, r.old_len, r.new_len, dest, 0)
     }
@@ -559,7 +612,12 @@ impl Machine {
     ) -> Result<u64, Errno> {
         let vi = self.mms[mm].find(addr).expect("checked by the caller");
         let v = self.mms[mm].vmas[vi];
-        let mut nv = Vma { start: dest, end: dest + new_len, pgoff: v.index_of(addr), ..v };
+        let mut nv = Vma {
+            start: dest,
+            end: dest + new_len,
+            pgoff: v.index_of(addr),
+            ..v
+        };
         if v.file.is_none() && v.anon_vma.is_none() {
             // copy_vma: an anonymous VMA never faulted takes the pgoff of its new place.
             nv.pgoff = dest >> 12;
@@ -574,7 +632,10 @@ impl Machine {
                 return Err(Errno::ENOMEM);
             }
         }
-        // Move the ptes (the source slots are still valid: allocation never frees tables).
+        // The allocations may have reclaimed (unmapped) source pages: read the ptes again,
+        // as move_ptes does under the page table lock. Only fewer can be left, and reclaim
+        // never frees tables, so every destination table is there.
+        let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
         for &(va, slot, e) in &moving {
             self.set_pte(slot, Entry::NONE);
             let ns = self.pte_slot(mm, dest + (va - addr)).expect("allocated above");
@@ -645,14 +706,28 @@ impl Machine {
             if copied == 0 {
                 // fault_in_iov_iter_readable, with the page released.
                 if self.user_page(mm, cpu, src, false, true).is_none() {
-                    if self.oom != Oom::No {
-                        return self.write_oom(written);
-                    }
-                    return if written == 0 { err(Errno::EFAULT) } else { OpResult::Count(written) };
+                    // An OOM here fails like a bad address (a kernel-mode fault).
+                    self.oom = if self.oom != Oom::No {
+                        Oom::Fault(written)
+                    } else {
+                        Oom::No
+                    };
+                    return if written == 0 {
+                        err(Errno::EFAULT)
+                    } else {
+                        OpResult::Count(written)
+                    };
                 }
                 stalls += 1;
                 if stalls > 8 {
-                    return self.write_oom(written);
+                    // Source and destination keep evicting each other: the model gives up
+                    // as on a source fault that found no memory.
+                    self.oom = Oom::Fault(written);
+                    return if written == 0 {
+                        err(Errno::EFAULT)
+                    } else {
+                        OpResult::Count(written)
+                    };
                 }
                 continue;
             }
@@ -683,7 +758,9 @@ impl Machine {
         let mut done = 0;
         while done < bytes {
             let s = src + done;
-            let Some(spfn) = self.user_page(mm, cpu, s, false, false) else { break };
+            let Some(spfn) = self.user_page(mm, cpu, s, false, false) else {
+                break;
+            };
             let n = page_rest(s).min(bytes - done);
             let (so, d) = ((s % PAGE_SIZE) as usize, (off + done) as usize);
             self.copy_bytes(spfn, so, page, d, n as usize);
@@ -744,7 +821,11 @@ impl Machine {
                     Ok(p) => p,
                     Err(_) => {
                         self.oom = Oom::After(done);
-                        return if done == 0 { err(Errno::ENOMEM) } else { OpResult::Count(done) };
+                        return if done == 0 {
+                            err(Errno::ENOMEM)
+                        } else {
+                            OpResult::Count(done)
+                        };
                     }
                 }
             };
@@ -758,15 +839,13 @@ impl Machine {
                 break;
             }
             if copied < nr {
-                let oom = self.oom != Oom::No;
-                if done == 0 {
-                    return err(if oom { Errno::ENOMEM } else { Errno::EFAULT });
-                }
-                if oom {
-                    self.oom = Oom::After(done);
-                    return OpResult::Count(done);
-                }
-                break;
+                // A destination fault that ran out of memory fails like a bad address.
+                self.oom = if self.oom != Oom::No { Oom::Fault(done) } else { Oom::No };
+                return if done == 0 {
+                    err(Errno::EFAULT)
+                } else {
+                    OpResult::Count(done)
+                };
             }
         }
         self.oom = Oom::No;
@@ -779,7 +858,9 @@ impl Machine {
         let mut done = 0;
         while done < n {
             let d = dst + done;
-            let Some(dpfn) = self.user_page(mm, cpu, d, true, true) else { break };
+            let Some(dpfn) = self.user_page(mm, cpu, d, true, true) else {
+                break;
+            };
             let k = page_rest(d).min(n - done);
             self.copy_bytes(page, (off + done) as usize, dpfn, (d % PAGE_SIZE) as usize, k as usize);
             done += k;
@@ -787,9 +868,9 @@ impl Machine {
         done
     }
 
-    /// ftruncate(2): shrinking unmaps every mapping of the pages past the new end (COW copies
-    /// included), drops them from the cache and the disk, and zeroes the tail of the new last
-    /// page; growing only sets the size.
+    /// ftruncate(2) as shmem_setattr: shrinking (or keeping the size) unmaps every mapping of
+    /// the pages past the new end (COW copies included), drops them from the cache and the
+    /// disk, and zeroes the tail of the new last page; growing only sets the size.
     pub(crate) fn sys_truncate(&mut self, f: FileId, size: u64) -> OpResult {
         if size > i64::MAX as u64 {
             return err(Errno::EINVAL);
@@ -801,9 +882,10 @@ impl Machine {
         }
         let old = self.files[f].size;
         self.files[f].size = size;
-        if size >= old {
+        if size > old {
             return OpResult::Zero;
         }
+        // shmem_setattr: a truncate to the same size still zeroes the tail of the last page.
         let holebegin = size.div_ceil(PAGE_SIZE);
         if old.div_ceil(PAGE_SIZE) > holebegin {
             self.unmap_mapping_range(f, holebegin);
@@ -863,14 +945,18 @@ impl Machine {
         if len != 0 && plen == 0 {
             return err(Errno::EINVAL);
         }
-        let Some(end) = start.checked_add(plen) else { return err(Errno::EINVAL) };
+        let Some(end) = start.checked_add(plen) else {
+            return err(Errno::EINVAL);
+        };
         if end == start {
             return OpResult::Zero;
         }
         let mut unmapped = false;
         let mut s = start;
         loop {
-            let Some(i) = self.mms[mm].find_after(s) else { return err(Errno::ENOMEM) };
+            let Some(i) = self.mms[mm].find_after(s) else {
+                return err(Errno::ENOMEM);
+            };
             let v = self.mms[mm].vmas[i];
             if s < v.start {
                 unmapped = true;
@@ -902,7 +988,9 @@ impl Machine {
                 continue;
             }
             let fr = &self.frames.f[e.pfn as usize];
-            let Owner::Cache { file, index } = fr.owner else { continue };
+            let Owner::Cache { file, index } = fr.owner else {
+                continue;
+            };
             let f = file as usize;
             if self.files[f].shmem || fr.maps != 1 || fr.refs != 2 {
                 continue;
@@ -922,7 +1010,11 @@ impl Machine {
     /// are copied (anonymous pages write-protected in both, for COW), the others are left for
     /// the child to fault in. The parent's TLBs are flushed for the write-protection.
     pub(crate) fn sys_fork(&mut self, mm: usize, child: TaskId, cpu: CpuId) -> OpResult {
-        assert_eq!(self.tasks[child as usize].state, TaskState::Unborn, "fork of task {child} twice");
+        assert_eq!(
+            self.tasks[child as usize].state,
+            TaskState::Unborn,
+            "fork of task {child} twice"
+        );
         let Ok(pgd) = self.alloc_frame(Zone::Low, Owner::Table { level: 3 }) else {
             self.tasks[child as usize].state = TaskState::Gone;
             return err(Errno::ENOMEM);
@@ -940,7 +1032,7 @@ impl Machine {
         let vmas = self.mms[mm].vmas.clone();
         let mut wrprotected = false;
         for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
-            for (va, slot, e) in self.mapped_ptes(mm, v.start, v.end) {
+            for (va, slot, _) in self.mapped_ptes(mm, v.start, v.end) {
                 let Ok(cs) = self.pte_alloc(cm, va) else {
                     self.oom = Oom::After(0);
                     self.teardown(cm);
@@ -950,6 +1042,11 @@ impl Machine {
                     }
                     return err(Errno::ENOMEM);
                 };
+                // The allocation may have reclaimed (unmapped) the page: read the pte again.
+                let e = self.frames.table(slot.0)[slot.1];
+                if !e.mapped() {
+                    continue;
+                }
                 let mut ne = e;
                 if !e.special() && self.frames.f[e.pfn as usize].owner == Owner::Anon && e.writable() {
                     let mut pe = e;
@@ -971,7 +1068,11 @@ impl Machine {
             self.flush_tlb_mm(mm);
         }
         self.oom = Oom::No;
-        self.tasks[child as usize] = super::Task { mm: cm, cpu, state: TaskState::Alive };
+        self.tasks[child as usize] = super::Task {
+            mm: cm,
+            cpu,
+            state: TaskState::Alive,
+        };
         OpResult::Done
     }
 

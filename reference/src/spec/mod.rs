@@ -9,17 +9,32 @@
 //!   and merged exactly where Linux splits and merges them (mm/vma.c: flags, file, vm_pgoff
 //!   contiguity, anon_vma compatibility including fork children, VM_ACCOUNT, VM_SPECIAL).
 //!   Merging is observable: mremap's range must lie in one VMA, and in-place growth.
-//! - A file's bytes below its size are the initial pattern until written; bytes past the size
-//!   read 0 when they become part of the file. A private page reads through to its object
+//! - A file follows memfd/tmpfs (the conformance target), with tmpfs's size limit
+//!   (`MAX_LFS_FILESIZE`, so never EFBIG). Its bytes below its size are the initial pattern
+//!   until written. Bytes past the size read 0 when they become part of the file, except those
+//!   a shared mapping stored in the last page: they are kept, and growing the file (ftruncate
+//!   up, pwrite past EOF) zeroes nothing, so they show. A private page reads through to its object
 //!   until the first write fault copies it (later object changes then stay invisible); a
 //!   private anonymous page is zero until written. A private write never reaches the file, a
 //!   shared one always does.
 //! - An access past EOF (page granularity, huge page granularity for hugetlbfs) is SIGBUS; no
 //!   VMA or no permission is SIGSEGV (read needs any of rwx, write needs w).
-//! - Truncation drops every page past the new EOF from every mapping, private copies included
-//!   (`truncate_pagecache`'s even_cows), and zeroes the rest of the new last page.
+//! - Truncation to a smaller (or the same) size drops every page past the new EOF from every
+//!   mapping, private copies included (`truncate_pagecache`'s even_cows), and zeroes the rest of
+//!   the new last page.
 //! - write/read are pwrite/pread: forward byte copies between the file and user memory that go
-//!   through the same fault rules as load/store and stop at the first fault.
+//!   through the same fault rules as load/store and stop at the first fault. pwrite is 6.18's
+//!   `generic_perform_write` (write_begin, atomic copy, write_end, fault in the source only
+//!   after a copy of nothing): write_end sets `i_size = max(i_size, pos + copied)` even when
+//!   nothing was copied, so a pwrite at pos > size grows the file to pos even if it then fails
+//!   with EFAULT, and every source byte is checked against the size as grown so far.
+//! - Memory running out (`Oom`, reported by the machine) has Linux's partial effects: a load or
+//!   store has no effect; a fork fails with no child; a pwrite/pread stops after the bytes
+//!   copied (pwrite: at write_begin of the next chunk, before its size bump); MAP_POPULATE stops
+//!   after the pages faulted (mmap still succeeds); an mremap fails with ENOMEM at the
+//!   page-table move of a VMA piece, after what comes before it (MREMAP_FIXED's unmap of the
+//!   target, the shrink, earlier pieces of a multi-VMA move), leaving that piece in place and
+//!   its target unmapped (`move_vma`'s undo). Argument checks come first and still win.
 //! - fork copies the address space (private contents copied, shared objects shared); an
 //!   address space dies with its last task.
 //!
@@ -31,13 +46,13 @@
 //! The probes are C programs (kept outside the repository); each line says what the host did.
 //! - Stores into the last partial page past EOF of a shared file mapping are kept and read back
 //!   through the mapping, but read()/pread() stops at EOF: pread of 8 bytes at size-4 gave 4.
-//! - Growing a file (ftruncate up) zeroes the old last page's tail: on ext4, bytes stored past
-//!   the old EOF read 0 after ftruncate up, also those past the new size in that page. (memfd
-//!   /tmpfs shows them again instead; the spec follows the disk-backed file.)
-//! - A pwrite at pos > size zeroes `[size, min(pos, end of the old last page))` only: a byte
-//!   stored past EOF beyond pos+count survived; appending at pos == size zeroed nothing. (ext4
-//!   also grew the size to pos on a pwrite that failed with EFAULT; the spec does not: a failed
-//!   write changes nothing.)
+//! - Growing a file zeroes nothing (memfd, on this host: `ftruncate` up keeps the old tail
+//!   bytes; verified): bytes stored through a shared mapping past EOF in the last page read
+//!   back as file contents after ftruncate up and after a pwrite past EOF (ext4 zeroes them
+//!   instead; the spec follows memfd, the conformance target).
+//! - A pwrite at pos > size whose buffer is unreadable returns EFAULT but leaves size = pos; one
+//!   that copied k > 0 bytes leaves size = max(size, pos + k) (memfd and ext4 alike). A source
+//!   buffer that maps the same file beyond the old EOF is readable once the size was bumped.
 //! - ftruncate to a size <= the current one zeroes the rest of the new last page (a byte stored
 //!   past EOF read 0 after ftruncate to the same size, on memfd and ext4).
 //! - Truncation removes private COW copies of pages past the new EOF (access gives SIGBUS, then
@@ -53,8 +68,8 @@
 //! - Argument order: pos < 0 is EINVAL before a bad buffer; access_ok fails (EFAULT) iff
 //!   buf + count overflows or exceeds TASK_SIZE (buf = TASK_SIZE, count 0 is fine; TASK_SIZE+1
 //!   is not); then pos + count > i64::MAX is EINVAL (count 0 passes); count is clamped to
-//!   0x7ffff000; pos >= s_maxbytes is EFBIG and the count is cut to fit (ext4 s_maxbytes =
-//!   0xffffffff000, which ftruncate also enforces with EFBIG).
+//!   0x7ffff000. memfd's s_maxbytes is MAX_LFS_FILESIZE = i64::MAX, so the EINVAL comes first
+//!   and there is no EFBIG (ftruncate past i64::MAX is EINVAL as a negative length).
 //! - Overlapping copies between a shared mapping and the same file: with distance 100 the host
 //!   behaved as a forward byte copy (the spec's rule); with distance 1 it did not (the CPU's
 //!   copy routine moves several bytes at once), so conformance runs must avoid tiny overlaps.
@@ -98,9 +113,8 @@ use crate::{
 
 /// `MAX_RW_COUNT`: the most one read or write transfers.
 const MAX_RW_COUNT: u64 = 0x7fff_f000;
-/// `s_maxbytes` of a disk-backed file (ext4, 4 KiB blocks).
-const MAX_FILE_SIZE: u64 = 0xfff_ffff_f000;
-/// `MAX_LFS_FILESIZE`: the limit on a file mapping's end (`file_mmap_ok`) and of hugetlbfs.
+/// `MAX_LFS_FILESIZE`: the limit on a file mapping's end (`file_mmap_ok`) and `s_maxbytes` of
+/// tmpfs (memfd) and hugetlbfs files.
 const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
 
 /// Why a user access failed.
@@ -167,12 +181,26 @@ impl Spec {
             .flatten()
             .unwrap_or_else(|| panic!("task {} is not alive", call.task));
         let limit = match oom {
-            Oom::No => None,
+            Oom::No | Oom::Fault(_) => None,
             Oom::After(n) => Some(n),
         };
+        let fault_at = match oom {
+            Oom::Fault(n) => Some(n),
+            _ => None,
+        };
+        if fault_at.is_some() {
+            assert!(
+                matches!(call.op, Op::Read { .. } | Op::Write { .. }),
+                "{oom:?} for {}",
+                call.op.name()
+            );
+        }
         match call.op {
-            Op::Read { .. } | Op::Write { .. } => {}
-            Op::Load { .. } | Op::Store { .. } | Op::Mremap { .. } | Op::Fork { .. } => {
+            Op::Read { .. } | Op::Write { .. } | Op::Mremap { .. } => {}
+            Op::Mmap { flags, .. } => {
+                assert!(oom == Oom::No || flags.populate, "{oom:?} for mmap without populate");
+            }
+            Op::Load { .. } | Op::Store { .. } | Op::Fork { .. } => {
                 assert!(matches!(oom, Oom::No | Oom::After(0)), "{oom:?} for {}", call.op.name());
             }
             _ => assert_eq!(oom, Oom::No, "oom for {}", call.op.name()),
@@ -200,6 +228,7 @@ impl Spec {
                     flags.populate,
                     file,
                     off,
+                    limit,
                 )
             }
             Op::Munmap { addr, len } => self.munmap(mm, addr, len),
@@ -210,18 +239,9 @@ impl Spec {
                 new,
                 flags,
                 to,
-            } => self.mremap(
-                mm,
-                addr,
-                old,
-                new,
-                flags.maymove,
-                flags.fixed,
-                to.unwrap_or(0),
-                limit.is_some(),
-            ),
-            Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit),
-            Op::Read { file, off, len, buf } => self.read(mm, file, off, len, buf, limit),
+            } => self.mremap(mm, addr, old, new, flags.maymove, flags.fixed, to.unwrap_or(0), limit),
+            Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit, fault_at),
+            Op::Read { file, off, len, buf } => self.read(mm, file, off, len, buf, limit, fault_at),
             Op::Truncate { file, size } => self.truncate(file, size),
             Op::Load { addr } => match self.access(mm, addr, false, limit.is_some()) {
                 Ok(Some(b)) => OpResult::Byte(b),
@@ -235,7 +255,12 @@ impl Spec {
             },
             Op::Pageout { addr, len } => self.pageout(mm, addr, len),
             Op::Fork { task, cpu: _ } => {
-                assert_eq!(task as usize, self.tasks.len(), "fork must create the next task id");
+                // Forks may run in any order under a schedule: ids are given by the trace.
+                let t = task as usize;
+                if self.tasks.len() <= t {
+                    self.tasks.resize(t + 1, None);
+                }
+                assert!(self.tasks[t].is_none(), "fork of task {task} twice");
                 if limit.is_some() {
                     return OpResult::Err(Errno::ENOMEM);
                 }
@@ -254,7 +279,7 @@ impl Spec {
                 let id = self.next_mm;
                 self.next_mm += 1;
                 self.mms.insert(id, child);
-                self.tasks.push(Some(id));
+                self.tasks[t] = Some(id);
                 OpResult::Done
             }
             Op::Exit => {
@@ -423,6 +448,7 @@ impl Spec {
         populate: bool,
         file: Option<FileId>,
         off: u64,
+        oom: Option<u64>,
     ) -> OpResult {
         use OpResult::Err as E;
         if !off.is_multiple_of(PAGE_SIZE) {
@@ -537,13 +563,16 @@ impl Spec {
             }
         }
         if populate {
-            self.populate(mm, addr, end);
+            // Memory ran out after `n` bytes: the mmap stands, the faults stop there.
+            let stop = oom.map_or(end, |n| end.min(addr.saturating_add(n)));
+            self.populate(mm, addr, stop);
         }
         OpResult::Addr(addr)
     }
 
     /// MAP_POPULATE: faults every unit of `[start, end)` in as `populate_vma_page_range` does
-    /// (write faults for private writable VMAs), stopping at the first failing one.
+    /// (write faults for private writable VMAs), stopping at the first failing one. A unit that
+    /// begins before `end` is faulted whole.
     fn populate(&mut self, mm: u32, start: u64, end: u64) {
         let mut addr = start;
         while addr < end {
@@ -735,7 +764,7 @@ impl Spec {
         maymove: bool,
         fixed: bool,
         to: u64,
-        oom: bool,
+        oom: Option<u64>,
     ) -> OpResult {
         use OpResult::Err as E;
         let ts = self.task_size;
@@ -753,8 +782,11 @@ impl Spec {
                 return E(Errno::EINVAL);
             }
         }
+        // Memory ran out moving the page tables of the VMA piece whose source starts here or
+        // above (`Oom::After(n)`: the pieces below addr + n were moved).
+        let fail_from = oom.map(|n| addr.saturating_add(n));
         if fixed && old_len == new_len {
-            return self.remap_move(mm, addr, old_len, to, oom);
+            return self.remap_move(mm, addr, old_len, to, fail_from);
         }
         let Some(v) = self.mms[&mm].find(addr) else {
             return E(Errno::EFAULT);
@@ -766,21 +798,17 @@ impl Spec {
             fixed,
             maymove,
             to,
+            fail_from,
         };
         if let Err(e) = self.check_prep(&v, &mut r) {
             return E(e);
-        }
-        if oom {
-            return E(Errno::ENOMEM);
         }
         let res = if fixed {
             self.mremap_to(mm, r)
         } else if r.new_len == r.old_len {
             Ok(r.addr)
         } else if r.new_len < r.old_len {
-            let hps = self.hps();
-            self.mm(mm)
-                .unmap(r.addr + r.new_len, r.addr + r.old_len, hps)
+            self.shrink(mm, r.addr + r.new_len, r.old_len - r.new_len)
                 .map(|()| r.addr)
         } else {
             self.expand(mm, r)
@@ -822,6 +850,15 @@ impl Spec {
     }
 
     /// `mremap_to`: unmap the target, shrink, then move.
+    /// `shrink_vma`: the tail goes through do_vmi_munmap, with munmap's checks.
+    fn shrink(&mut self, mm: u32, start: u64, len: u64) -> Result<(), Errno> {
+        match self.munmap(mm, start, len) {
+            OpResult::Zero => Ok(()),
+            OpResult::Err(e) => Err(e),
+            other => unreachable!("munmap gave {other:?}"),
+        }
+    }
+
     fn mremap_to(&mut self, mm: u32, mut r: Remap) -> Result<u64, Errno> {
         let hps = self.hps();
         self.mm(mm).unmap(r.to, r.to + r.new_len, hps)?;
@@ -829,13 +866,13 @@ impl Spec {
             return Err(Errno::EFAULT);
         }
         if r.new_len < r.old_len {
-            self.mm(mm).unmap(r.addr + r.new_len, r.addr + r.old_len, hps)?;
+            self.shrink(mm, r.addr + r.new_len, r.old_len - r.new_len)?;
             if self.mms[&mm].find(r.addr).is_none() {
                 return Err(Errno::EFAULT);
             }
             r.old_len = r.new_len;
         }
-        self.move_vma(mm, r.addr, r.old_len, r.to, r.new_len)
+        self.move_vma(mm, r, r.to)
     }
 
     /// `expand_vma`: grow in place if the range ends the VMA and the space after is free,
@@ -868,12 +905,20 @@ impl Spec {
         }
         let align = if v.flags.huge { self.hps() } else { PAGE_SIZE };
         let to = self.place(mm, 0, r.new_len, align).ok_or(Errno::ENOMEM)?;
-        self.move_vma(mm, r.addr, r.old_len, to, r.new_len)
+        self.move_vma(mm, r, to)
     }
 
     /// `move_vma`: copy the VMA piece `[addr, addr+old_len)` to `[to, to+new_len)` (merging
-    /// there), move its private pages, then unmap the source.
-    fn move_vma(&mut self, mm: u32, addr: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, Errno> {
+    /// there), move its private pages, then unmap the source. If memory runs out moving the
+    /// page tables (`r.fail_from`), Linux moves them back and unmaps the new range instead: the
+    /// piece stays, the target range is left unmapped (free, as the caller made it), ENOMEM.
+    fn move_vma(&mut self, mm: u32, r: Remap, to: u64) -> Result<u64, Errno> {
+        let Remap {
+            addr, old_len, new_len, ..
+        } = r;
+        if r.fail_from.is_some_and(|f| addr >= f) {
+            return Err(Errno::ENOMEM);
+        }
         let hps = self.hps();
         let m = self.mm(mm);
         let v = m.find(addr).unwrap_or_else(|| unreachable!());
@@ -909,7 +954,9 @@ impl Spec {
     }
 
     /// `remap_move`: `fixed` with old == new moves every VMA piece of the range, keeping gaps.
-    fn remap_move(&mut self, mm: u32, start: u64, len: u64, to: u64, oom: bool) -> OpResult {
+    /// An error in one piece (ENOMEM from `fail_from` included) leaves the pieces before it
+    /// moved.
+    fn remap_move(&mut self, mm: u32, start: u64, len: u64, to: u64, fail_from: Option<u64>) -> OpResult {
         let end = start + len;
         let mut res = None;
         let mut last_end = 0;
@@ -930,12 +977,10 @@ impl Spec {
                 fixed: true,
                 maymove: true,
                 to: target + offset,
+                fail_from,
             };
             if let Err(e) = self.check_prep(&v, &mut r) {
                 return OpResult::Err(e);
-            }
-            if oom && res.is_none() {
-                return OpResult::Err(Errno::ENOMEM);
             }
             let moved = match self.mremap_to(mm, r) {
                 Ok(x) => x,
@@ -967,7 +1012,24 @@ impl Spec {
         Ok(len.min(MAX_RW_COUNT))
     }
 
-    fn write(&mut self, mm: u32, file: FileId, off: u64, len: u64, buf: u64, limit: Option<u64>) -> OpResult {
+    /// pwrite(2) as 6.18's `generic_perform_write`, flattened. Per chunk (up to the end of the
+    /// file page holding `pos`): write_begin (memory may run out here: `limit`), an atomic copy,
+    /// write_end (`i_size = max(i_size, pos + copied)`, also when nothing was copied), and after
+    /// a copy of nothing a fault-in of the source; the write stops when that fails. So: the
+    /// size becomes `off` first if the file was shorter, then each byte is copied in order, its
+    /// source checked against the size as grown so far, until the first source byte that faults.
+    /// `fault_at`: faulting the source in ran out of memory at that byte, which then faults.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        mm: u32,
+        file: FileId,
+        off: u64,
+        len: u64,
+        buf: u64,
+        limit: Option<u64>,
+        fault_at: Option<u64>,
+    ) -> OpResult {
         let f = file as usize;
         assert!(f < self.nfiles, "file {file} out of range");
         if off > i64::MAX as u64 {
@@ -980,38 +1042,32 @@ impl Spec {
             Ok(c) => c,
             Err(e) => return OpResult::Err(e),
         };
-        if count == 0 {
-            return OpResult::Count(0);
-        }
-        if off >= MAX_FILE_SIZE {
-            return OpResult::Err(Errno::EFBIG);
-        }
-        let count = count.min(MAX_FILE_SIZE - off);
         let mut done = 0;
         let mut stop = None;
         while done < count {
+            // Every byte may begin a chunk (after a short copy the next one starts there): memory
+            // running out at its write_begin stops the write before any size bump.
+            if limit == Some(done) {
+                stop = Some(Errno::ENOMEM);
+                break;
+            }
+            let pos = off + done;
+            // write_end of a copy of nothing (or of the bytes before): the size reaches pos
+            // before the source is faulted in. Only the first chunk can start past EOF.
+            let o = &mut self.objects[f];
+            o.size = o.size.max(pos);
             let src = buf + done;
-            let byte = match self.check(mm, src, false) {
-                Err(_) => {
-                    stop = Some(Errno::EFAULT);
-                    break;
-                }
-                Ok(_) if limit == Some(done) => {
-                    stop = Some(Errno::ENOMEM);
-                    break;
-                }
-                Ok(_) => match self.access(mm, src, false, false) {
-                    Ok(Some(b)) => b,
-                    _ => unreachable!("checked access"),
-                },
+            if fault_at == Some(done) || self.check(mm, src, false).is_err() {
+                stop = Some(Errno::EFAULT);
+                break;
+            }
+            let byte = match self.access(mm, src, false, false) {
+                Ok(Some(b)) => b,
+                _ => unreachable!("checked access"),
             };
             let o = &mut self.objects[f];
-            if done == 0 && off > o.size {
-                let old = o.size;
-                o.zero_range(old, off.min(old.next_multiple_of(PAGE_SIZE)));
-            }
-            o.set_byte(off + done, byte);
-            o.size = o.size.max(off + done + 1);
+            o.set_byte(pos, byte);
+            o.size = o.size.max(pos + 1);
             done += 1;
         }
         match (done, stop) {
@@ -1020,7 +1076,19 @@ impl Spec {
         }
     }
 
-    fn read(&mut self, mm: u32, file: FileId, off: u64, len: u64, buf: u64, limit: Option<u64>) -> OpResult {
+    /// `fault_at`: faulting the destination in ran out of memory at that byte, which then
+    /// faults.
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &mut self,
+        mm: u32,
+        file: FileId,
+        off: u64,
+        len: u64,
+        buf: u64,
+        limit: Option<u64>,
+        fault_at: Option<u64>,
+    ) -> OpResult {
         let f = file as usize;
         assert!(f < self.nfiles, "file {file} out of range");
         let count = match self.rw_checks(off, len, buf) {
@@ -1033,13 +1101,14 @@ impl Spec {
             if off + done >= self.objects[f].size {
                 break;
             }
-            let dst = buf + done;
-            if self.check(mm, dst, true).is_err() {
-                stop = Some(Errno::EFAULT);
-                break;
-            }
+            // The page is read in (memory may run out) before it is copied out.
             if limit == Some(done) {
                 stop = Some(Errno::ENOMEM);
+                break;
+            }
+            let dst = buf + done;
+            if fault_at == Some(done) || self.check(mm, dst, true).is_err() {
+                stop = Some(Errno::EFAULT);
                 break;
             }
             let byte = self.objects[f].byte(off + done);
@@ -1059,11 +1128,8 @@ impl Spec {
         if size > i64::MAX as u64 {
             return OpResult::Err(Errno::EINVAL);
         }
+        // s_maxbytes is MAX_LFS_FILESIZE (tmpfs, hugetlbfs): no size left for EFBIG.
         let huge = self.objects[f].huge;
-        let max = if huge { MAX_LFS_FILESIZE } else { MAX_FILE_SIZE };
-        if size > max {
-            return OpResult::Err(Errno::EFBIG);
-        }
         let unit = self.objects[f].unit(self.hps());
         if huge && !size.is_multiple_of(unit) {
             return OpResult::Err(Errno::EINVAL);
@@ -1110,4 +1176,6 @@ struct Remap {
     fixed: bool,
     maymove: bool,
     to: u64,
+    /// Memory runs out moving the page tables of a piece whose source starts at or above this.
+    fail_from: Option<u64>,
 }

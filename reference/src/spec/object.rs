@@ -126,11 +126,10 @@ impl Object {
 
     /// Changes the size as ftruncate does (the caller handled mappings and checks):
     /// shrinking (or keeping) the size zeroes the rest of the new last page and drops whole
-    /// pages past it; growing zeroes the tail of the old last page first, so bytes stored past
-    /// the old EOF do not reappear in the file (ext4's behaviour, see the module doc).
+    /// pages past it; growing only sets the size, so bytes a shared mapping stored past the old
+    /// EOF in the old last page become part of the file (memfd/tmpfs, see the module doc).
     pub fn truncate(&mut self, new: u64, huge_page_size: u64) {
-        let old = self.size;
-        if new <= old {
+        if new <= self.size {
             let keep_pages = new.div_ceil(PAGE_SIZE);
             self.zero_range(new, keep_pages * PAGE_SIZE);
             self.pages.retain(|&idx, _| idx < keep_pages);
@@ -138,8 +137,6 @@ impl Object {
             let unit = self.unit(huge_page_size);
             let keep_units = new.div_ceil(unit);
             self.instantiated.retain(|&u| u < keep_units);
-        } else {
-            self.zero_range(old, old.next_multiple_of(PAGE_SIZE));
         }
         self.size = new;
     }
@@ -173,11 +170,15 @@ mod tests {
     }
 
     #[test]
-    fn grow_zeroes_old_tail_only() {
+    fn grow_keeps_the_old_tail() {
         let mut o = Object::file(0, 5000, false);
         o.set_byte(6000, 12);
         o.truncate(5500, 1 << 15);
-        assert_eq!(o.byte(6000), 0);
+        assert_eq!(o.size, 5500);
+        assert_eq!(o.byte(6000), 12, "past the new size, still in the page");
+        assert_eq!(o.byte(5200), 0, "never written");
         assert_eq!(o.byte(4999), initial_file_byte(0, 4999));
+        o.truncate(5100, 1 << 15);
+        assert_eq!(o.byte(6000), 0, "shrinking zeroes the new last page's tail");
     }
 }

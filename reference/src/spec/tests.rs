@@ -118,6 +118,35 @@ impl T {
     fn pageout(&mut self, addr: u64, len: u64) -> OpResult {
         self.op(0, Op::Pageout { addr, len })
     }
+    fn write_oom(&mut self, file: u32, off: u64, len: u64, buf: u64, n: u64) -> OpResult {
+        self.oom(0, Op::Write { file, off, len, buf }, n)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn mmap_oom(&mut self, addr: u64, len: u64, p: &str, fl: &str, file: Option<u32>, off: u64, n: u64) -> OpResult {
+        let op = Op::Mmap {
+            addr,
+            len,
+            prot: prot(p),
+            flags: mflags(fl),
+            file,
+            off,
+        };
+        self.oom(0, op, n)
+    }
+    fn mremap_oom(&mut self, addr: u64, old: u64, new: u64, fl: &str, to: Option<u64>, n: u64) -> OpResult {
+        let flags = MremapFlags {
+            maymove: fl.contains("maymove"),
+            fixed: fl.contains("fixed"),
+        };
+        let op = Op::Mremap {
+            addr,
+            old,
+            new,
+            flags,
+            to,
+        };
+        self.oom(0, op, n)
+    }
     /// The VMA boundaries of task 0's address space.
     fn layout(&self, task: u32) -> Vec<(u64, u64)> {
         let mm = self.spec.tasks[task as usize].expect("alive");
@@ -256,6 +285,85 @@ fn populate_copies_private_writable_file_pages() {
     );
 }
 
+#[test]
+fn populate_stops_where_memory_ran_out() {
+    // Oom::After(n) for mmap: the mmap succeeded, populate faulted the first n bytes only.
+    let mut t = T::new(&[(4 * P, false)]);
+    assert_eq!(
+        t.mmap_oom(W, 4 * P, "rw", "private,fixed,populate", Some(0), 0, 2 * P),
+        Addr(W)
+    );
+    assert_eq!(t.layout(0), vec![(W, W + 4 * P)]);
+    assert_eq!(t.anon(W + 8 * P, P, "rw"), Addr(W + 8 * P));
+    assert_eq!(t.store(W + 8 * P, 55), Done);
+    for i in 0..4 {
+        assert_eq!(t.write(0, i * P + 30, 1, W + 8 * P), Count(1));
+    }
+    assert_eq!(t.load(W + 30), pat(0, 30), "page 0 was copied at mmap");
+    assert_eq!(t.load(W + P + 30), pat(0, P + 30), "page 1 too");
+    assert_eq!(
+        t.load(W + 2 * P + 30),
+        OpResult::Byte(55),
+        "page 2 was not: reads through"
+    );
+    assert_eq!(t.load(W + 3 * P + 30), OpResult::Byte(55));
+
+    // Private writable anonymous memory: the anon_vma comes with the first faulted page. Without
+    // one, the new VMA merges with a faulted left neighbour and an unfaulted middle.
+    for (n, expect) in [
+        (0, vec![(W, W + 4 * P)]),
+        (P, vec![(W, W + 2 * P), (W + 2 * P, W + 4 * P)]),
+    ] {
+        let mut t = T::new(&[]);
+        assert_eq!(t.anon(W, P, "rw"), Addr(W));
+        assert_eq!(t.store(W, 1), Done);
+        assert_eq!(
+            t.mmap_oom(W + 2 * P, 2 * P, "rw", "private,fixed,populate", None, 0, n),
+            Addr(W + 2 * P)
+        );
+        assert_eq!(t.anon(W + P, P, "rw"), Addr(W + P));
+        assert_eq!(t.layout(0), expect, "oom after {n}");
+        assert_eq!(t.load(W), OpResult::Byte(1));
+    }
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 1), Done);
+    assert_eq!(
+        t.mmap(W + 2 * P, 2 * P, "rw", "private,fixed,populate", None, 0),
+        Addr(W + 2 * P)
+    );
+    assert_eq!(t.anon(W + P, P, "rw"), Addr(W + P));
+    assert_eq!(
+        t.layout(0),
+        vec![(W, W + 2 * P), (W + 2 * P, W + 4 * P)],
+        "no oom: two anon_vmas"
+    );
+
+    // hugetlb: the huge pages before the stop are instantiated, the rest not.
+    let hps = Config::default().huge_page_size();
+    let mut t = T::new(&[(2 * hps, true)]);
+    let a = 8 * hps;
+    assert_eq!(
+        t.mmap_oom(a, 2 * hps, "r", "shared,fixed,populate", Some(0), 0, hps),
+        Addr(a)
+    );
+    assert_eq!(
+        t.mmap(a + 4 * hps, 2 * hps, "r", "private,fixed", Some(0), 0),
+        Addr(a + 4 * hps)
+    );
+    assert_eq!(t.load(a + 4 * hps), OpResult::Byte(0), "unit 0 in the cache: shared");
+    assert_eq!(t.load(a + 5 * hps), OpResult::Byte(0), "unit 1 not: private zero page");
+    assert_eq!(
+        t.mmap(a + 8 * hps, 2 * hps, "rw", "shared,fixed", Some(0), 0),
+        Addr(a + 8 * hps)
+    );
+    assert_eq!(t.store(a + 8 * hps + 1, 4), Done);
+    assert_eq!(t.store(a + 9 * hps + 1, 6), Done);
+    assert_eq!(t.load(a + 4 * hps + 1), OpResult::Byte(4));
+    assert_eq!(t.load(a + 5 * hps + 1), OpResult::Byte(0));
+    assert_eq!(t.load(a + hps + 1), OpResult::Byte(6));
+}
+
 // ----- load / store ------------------------------------------------------------------------
 
 #[test]
@@ -336,33 +444,53 @@ fn truncate_drops_cows_past_eof_but_keeps_partial_page() {
     assert_eq!(t.truncate(0, 3 * P), Zero);
     assert_eq!(t.load(W + 2 * P + 1), OpResult::Byte(0));
     assert_eq!(t.load(W + P + 1), OpResult::Byte(7));
+    // tmpfs: s_maxbytes = MAX_LFS_FILESIZE, so a negative length (EINVAL) is the only limit.
     assert_eq!(t.truncate(1, u64::MAX), E(Errno::EINVAL));
-    assert_eq!(t.truncate(1, MAX_FILE_SIZE + 1), E(Errno::EFBIG));
-    assert_eq!(t.truncate(1, MAX_FILE_SIZE), Zero);
+    assert_eq!(t.truncate(1, MAX_LFS_FILESIZE + 1), E(Errno::EINVAL));
+    assert_eq!(t.truncate(1, MAX_LFS_FILESIZE), Zero);
+    assert_eq!(t.truncate(1, 0), Zero);
 }
 
 #[test]
-fn size_changes_zero_the_eof_page_tail() {
-    // host (ext4): ftruncate up zeroes the old tail; pwrite past EOF zeroes [size, pos).
+fn growing_keeps_the_eof_page_tail() {
+    // host (memfd): ftruncate up and pwrite past EOF zero nothing; the bytes stored past EOF
+    // become file contents. Shrinking (or the same size) zeroes the new last page's tail.
     let mut t = T::new(&[(5000, false)]);
     assert_eq!(t.mmap(W, 3 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
     assert_eq!(t.anon(W + 8 * P, P, "rw"), Addr(W + 8 * P));
+    let buf = W + 8 * P;
     let (a, b) = (W + 5200, W + 6000);
     assert_eq!(t.store(a, 11), Done);
     assert_eq!(t.store(b, 12), Done);
+    assert_eq!(t.read(0, 5200, 1, buf), Count(0), "past EOF: not file contents yet");
     assert_eq!(t.truncate(0, 5500), Zero);
-    assert_eq!((t.load(a), t.load(b)), (OpResult::Byte(0), OpResult::Byte(0)));
-    for (pos, expect_a, expect_b) in [(5300, 0, 12), (5000, 11, 12), (9000, 0, 0)] {
+    assert_eq!((t.load(a), t.load(b)), (OpResult::Byte(11), OpResult::Byte(12)));
+    assert_eq!(t.read(0, 5200, 1, buf), Count(1));
+    assert_eq!(t.load(buf), OpResult::Byte(11), "now part of the file");
+    assert_eq!(t.read(0, 5990, 20, buf), Count(0), "6000 is still past EOF");
+    // A pwrite past EOF, before, inside or after the stored bytes' page.
+    for pos in [5300, 5000, 9000] {
         assert_eq!(t.truncate(0, 5000), Zero);
+        assert_eq!((t.load(a), t.load(b)), (OpResult::Byte(0), OpResult::Byte(0)), "shrunk");
         assert_eq!(t.store(a, 11), Done);
         assert_eq!(t.store(b, 12), Done);
-        assert_eq!(t.write(0, pos, 1, W + 8 * P), Count(1));
+        assert_eq!(t.store(buf + 100, 13), Done);
+        assert_eq!(t.write(0, pos, 1, buf + 100), Count(1));
         assert_eq!(
             (t.load(a), t.load(b)),
-            (OpResult::Byte(expect_a), OpResult::Byte(expect_b)),
+            (OpResult::Byte(11), OpResult::Byte(12)),
             "pwrite at {pos}"
         );
+        if pos > 5200 {
+            assert_eq!(t.read(0, 5200, 1, buf), Count(1));
+            assert_eq!(t.load(buf), OpResult::Byte(11), "pwrite at {pos}: a is file contents");
+        } else {
+            assert_eq!(t.read(0, 5200, 1, buf), Count(0), "pwrite at {pos}: a is past EOF");
+        }
+        assert_eq!(t.read(0, pos, 1, buf), Count(1));
+        assert_eq!(t.load(buf), OpResult::Byte(13));
     }
+    assert_eq!(t.read(0, 9000, 10, buf), Count(1), "size 9001");
     assert_eq!(t.truncate(0, 5000), Zero);
     assert_eq!(t.store(b, 12), Done);
     assert_eq!(t.truncate(0, 5000), Zero);
@@ -393,8 +521,16 @@ fn write_read_argument_checks() {
     assert_eq!(t.write(0, i64::MAX as u64 - 7, 0, W), Count(0));
     assert_eq!(t.read(0, 5000, 10, 0x20000), Count(0), "EOF before the buffer");
     assert_eq!(t.read(0, 0, 0, 0x20000), Count(0));
-    assert_eq!(t.write(0, MAX_FILE_SIZE, 10, W), E(Errno::EFBIG));
-    assert_eq!(t.write(0, MAX_FILE_SIZE - 4, 10, W), Count(4));
+    // No EFBIG on tmpfs: rw_verify_area's EINVAL comes first, and up to i64::MAX is writable.
+    let top = i64::MAX as u64;
+    assert_eq!(t.write(0, top - 4, 10, W), E(Errno::EINVAL));
+    assert_eq!(t.write(0, top, 1, W), E(Errno::EINVAL));
+    assert_eq!(t.store(W + 9, 5), Done);
+    assert_eq!(t.write(0, top - 10, 10, W), Count(10));
+    assert_eq!(t.read(0, top - 1, 1, W + 100), Count(1));
+    assert_eq!(t.load(W + 100), OpResult::Byte(5), "the last byte of the largest file");
+    assert_eq!(t.read(0, top - 20, 5, W + 100), Count(5), "the hole reads 0");
+    assert_eq!(t.load(W + 100), OpResult::Byte(0));
 }
 
 #[test]
@@ -411,7 +547,7 @@ fn copies_stop_at_the_first_fault() {
     assert_eq!(t.write(0, 0, 100, W + P), E(Errno::EFAULT));
     assert_eq!(t.mmap(W + 4 * P, P, "r", "shared,fixed", Some(0), 0), Addr(W + 4 * P));
     assert_eq!(t.load(W + 4 * P), OpResult::Byte(99));
-    // The machine ran out after 3 bytes; with no bytes possible, ENOMEM; EFAULT still wins.
+    // The machine ran out after 3 bytes; with no bytes possible, ENOMEM.
     assert_eq!(
         t.oom(
             0,
@@ -438,6 +574,7 @@ fn copies_stop_at_the_first_fault() {
         ),
         E(Errno::ENOMEM)
     );
+    // write_begin comes before the source is touched: ENOMEM even for a bad buffer.
     assert_eq!(
         t.oom(
             0,
@@ -449,7 +586,7 @@ fn copies_stop_at_the_first_fault() {
             },
             0
         ),
-        E(Errno::EFAULT)
+        E(Errno::ENOMEM)
     );
     assert_eq!(
         t.oom(
@@ -490,6 +627,74 @@ fn write_extends_and_overlap_is_a_forward_byte_copy() {
     );
     assert_eq!(t.read(0, 0, 1, W + P), Count(1));
     assert_eq!(t.load(W + P), OpResult::Byte(1));
+}
+
+#[test]
+fn pwrite_bumps_the_size_to_pos_even_when_it_fails() {
+    // host (memfd and ext4): EFAULT at pos > size leaves size = pos; a pwrite that copied k > 0
+    // bytes leaves size = max(size, pos + k).
+    let mut t = T::new(&[(5000, false)]);
+    assert_eq!(t.mmap(W, 4 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.anon(W + 8 * P, 2 * P, "rw"), Addr(W + 8 * P));
+    assert_eq!(t.mprotect(W + 9 * P, P, "none"), Zero);
+    let (buf, bad) = (W + 8 * P, W + 9 * P);
+    assert_eq!(t.store(W + 5200, 11), Done);
+    assert_eq!(t.write(0, 6000, 10, bad), E(Errno::EFAULT));
+    assert_eq!(t.read(0, 5990, 100, buf), Count(10), "size 6000");
+    assert_eq!(t.read(0, 5200, 1, buf), Count(1));
+    assert_eq!(t.load(buf), OpResult::Byte(11), "the old tail is file contents");
+    // Into a later page: the pages up to pos become valid.
+    assert_eq!(t.load(W + 3 * P), OpResult::Sigbus);
+    assert_eq!(t.write(0, 3 * P + 5, 10, bad), E(Errno::EFAULT));
+    assert_eq!(t.load(W + 3 * P), OpResult::Byte(0));
+    assert_eq!(t.read(0, 3 * P, 100, buf), Count(5));
+    // At or below the size nothing grows.
+    assert_eq!(t.write(0, 3 * P + 5, 10, bad), E(Errno::EFAULT));
+    assert_eq!(t.write(0, 100, 10, bad), E(Errno::EFAULT));
+    assert_eq!(t.read(0, 3 * P, 100, buf), Count(5));
+    assert_eq!(t.load(W + 100), pat(0, 100), "nothing written");
+    // k bytes copied past EOF.
+    assert_eq!(t.write(0, 4 * P + 100, 100, bad - 7), Count(7));
+    assert_eq!(t.read(0, 4 * P, 1000, buf), Count(107));
+    assert_eq!(t.load(buf + 99), OpResult::Byte(0), "the gap reads 0");
+    // Memory ran out at write_begin of the first chunk: no size bump; after 3 bytes: pos + 3.
+    assert_eq!(t.write_oom(0, 6 * P, 10, buf, 0), E(Errno::ENOMEM));
+    assert_eq!(t.read(0, 4 * P, 1000, buf), Count(107), "unchanged");
+    assert_eq!(t.write_oom(0, 6 * P, 10, bad, 0), E(Errno::ENOMEM), "before the fault");
+    assert_eq!(t.read(0, 4 * P, 1000, buf), Count(107), "unchanged");
+    assert_eq!(t.write_oom(0, 6 * P, 10, buf, 3), Count(3));
+    assert_eq!(t.read(0, 6 * P, 100, buf), Count(3));
+    assert_eq!(t.read(0, 6 * P + 3, 1, buf), Count(0));
+    // Ran out at the second page of the write: the first is written and the size covers it.
+    assert_eq!(t.write_oom(0, 7 * P - 2, 10, buf, 2), Count(2));
+    assert_eq!(t.read(0, 7 * P - 4, 100, buf), Count(4));
+}
+
+#[test]
+fn pwrite_source_past_eof_is_readable_once_the_size_was_bumped() {
+    // host: write_end of a copy of nothing sets i_size = pos before the source is faulted in,
+    // so a buffer mapping the same file between the old EOF and pos does not fault.
+    let mut t = T::new(&[(100, false)]);
+    assert_eq!(t.mmap(W, 4 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.anon(W + 8 * P, P, "rw"), Addr(W + 8 * P));
+    let buf = W + 8 * P;
+    assert_eq!(t.store(W + 200, 21), Done, "past EOF, in the last page");
+    assert_eq!(t.load(W + P), OpResult::Sigbus);
+    assert_eq!(t.write(0, 2 * P, 10, W + P + 5), Count(10));
+    assert_eq!(t.load(W + P), OpResult::Byte(0), "page 1 is inside the file now");
+    assert_eq!(t.read(0, 2 * P, 100, buf), Count(10));
+    assert_eq!(t.read(0, 200, 1, buf), Count(1));
+    assert_eq!(t.load(buf), OpResult::Byte(21), "the old tail became file contents");
+    // The source beyond pos stays past EOF: EFAULT, but the size reached pos.
+    assert_eq!(t.write(0, 2 * P + 20, 10, W + 3 * P), E(Errno::EFAULT));
+    assert_eq!(t.read(0, 2 * P, 100, buf), Count(20));
+    // pos == size: no bump, so a source in the next page faults at once.
+    assert_eq!(t.truncate(0, P), Zero);
+    assert_eq!(t.write(0, P, 10, W + P), E(Errno::EFAULT));
+    assert_eq!(t.read(0, 0, 2 * P, buf), Count(P));
+    // Memory ran out before the bump: ENOMEM and the size stays.
+    assert_eq!(t.write_oom(0, 2 * P, 10, W + P, 0), E(Errno::ENOMEM));
+    assert_eq!(t.load(W + P), OpResult::Sigbus);
 }
 
 #[test]
@@ -653,6 +858,118 @@ fn mremap_checks() {
         E(Errno::ENOMEM)
     );
     assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+}
+
+#[test]
+fn mremap_oom_fails_at_the_page_table_move() {
+    // Expanding with maymove: the move fails first, nothing changed.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, 2 * P, "rw"), Addr(W));
+    assert_eq!(t.store(W + P, 5), Done);
+    assert_eq!(t.anon(W + 2 * P, P, "r"), Addr(W + 2 * P));
+    assert_eq!(t.mremap_oom(W, 2 * P, 3 * P, "maymove", None, 0), E(Errno::ENOMEM));
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P), (W + 2 * P, W + 3 * P)]);
+    assert_eq!(t.load(W + P), OpResult::Byte(5));
+    // Validation errors come first.
+    assert_eq!(t.mremap_oom(W + 1, P, P, "", None, 0), E(Errno::EINVAL));
+    assert_eq!(t.mremap_oom(W + 8 * P, P, 2 * P, "maymove", None, 0), E(Errno::EFAULT));
+    assert_eq!(
+        t.mremap_oom(W, P, P, "maymove,fixed", Some(W), 0),
+        E(Errno::EINVAL),
+        "overlap"
+    );
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P), (W + 2 * P, W + 3 * P)]);
+
+    // MREMAP_FIXED with a shrink: the target was unmapped and the source shrunk before.
+    let mut t = T::new(&[]);
+    assert_eq!(t.anon(W, 4 * P, "rw"), Addr(W));
+    assert_eq!(t.store(W, 1), Done);
+    assert_eq!(t.store(W + 3 * P, 4), Done);
+    assert_eq!(t.anon(W + 16 * P, 2 * P, "rw"), Addr(W + 16 * P));
+    assert_eq!(t.store(W + 16 * P, 9), Done);
+    assert_eq!(
+        t.mremap_oom(W, 4 * P, 2 * P, "maymove,fixed", Some(W + 16 * P), 0),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(t.load(W + 16 * P), OpResult::Sigsegv, "target unmapped");
+    assert_eq!(t.load(W), OpResult::Byte(1), "the piece stays");
+    assert_eq!(t.load(W + 3 * P), OpResult::Sigsegv, "shrunk");
+    assert_eq!(t.layout(0), vec![(W, W + 2 * P)]);
+    // The same with room: it moves.
+    assert_eq!(
+        t.mremap(W, 2 * P, 3 * P, "maymove,fixed", Some(W + 16 * P)),
+        Addr(W + 16 * P)
+    );
+    assert_eq!(t.load(W + 16 * P), OpResult::Byte(1));
+}
+
+#[test]
+fn mremap_oom_in_a_multi_vma_move_keeps_earlier_pieces_moved() {
+    let to = W + 32 * P;
+    let setup = || {
+        let mut t = T::new(&[]);
+        assert_eq!(t.anon(W, P, "rw"), Addr(W));
+        assert_eq!(t.store(W, 1), Done);
+        assert_eq!(t.anon(W + 2 * P, P, "r"), Addr(W + 2 * P));
+        assert_eq!(t.anon(W + 4 * P, P, "rw"), Addr(W + 4 * P));
+        assert_eq!(t.store(W + 4 * P, 3), Done);
+        // Mappings at the second and third pieces' targets.
+        assert_eq!(t.anon(to + 2 * P, P, "rw"), Addr(to + 2 * P));
+        assert_eq!(t.store(to + 2 * P, 7), Done);
+        assert_eq!(t.anon(to + 4 * P, P, "rw"), Addr(to + 4 * P));
+        assert_eq!(t.store(to + 4 * P, 8), Done);
+        t
+    };
+    // The second piece (source W + 2P) fails: the first was moved.
+    let mut t = setup();
+    assert_eq!(
+        t.mremap_oom(W, 5 * P, 5 * P, "maymove,fixed", Some(to), 2 * P),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(
+        t.layout(0),
+        vec![
+            (W + 2 * P, W + 3 * P),
+            (W + 4 * P, W + 5 * P),
+            (to, to + P),
+            (to + 4 * P, to + 5 * P)
+        ]
+    );
+    assert_eq!(t.load(to), OpResult::Byte(1), "moved");
+    assert_eq!(t.load(W), OpResult::Sigsegv);
+    assert_eq!(
+        t.load(to + 2 * P),
+        OpResult::Sigsegv,
+        "the failing piece's target unmapped"
+    );
+    assert_eq!(t.load(W + 2 * P), OpResult::Byte(0), "the failing piece stays");
+    assert_eq!(t.load(to + 4 * P), OpResult::Byte(8), "later targets untouched");
+    assert_eq!(t.load(W + 4 * P), OpResult::Byte(3));
+    // n inside the first piece's span still counts it as moved; n = 0 fails the first piece.
+    let mut t = setup();
+    assert_eq!(
+        t.mremap_oom(W, 5 * P, 5 * P, "maymove,fixed", Some(to), 1),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(t.load(to), OpResult::Byte(1));
+    assert_eq!(t.load(to + 2 * P), OpResult::Sigsegv);
+    let mut t = setup();
+    assert_eq!(
+        t.mremap_oom(W, 5 * P, 5 * P, "maymove,fixed", Some(to), 0),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(t.load(W), OpResult::Byte(1), "nothing moved");
+    assert_eq!(t.load(to + 2 * P), OpResult::Byte(7));
+    assert_eq!(t.layout(0).len(), 5);
+    // The third piece fails: the first two were moved.
+    let mut t = setup();
+    assert_eq!(
+        t.mremap_oom(W, 5 * P, 5 * P, "maymove,fixed", Some(to), 4 * P),
+        E(Errno::ENOMEM)
+    );
+    assert_eq!(t.load(to + 2 * P), OpResult::Byte(0), "the second piece moved");
+    assert_eq!(t.load(to + 4 * P), OpResult::Sigsegv);
+    assert_eq!(t.load(W + 4 * P), OpResult::Byte(3));
 }
 
 #[test]
@@ -862,4 +1179,82 @@ fn hugetlb_rules() {
         E(Errno::EINVAL),
         "no growth"
     );
+}
+
+#[test]
+fn hugetlb_faults_and_huge_page_granularity() {
+    let hps = Config::default().huge_page_size();
+    let mut t = T::new(&[(2 * hps, true)]);
+    let a = 8 * hps;
+    assert_eq!(t.mmap(a, 2 * hps, "r", "private,fixed", Some(0), 0), Addr(a));
+    assert_eq!(
+        t.mmap(a + 4 * hps, 2 * hps, "rw", "shared,fixed", Some(0), 0),
+        Addr(a + 4 * hps)
+    );
+    assert_eq!(t.anon(W, P, "rw"), Addr(W));
+    // read(2) does not instantiate: the private read fault then gets a private zero page, which
+    // a later shared store does not reach.
+    assert_eq!(t.read(0, hps + 5, 1, W), Count(1));
+    assert_eq!(t.load(W), OpResult::Byte(0));
+    assert_eq!(t.load(a + hps + 5), OpResult::Byte(0));
+    assert_eq!(t.store(a + 5 * hps + 5, 9), Done);
+    assert_eq!(t.load(a + hps + 5), OpResult::Byte(0), "private zero unit");
+    assert_eq!(t.read(0, hps + 5, 1, W), Count(1));
+    assert_eq!(t.load(W), OpResult::Byte(9));
+    // Instantiated first by the shared mapping: the private read-only mapping shares the page.
+    assert_eq!(t.store(a + 4 * hps + 5, 7), Done);
+    assert_eq!(t.load(a + 5), OpResult::Byte(7));
+    assert_eq!(t.store(a + 4 * hps + 5, 8), Done);
+    assert_eq!(t.load(a + 5), OpResult::Byte(8));
+    // A read-only mapping does not grow the file; a writable one does, to off + len.
+    assert_eq!(
+        t.mmap(a + 8 * hps, 2 * hps, "r", "shared,fixed", Some(0), 2 * hps),
+        Addr(a + 8 * hps)
+    );
+    assert_eq!(t.load(a + 8 * hps), OpResult::Sigbus);
+    assert_eq!(
+        t.mmap(a + 12 * hps, hps, "rw", "private,fixed", Some(0), 3 * hps),
+        Addr(a + 12 * hps)
+    );
+    assert_eq!(t.load(a + 8 * hps), OpResult::Byte(0), "size 4 huge pages");
+    assert_eq!(t.read(0, 0, 10 * hps, W), Count(P), "the buffer is one page");
+    assert_eq!(t.read(0, 4 * hps - 1, 10, W), Count(1));
+    // mprotect/munmap split only at huge page boundaries.
+    assert_eq!(t.mprotect(a + 4 * hps, P, "r"), E(Errno::EINVAL));
+    assert_eq!(t.mprotect(a + 4 * hps + P, hps, "r"), E(Errno::EINVAL));
+    assert_eq!(t.mprotect(a + 4 * hps, hps, "r"), Zero);
+    assert_eq!(t.store(a + 4 * hps + 5, 1), OpResult::Sigsegv);
+    assert_eq!(t.store(a + 5 * hps + 5, 1), Done);
+    assert_eq!(
+        t.layout(0)[1..3],
+        [(a + 4 * hps, a + 5 * hps), (a + 5 * hps, a + 6 * hps)]
+    );
+    assert_eq!(t.mprotect(a + 4 * hps, hps, "rw"), Zero);
+    assert_eq!(t.layout(0)[2], (a + 5 * hps, a + 6 * hps), "hugetlb never merges");
+    assert_eq!(t.munmap(a + 5 * hps, P), E(Errno::EINVAL));
+    assert_eq!(t.munmap(a + 5 * hps, hps), Zero);
+    assert_eq!(t.load(a + 5 * hps), OpResult::Sigsegv);
+    // mremap: lengths round up to the huge page; shrink and move, never grow.
+    assert_eq!(
+        t.mremap(a, 2 * hps, hps + 1, "", None),
+        Addr(a),
+        "rounds to 2: no change"
+    );
+    assert_eq!(t.load(a + hps + 5), OpResult::Byte(0));
+    assert_eq!(t.mremap(a, 2 * hps, P, "", None), Addr(a));
+    assert_eq!(t.load(a + hps), OpResult::Sigsegv, "shrunk to one huge page");
+    assert_eq!(t.mremap(a, P, 2 * P, "maymove", None), Addr(a), "both round to one");
+    assert_eq!(t.mremap(a, hps, 2 * hps, "maymove", None), E(Errno::EINVAL));
+    assert_eq!(
+        t.mremap(a, P, P, "maymove,fixed", Some(a + 20 * hps + P)),
+        E(Errno::EINVAL),
+        "unaligned target"
+    );
+    assert_eq!(
+        t.mremap(a, P, P, "maymove,fixed", Some(a + 20 * hps)),
+        Addr(a + 20 * hps)
+    );
+    assert_eq!(t.layout(0)[0], (a + 4 * hps, a + 5 * hps));
+    assert_eq!(t.load(a + 20 * hps + 5), OpResult::Byte(8), "moved with its mapping");
+    assert_eq!(t.load(a + 5), OpResult::Sigsegv);
 }

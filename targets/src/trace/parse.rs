@@ -14,8 +14,8 @@
 use std::fmt;
 
 use mm_reference::{
-    limits, BugSet, Call, Config, CpuId, FileId, FileInit, MmapFlags, MremapFlags, Op, Prot,
-    SchedToken, TaskId, TaskInit,
+    limits, BugSet, Call, Config, CpuId, FileId, FileInit, MmapFlags, MremapFlags, Op, Prot, SchedToken, TaskId,
+    TaskInit,
 };
 
 use super::{Trace, VERSION};
@@ -238,10 +238,7 @@ impl Parser {
     fn header(&mut self, line: usize, toks: &[&str]) -> Res<()> {
         let head = toks.first().copied().unwrap_or("");
         if head != "mmtrace" {
-            return err(
-                line,
-                format!("expected header `mmtrace {VERSION}`, found `{head}`"),
-            );
+            return err(line, format!("expected header `mmtrace {VERSION}`, found `{head}`"));
         }
         let Some(&version) = toks.get(1) else {
             return err(line, "missing version after `mmtrace`");
@@ -292,9 +289,7 @@ impl Parser {
         if huge && size % hps != 0 {
             return err(
                 line,
-                format!(
-                    "size={size:#x} of huge file {id} is not a multiple of the huge page size {hps:#x}"
-                ),
+                format!("size={size:#x} of huge file {id} is not a multiple of the huge page size {hps:#x}"),
             );
         }
         self.trace.files.push(FileInit { size, huge });
@@ -316,10 +311,7 @@ impl Parser {
         let unknown = |task: &str| {
             err(
                 line,
-                format!(
-                    "unknown task {task} (tasks are 0..{})",
-                    self.total_tasks - 1
-                ),
+                format!("unknown task {task} (tasks are 0..{})", self.total_tasks - 1),
             )
         };
         let task = match parse_number(id_text, false) {
@@ -433,9 +425,7 @@ impl Parser {
                 file: a.file("file", files)?,
                 size: a.bytes("size")?,
             },
-            "load" => Op::Load {
-                addr: a.bytes("addr")?,
-            },
+            "load" => Op::Load { addr: a.bytes("addr")? },
             "store" => Op::Store {
                 addr: a.bytes("addr")?,
                 value: a.ranged_u32("value", (0, u32::from(u8::MAX)))? as u8,
@@ -472,10 +462,7 @@ impl Parser {
                 match parse_number(c, false) {
                     Ok(c) if c < u64::from(cpus) => SchedToken::Irq(c as CpuId),
                     Ok(_) | Err(NumError::Overflow) => {
-                        return err(
-                            line,
-                            format!("`{tok}`: cpu {c} is out of range 0..{}", cpus - 1),
-                        )
+                        return err(line, format!("`{tok}`: cpu {c} is out of range 0..{}", cpus - 1))
                     }
                     Err(NumError::Bad) => return err(line, format!("bad schedule token `{tok}`")),
                 }
@@ -485,10 +472,7 @@ impl Parser {
                     Ok(_) | Err(NumError::Overflow) => {
                         return err(
                             line,
-                            format!(
-                                "schedule names unknown task {tok} (tasks are 0..{})",
-                                tasks - 1
-                            ),
+                            format!("schedule names unknown task {tok} (tasks are 0..{})", tasks - 1),
                         )
                     }
                     Err(NumError::Bad) => return err(line, format!("bad schedule token `{tok}`")),
@@ -501,9 +485,7 @@ impl Parser {
 
     fn finish(mut self, last_line: usize) -> Res<Trace> {
         match self.section {
-            Section::Header => {
-                return err(last_line, format!("missing header `mmtrace {VERSION}`"))
-            }
+            Section::Header => return err(last_line, format!("missing header `mmtrace {VERSION}`")),
             Section::Config => self.trace.config = self.config.resolve()?,
             _ => {}
         }
@@ -522,10 +504,7 @@ fn declared_id(line: usize, what: &str, tok: Option<&str>, want: usize) -> Res<(
     };
     match parse_number(tok, false) {
         Ok(id) if id == want as u64 => Ok(()),
-        Ok(_) | Err(NumError::Overflow) => err(
-            line,
-            format!("{what} id {tok} out of order: expected {want}"),
-        ),
+        Ok(_) | Err(NumError::Overflow) => err(line, format!("{what} id {tok} out of order: expected {want}")),
         Err(NumError::Bad) => err(line, format!("bad {what} id `{tok}`")),
     }
 }
@@ -636,10 +615,7 @@ fn on_off(line: usize, key: &str, value: &str) -> Res<bool> {
     match value {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => err(
-            line,
-            format!("bad value `{value}` for `{key}`: expected `on` or `off`"),
-        ),
+        _ => err(line, format!("bad value `{value}` for `{key}`: expected `on` or `off`")),
     }
 }
 
@@ -681,10 +657,7 @@ fn number(line: usize, key: &str, text: &str, bytes: bool) -> Res<u64> {
     match parse_number(text, bytes) {
         Ok(v) => Ok(v),
         Err(NumError::Bad) => err(line, format!("bad number `{text}` for `{key}`")),
-        Err(NumError::Overflow) => err(
-            line,
-            format!("number `{text}` for `{key}` overflows 64 bits"),
-        ),
+        Err(NumError::Overflow) => err(line, format!("number `{text}` for `{key}` overflows 64 bits")),
     }
 }
 

@@ -114,25 +114,8 @@ impl fmt::Display for OpDisplay<'_> {
                     None => Ok(()),
                 }
             }
-            Op::Write {
-                file,
-                off,
-                len,
-                buf,
-            }
-            | Op::Read {
-                file,
-                off,
-                len,
-                buf,
-            } => {
-                write!(
-                    f,
-                    " file={file} off={} len={} buf={}",
-                    Hex(off),
-                    Hex(len),
-                    Hex(buf)
-                )
+            Op::Write { file, off, len, buf } | Op::Read { file, off, len, buf } => {
+                write!(f, " file={file} off={} len={} buf={}", Hex(off), Hex(len), Hex(buf))
             }
             Op::Truncate { file, size } => write!(f, " file={file} size={}", Hex(size)),
             Op::Load { addr } => write!(f, " addr={}", Hex(addr)),
