@@ -50,6 +50,7 @@ pub fn run(
 ) -> RunReport {
     let mut machine = Machine::new(config, files, tasks);
     let mut spec = Spec::new(config, files, tasks);
+    let mut checker = crate::oracle::Checker::new(config.frames as usize);
     let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
     for t in 0..forks {
         machine.declare_unborn((tasks.len() + t) as u32);
@@ -125,7 +126,7 @@ pub fn run(
                 });
                 return report;
             }
-            if let Err(v) = crate::oracle::check(&machine).and_then(|()| crate::oracle::check_leak(&machine)) {
+            if let Err(v) = checker.check(&machine).and_then(|()| crate::oracle::check_leak(&machine)) {
                 report.outcome = Outcome::Violation(v);
                 return report;
             }

@@ -109,6 +109,8 @@ pub(crate) struct Frames {
     page_pool: Vec<Box<Page>>,
     table_pool: Vec<Box<[Entry]>>,
     ptrs: usize,
+    /// One bit per frame, set while it is allocated (the oracles visit only these).
+    allocated: Vec<u64>,
 }
 
 impl Frames {
@@ -133,7 +135,23 @@ impl Frames {
             page_pool: Vec::new(),
             table_pool: Vec::new(),
             ptrs: cfg.ptrs as usize,
+            allocated: vec![0; (n as usize).div_ceil(64)],
         }
+    }
+
+    /// The allocated frames, in increasing order.
+    pub fn allocated(&self) -> impl Iterator<Item = Pfn> + '_ {
+        self.allocated.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some((w * 64) as Pfn + b)
+            })
+        })
     }
 
     pub fn is_highmem(&self, pfn: Pfn) -> bool {
@@ -156,6 +174,7 @@ impl Frames {
         fr.owner = owner;
         fr.refs = 1;
         fr.dirty = false;
+        self.allocated[pfn as usize / 64] |= 1 << (pfn % 64);
         if let Owner::Table { .. } = owner {
             let t = match self.table_pool.pop() {
                 Some(mut t) => {
@@ -193,6 +212,7 @@ impl Frames {
             Data::Bytes(b) => self.page_pool.push(b),
             Data::Table(t) => self.table_pool.push(t),
         }
+        self.allocated[pfn as usize / 64] &= !(1 << (pfn % 64));
         if pfn < self.low_count {
             self.free_low.push(pfn);
         } else {
