@@ -106,6 +106,7 @@ fn status(s: &Stats) -> String {
 
 fn run(cfg: &FuzzConfig, mode: Mode, artifacts: &Path) -> u8 {
     eprintln!("fuzz: seed {}, mode {}, bugs {}", cfg.seed, mode.name(), cfg.bugs);
+    crate::warn_unmodelled(cfg.bugs);
     let terminal = std::io::stderr().is_terminal();
     let every = Duration::from_secs(if terminal { 1 } else { 10 });
     let mut next = Instant::now() + every;

@@ -42,6 +42,14 @@ fn main() -> ExitCode {
     ExitCode::from(status)
 }
 
+/// Warns on standard error about bugs switched on that the reference does not model yet
+/// (their switch changes nothing).
+pub fn warn_unmodelled(bugs: mm_reference::BugSet) {
+    for b in bugs.iter().filter(|b| !b.modelled()) {
+        eprintln!("warning: bug `{}` is not modelled by this version of the reference; its switch changes nothing", b.name());
+    }
+}
+
 /// Reads a trace file for a subcommand: `Err` carries the `error: ...` text for stderr.
 pub fn read_trace(path: &PathBuf) -> Result<mm_targets::trace::Trace, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("error: {}: {e}", path.display()))?;

@@ -46,6 +46,9 @@ pub fn main(args: &Args) -> u8 {
     if bad {
         return 2;
     }
+    for t in &traces {
+        crate::warn_unmodelled(t.config.bugs);
+    }
     let mut status = 0;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -18,5 +18,5 @@ mod run;
 pub mod spec;
 mod types;
 
-pub use run::{run, Outcome, RunOptions, RunReport};
+pub use run::{run, Outcome, Reference, RunOptions, RunReport};
 pub use types::*;

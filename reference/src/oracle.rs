@@ -31,6 +31,11 @@ impl Checker {
         Checker { maps: vec![0; frames], table_refs: vec![0; frames], touched: Vec::new(), rss: Vec::new() }
     }
 
+    /// The number of frames the scratch is sized for.
+    pub(crate) fn frames(&self) -> usize {
+        self.maps.len()
+    }
+
     /// All oracles that hold between operations: `use-after-free` (every entry reaches a
     /// frame of the right kind), `rss`, `refcount`, `tlb`.
     pub(crate) fn check(&mut self, m: &Machine) -> Result<(), Violation> {
@@ -73,12 +78,23 @@ impl Checker {
                 );
             }
             self.tally(pgd, true);
-            self.walk(m, mi, pgd, 3, 0)?;
+            let mut cursor = 0;
+            self.walk(m, mi, pgd, 3, 0, &mut cursor)?;
         }
         Ok(())
     }
 
-    fn walk(&mut self, m: &Machine, mm: usize, table: u32, level: u32, base: u64) -> Result<(), Violation> {
+    /// `cursor`: the index of the first VMA not ending at or below the last address visited
+    /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
+    fn walk(
+        &mut self,
+        m: &Machine,
+        mm: usize,
+        table: u32,
+        level: u32,
+        base: u64,
+        cursor: &mut usize,
+    ) -> Result<(), Violation> {
         let span = m.entry_span(level);
         for (i, &e) in m.frames.table(table).iter().enumerate() {
             if !e.mapped() {
@@ -99,7 +115,7 @@ impl Checker {
                     );
                 }
                 self.tally(e.pfn, true);
-                self.walk(m, mm, e.pfn, level - 1, va)?;
+                self.walk(m, mm, e.pfn, level - 1, va, cursor)?;
                 continue;
             }
             if e.special() {
@@ -118,8 +134,18 @@ impl Checker {
                     )
                 }
             }
+            let vmas = &m.mms[mm].vmas;
+            while *cursor < vmas.len() && vmas[*cursor].end <= va {
+                *cursor += 1;
+            }
+            let v = vmas.get(*cursor).filter(|v| v.start <= va);
+            if v.is_none() {
+                return violation(
+                    Oracle::UseAfterFree,
+                    format!("mm {mm}: pte at {va:#x} maps frame {} but no VMA covers the address", e.pfn),
+                );
+            }
             if let Some(Owner::Cache { file, index }) = owner {
-                let v = m.mms[mm].find(va).map(|i| m.mms[mm].vmas[i]);
                 if !v.is_some_and(|v| v.file == Some(file) && v.index_of(va) == index) {
                     return violation(
                         Oracle::Refcount,
@@ -140,13 +166,13 @@ impl Checker {
     /// zero once the mm is gone).
     fn check_rss(&self, m: &Machine) -> Result<(), Violation> {
         for (mi, mm) in m.mms.iter().enumerate() {
-            for k in 0..3 {
+            for (k, name) in RSS_NAMES.iter().enumerate() {
                 if self.rss[mi][k] != mm.rss[k] {
                     return violation(
                         Oracle::Rss,
                         format!(
-                            "mm {mi}: rss counter {} is {} but {} {} pages are mapped",
-                            RSS_NAMES[k], mm.rss[k], self.rss[mi][k], RSS_NAMES[k]
+                            "mm {mi}: rss counter {name} is {} but {} {name} pages are mapped",
+                            mm.rss[k], self.rss[mi][k]
                         ),
                     );
                 }

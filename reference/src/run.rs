@@ -4,7 +4,8 @@
 //! follow the `schedule` tokens, then the file-order rule; every completed operation is
 //! judged by every oracle before the next one starts, and the first violation ends the run.
 //! Operations are atomic in this sequential machine: one step runs one operation to its end.
-use crate::machine::{Machine, TaskState};
+use crate::machine::{Machine, Pools, TaskState};
+use crate::oracle::Checker;
 use crate::spec::Spec;
 use crate::{Call, Config, FileInit, Op, OpResult, Oracle, SchedToken, TaskInit, Violation};
 
@@ -39,7 +40,8 @@ pub struct RunReport {
 /// Runs `calls` (each task's operations in program order) under `schedule` (TRACE.md's
 /// scheduling rules) and judges every step. The inputs must be valid (as a parsed trace is:
 /// tasks numbered in order, forks creating the next ids, no operation after an exit);
-/// anything else is a caller bug and panics.
+/// anything else is a caller bug and panics. A fresh [`Reference`] each time: use one
+/// `Reference` for many runs to reuse its memory.
 pub fn run(
     config: &Config,
     files: &[FileInit],
@@ -48,9 +50,58 @@ pub fn run(
     schedule: &[SchedToken],
     options: &RunOptions,
 ) -> RunReport {
-    let mut machine = Machine::new(config, files, tasks);
+    Reference::new().run(config, files, tasks, calls, schedule, options)
+}
+
+/// A reference that runs one trace after another and keeps its buffers (frame array, page
+/// contents, page tables, the oracles' scratch) between runs, so that a run allocates little
+/// and touches no memory for pages it never uses. Runs are independent: the result of a run
+/// never depends on the runs before it.
+#[derive(Default)]
+pub struct Reference {
+    pools: Pools,
+    checker: Option<Checker>,
+}
+
+impl Reference {
+    pub fn new() -> Reference {
+        Reference::default()
+    }
+
+    /// As [`run`].
+    pub fn run(
+        &mut self,
+        config: &Config,
+        files: &[FileInit],
+        tasks: &[TaskInit],
+        calls: &[Call],
+        schedule: &[SchedToken],
+        options: &RunOptions,
+    ) -> RunReport {
+        let mut machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        let mut checker = match self.checker.take() {
+            Some(c) if c.frames() == config.frames as usize => c,
+            _ => Checker::new(config.frames as usize),
+        };
+        let report = run_on(&mut machine, &mut checker, config, files, tasks, calls, schedule, options);
+        self.pools = machine.into_pools();
+        self.checker = Some(checker);
+        report
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_on(
+    machine: &mut Machine,
+    checker: &mut Checker,
+    config: &Config,
+    files: &[FileInit],
+    tasks: &[TaskInit],
+    calls: &[Call],
+    schedule: &[SchedToken],
+    options: &RunOptions,
+) -> RunReport {
     let mut spec = Spec::new(config, files, tasks);
-    let mut checker = crate::oracle::Checker::new(config.frames as usize);
     let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
     for t in 0..forks {
         machine.declare_unborn((tasks.len() + t) as u32);
@@ -78,7 +129,7 @@ pub fn run(
         let mut chosen = None;
         for tok in tokens.by_ref() {
             match *tok {
-                SchedToken::Task(t) if (t as usize) < ntasks && runnable(&machine, &next, t as usize) => {
+                SchedToken::Task(t) if (t as usize) < ntasks && runnable(machine, &next, t as usize) => {
                     chosen = Some(t as usize);
                     break;
                 }
@@ -92,7 +143,7 @@ pub fn run(
         }
         let chosen = chosen.or_else(|| {
             (0..ntasks)
-                .filter(|&t| runnable(&machine, &next, t))
+                .filter(|&t| runnable(machine, &next, t))
                 .min_by_key(|&t| program[t][next[t]])
         });
         let Some(t) = chosen else { break };
@@ -126,7 +177,7 @@ pub fn run(
                 });
                 return report;
             }
-            if let Err(v) = checker.check(&machine).and_then(|()| crate::oracle::check_leak(&machine)) {
+            if let Err(v) = checker.check(machine).and_then(|()| crate::oracle::check_leak(machine)) {
                 report.outcome = Outcome::Violation(v);
                 return report;
             }

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use mm_reference::{run, BugSet, OpResult, Outcome, RunOptions, RunReport, Violation};
+use mm_reference::{BugSet, OpResult, Outcome, Reference, RunOptions, RunReport, Violation};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -191,9 +191,15 @@ pub fn trace_for(cfg: &FuzzConfig, run: u64) -> Trace {
 /// Runs a trace on the reference with every oracle; a panic of the reference becomes
 /// `Err(message)`.
 pub fn run_trace(trace: &Trace) -> Result<RunReport, String> {
+    run_trace_on(&mut Reference::new(), trace)
+}
+
+/// As [`run_trace`], on a reference kept across runs (its memory is reused). After a panic the
+/// reference is replaced: a model that panicked mid-run is not trusted again.
+pub fn run_trace_on(reference: &mut Reference, trace: &Trace) -> Result<RunReport, String> {
     let options = RunOptions { oracles: true };
     catch_unwind(AssertUnwindSafe(|| {
-        run(
+        reference.run(
             &trace.config,
             &trace.files,
             &trace.tasks,
@@ -202,6 +208,7 @@ pub fn run_trace(trace: &Trace) -> Result<RunReport, String> {
             &options,
         )
     }))
+    .inspect_err(|_| *reference = Reference::new())
     .map_err(|payload| {
         if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -226,6 +233,7 @@ pub fn is_valid_result(r: &OpResult) -> bool {
 pub fn fuzz(cfg: &FuzzConfig, mut on_progress: impl FnMut(&Stats)) -> FuzzResult {
     let start = Instant::now();
     let mut stats = Stats::default();
+    let mut reference = Reference::new();
     loop {
         stats.elapsed = start.elapsed();
         let out_of_runs = cfg.runs.is_some_and(|n| stats.execs >= n);
@@ -235,7 +243,7 @@ pub fn fuzz(cfg: &FuzzConfig, mut on_progress: impl FnMut(&Stats)) -> FuzzResult
         }
         let n = stats.execs;
         let trace = trace_for(cfg, n);
-        let result = run_trace(&trace);
+        let result = run_trace_on(&mut reference, &trace);
         stats.execs += 1;
         stats.ops += trace.ops.len() as u64;
         let finding = match result {

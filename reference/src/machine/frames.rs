@@ -91,6 +91,17 @@ pub(crate) struct Frame {
     pub data: Data,
 }
 
+/// Buffers kept from one machine to the next (see `Reference`): the frame array, page
+/// contents and page-table arrays (of `ptrs` entries). Their contents are garbage; every user
+/// initializes what it takes.
+#[derive(Default)]
+pub(crate) struct Pools {
+    frames: Vec<Frame>,
+    pub pages: Vec<Box<Page>>,
+    tables: Vec<Box<[Entry]>>,
+    ptrs: usize,
+}
+
 /// Which zone an allocation prefers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Zone {
@@ -114,29 +125,38 @@ pub(crate) struct Frames {
 }
 
 impl Frames {
-    pub fn new(cfg: &Config) -> Frames {
+    /// Physical memory for `cfg`, built from the buffers a previous machine gave back.
+    pub fn new(cfg: &Config, mut pools: Pools) -> Frames {
         let n = cfg.frames;
         let low_count = n - cfg.highmem;
-        let f = (0..n)
-            .map(|_| Frame {
-                gen: 0,
-                refs: 0,
-                maps: 0,
-                owner: Owner::Free,
-                dirty: false,
-                data: Data::Zero,
-            })
-            .collect();
+        let mut f = std::mem::take(&mut pools.frames);
+        f.clear();
+        f.extend((0..n).map(|_| Frame { gen: 0, refs: 0, maps: 0, owner: Owner::Free, dirty: false, data: Data::Zero }));
+        if pools.ptrs != cfg.ptrs as usize {
+            pools.tables.clear();
+        }
         Frames {
             f,
             low_count,
             free_low: (0..low_count).rev().collect(),
             free_high: (low_count..n).rev().collect(),
-            page_pool: Vec::new(),
-            table_pool: Vec::new(),
+            page_pool: pools.pages,
+            table_pool: pools.tables,
             ptrs: cfg.ptrs as usize,
             allocated: vec![0; (n as usize).div_ceil(64)],
         }
+    }
+
+    /// Gives every buffer back for the next machine (the frames' contents included).
+    pub fn into_pools(mut self) -> Pools {
+        for fr in &mut self.f {
+            match std::mem::replace(&mut fr.data, Data::Zero) {
+                Data::Zero => {}
+                Data::Bytes(b) => self.page_pool.push(b),
+                Data::Table(t) => self.table_pool.push(t),
+            }
+        }
+        Pools { frames: self.f, pages: self.page_pool, tables: self.table_pool, ptrs: self.ptrs }
     }
 
     /// The allocated frames, in increasing order.

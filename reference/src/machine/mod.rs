@@ -24,7 +24,7 @@ pub(crate) mod frames;
 mod mm;
 mod syscalls;
 
-pub(crate) use frames::{Entry, Frames, Owner, Pfn, ZERO_PFN};
+pub(crate) use frames::{Entry, Frames, Owner, Pfn, Pools, ZERO_PFN};
 pub(crate) use mm::{Mm, Vma};
 
 use crate::{Config, CpuId, FileId, FileInit, Oom, Op, OpResult, TaskId, TaskInit, Violation, PAGE_SIZE};
@@ -100,14 +100,22 @@ pub(crate) enum FaultError {
     Oom,
 }
 
-/// Fills `buf` with the initial content of file `file` from offset `off` (TRACE.md's
-/// pattern), stepping the remainder instead of dividing per byte.
-fn fill_pattern(buf: &mut [u8], file: FileId, off: u64) {
-    let mut r = ((off + 17 * file as u64) % 251) as u8;
-    for b in buf {
-        *b = r + 1;
-        r = if r == 250 { 0 } else { r + 1 };
+/// TRACE.md's file pattern, `(k % 251) + 1` for `k` in `0..251 + PAGE`: any page-sized run of
+/// it is a slice starting at the page's first remainder.
+const PATTERN: [u8; 251 + frames::PAGE] = {
+    let mut t = [0u8; 251 + frames::PAGE];
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = (k % 251) as u8 + 1;
+        k += 1;
     }
+    t
+};
+
+/// Fills `buf` (at most a page) with the initial content of file `file` from offset `off`.
+fn fill_pattern(buf: &mut [u8], file: FileId, off: u64) {
+    let r = ((off + 17 * file as u64) % 251) as usize;
+    buf.copy_from_slice(&PATTERN[r..r + buf.len()]);
 }
 
 pub(crate) struct Machine {
@@ -127,10 +135,10 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    pub fn new(cfg: &Config, files: &[FileInit], tasks: &[TaskInit]) -> Machine {
+    pub fn new(cfg: &Config, files: &[FileInit], tasks: &[TaskInit], pools: Pools) -> Machine {
         let mut m = Machine {
             cfg: *cfg,
-            frames: Frames::new(cfg),
+            frames: Frames::new(cfg, pools),
             files: files
                 .iter()
                 .enumerate()
@@ -176,6 +184,15 @@ impl Machine {
             });
         }
         m
+    }
+
+    /// Tears the machine down into its reusable buffers.
+    pub fn into_pools(self) -> Pools {
+        let mut pools = self.frames.into_pools();
+        for f in self.files {
+            pools.pages.extend(f.disk.into_values().flatten());
+        }
+        pools
     }
 
     /// Marks task `task` as one a fork will create (the executor declares forks up front).
@@ -578,7 +595,7 @@ mod tests {
     fn read_in_pattern_is_the_trace_format_pattern() {
         for file in [0, 1, 7] {
             for off in [0u64, 250, 251, 4095, 1 << 20] {
-                let mut buf = [0u8; 600];
+                let mut buf = [0u8; 4096];
                 fill_pattern(&mut buf, file, off);
                 for (i, &b) in buf.iter().enumerate() {
                     assert_eq!(
