@@ -186,7 +186,42 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
             print!("{text}");
         }
     }
-    if let Finding::Panic(_) = crash.finding {
-        println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
+    match &crash.finding {
+        Finding::Panic(_) => {
+            println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
+        }
+        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path),
+    }
+}
+
+/// Minimizes a crash keeping its oracle (and bug switches) and saves it beside the raw one.
+fn minimize_crash(trace: &mm_targets::trace::Trace, oracle: mm_reference::Oracle, raw: &Path) {
+    use mm_reference::{Outcome, Reference, RunOptions};
+    let mut reference = Reference::new();
+    let bugs = trace.config.bugs;
+    let small = mm_targets::minimize::minimize(trace, &mut |t| {
+        let r = reference.run(
+            &t.config,
+            &t.files,
+            &t.tasks,
+            &t.ops,
+            &t.schedule,
+            &RunOptions::default(),
+        );
+        t.config.bugs == bugs && matches!(r.outcome, Outcome::Violation(v) if v.oracle == oracle)
+    });
+    let path = raw.with_extension("min.trace");
+    let text = format!("# minimized from {}: keeps violation {oracle}\n{small}", raw.display());
+    match std::fs::write(&path, text) {
+        Ok(()) => {
+            println!(
+                "minimized: {} -> {} lines, saved {}",
+                mm_targets::minimize::lines(trace),
+                mm_targets::minimize::lines(&small),
+                path.display()
+            );
+            println!("replay: mmfuzz replay {}", path.display());
+        }
+        Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
     }
 }

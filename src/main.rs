@@ -5,6 +5,7 @@
 
 mod conform;
 mod fuzz;
+mod minimize;
 mod replay;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Conform(conform::Args),
     /// Run the built-in fuzzer on the reference.
     Fuzz(fuzz::Args),
+    /// Shrink a trace that gives a violation, keeping the same oracle.
+    Minimize(minimize::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::main(&args),
         Command::Conform(args) => conform::main(&args),
         Command::Fuzz(args) => fuzz::main(&args),
+        Command::Minimize(args) => minimize::main(&args),
     };
     ExitCode::from(status)
 }

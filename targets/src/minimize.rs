@@ -1,0 +1,428 @@
+//! The domain-aware minimizer: shrinks a trace while a predicate (usually "the same oracle
+//! still fires, with the same bug switches") keeps holding.
+//!
+//! Invariants kept here:
+//! - Every candidate it keeps is a valid trace (it is printed and parsed back before it is
+//!   tried), and the predicate held for it; the result is never larger than the input.
+//! - It is deterministic: the passes, their order and the candidate values are fixed, and it
+//!   uses no randomness, so the same input and predicate give the same result.
+//! - It stops at a fixpoint (no pass changes anything) or after `MAX_ROUNDS` rounds.
+//!
+//! Passes, in order: schedule tokens (chunks, then one by one), operations (chunks, then one
+//! by one, a fork together with every operation of the task it creates), unused tasks and
+//! files (renumbered), configuration keys (back to their defaults, then smaller), and the
+//! numbers of each operation (towards 0, page and table boundaries, simpler addresses).
+
+use crate::trace::{parse, Trace};
+use mm_reference::{Config, Op, SchedToken, PAGE_SIZE};
+
+/// An upper bound on the rounds of all passes (each round that changes nothing ends it).
+const MAX_ROUNDS: usize = 32;
+
+/// The size of a trace as a person reads it: the lines of its canonical text.
+pub fn lines(trace: &Trace) -> usize {
+    trace.to_string().lines().count()
+}
+
+/// Shrinks `trace` while `keep` holds. `keep(trace)` must hold for the input.
+pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
+    let mut m = Minimizer {
+        best: trace.clone(),
+        keep,
+    };
+    for _ in 0..MAX_ROUNDS {
+        let before = m.best.clone();
+        m.schedule();
+        m.ops();
+        m.tasks();
+        m.files();
+        m.config();
+        m.numbers();
+        if m.best == before {
+            break;
+        }
+    }
+    m.best
+}
+
+struct Minimizer<'a> {
+    best: Trace,
+    keep: &'a mut dyn FnMut(&Trace) -> bool,
+}
+
+impl Minimizer<'_> {
+    /// Takes `cand` if it is valid, different and keeps the property.
+    fn try_take(&mut self, cand: Trace) -> bool {
+        if cand == self.best {
+            return false;
+        }
+        // Valid traces only: the printer and parser are the judges of validity.
+        match parse(&cand.to_string()) {
+            Ok(t) if t == cand => {}
+            _ => return false,
+        }
+        if (self.keep)(&cand) {
+            self.best = cand;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes chunks of a list (halving the chunk size), then single elements.
+    fn shrink_list<T: Clone>(&mut self, get: impl Fn(&Trace) -> &Vec<T>, set: impl Fn(&mut Trace, Vec<T>)) {
+        let mut chunk = get(&self.best).len().div_ceil(2).max(1);
+        loop {
+            let mut i = 0;
+            while i < get(&self.best).len() {
+                let list = get(&self.best);
+                let end = (i + chunk).min(list.len());
+                let mut shorter = list[..i].to_vec();
+                shorter.extend_from_slice(&list[end..]);
+                let mut cand = self.best.clone();
+                set(&mut cand, shorter);
+                if !self.try_take(cand) {
+                    i += chunk;
+                }
+            }
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+    }
+
+    fn schedule(&mut self) {
+        self.shrink_list(|t| &t.schedule, |t, s| t.schedule = s);
+    }
+
+    /// Operations; a fork goes together with the task it creates (removed and renumbered).
+    fn ops(&mut self) {
+        self.shrink_list(|t| &t.ops, |t, o| t.ops = o);
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            if let Op::Fork { task, .. } = self.best.ops[i].op {
+                if let Some(cand) = without_forked_task(&self.best, i, task) {
+                    if self.try_take(cand) {
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Declared tasks with no operations (the last ones first), renumbered; then every task,
+    /// fork and interrupt on CPU 0 where that keeps the property.
+    fn tasks(&mut self) {
+        for t in 0..self.best.tasks.len() {
+            let mut cand = self.best.clone();
+            cand.tasks[t].cpu = 0;
+            self.try_take(cand);
+        }
+        for i in 0..self.best.ops.len() {
+            if let Op::Fork { task, cpu: Some(_) } = self.best.ops[i].op {
+                let mut cand = self.best.clone();
+                cand.ops[i].op = Op::Fork { task, cpu: None };
+                self.try_take(cand);
+            }
+        }
+        for i in 0..self.best.schedule.len() {
+            if let SchedToken::Irq(c) = self.best.schedule[i] {
+                if c != 0 {
+                    let mut cand = self.best.clone();
+                    cand.schedule[i] = SchedToken::Irq(0);
+                    self.try_take(cand);
+                }
+            }
+        }
+        let mut t = self.best.tasks.len();
+        while t > 1 {
+            t -= 1;
+            if let Some(cand) = without_task(&self.best, t as u32) {
+                self.try_take(cand);
+            }
+        }
+    }
+
+    /// Files no operation uses, renumbered.
+    fn files(&mut self) {
+        let mut f = self.best.files.len();
+        while f > 0 {
+            f -= 1;
+            if let Some(cand) = without_file(&self.best, f as u32) {
+                self.try_take(cand);
+            }
+        }
+        // Smaller files: towards one page, then half.
+        for f in 0..self.best.files.len() {
+            let size = self.best.files[f].size;
+            for s in smaller_sizes(size, self.best.files[f].huge, self.best.config.huge_page_size()) {
+                let mut cand = self.best.clone();
+                cand.files[f].size = s;
+                if self.try_take(cand) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Each configuration key back to its default, then smaller CPU and frame counts.
+    fn config(&mut self) {
+        let d = Config::default();
+        let resets: [fn(&mut Config, &Config); 9] = [
+            |c, d| c.cpus = d.cpus,
+            |c, d| c.ptrs = d.ptrs,
+            |c, d| {
+                c.frames = d.frames;
+                c.highmem = c.highmem.min(d.frames - 8);
+            },
+            |c, _| c.highmem = c.frames / 2,
+            |c, d| c.pkmap = d.pkmap,
+            |c, d| c.atomic = d.atomic,
+            |c, d| c.highpte = d.highpte,
+            |c, d| c.ptshare = d.ptshare,
+            |c, d| c.hugeshare = d.hugeshare,
+        ];
+        for reset in resets {
+            let mut cand = self.best.clone();
+            reset(&mut cand.config, &d);
+            self.try_take(cand);
+        }
+        let mut cand = self.best.clone();
+        cand.config.steps = d.steps;
+        self.try_take(cand);
+        // The fewest CPUs the trace names, where the default would not do.
+        let used = self.max_cpu() + 1;
+        if used < self.best.config.cpus && self.best.config.cpus != d.cpus {
+            let mut cand = self.best.clone();
+            cand.config.cpus = used.max(1);
+            self.try_take(cand);
+        }
+        // Fewer frames and slots, only where the default would not do: halving while the
+        // property holds.
+        loop {
+            let mut cand = self.best.clone();
+            let c = &mut cand.config;
+            if c.frames == d.frames || c.frames / 2 < 16 {
+                break;
+            }
+            c.frames /= 2;
+            c.highmem = c.highmem.min(c.frames - 8);
+            if !self.try_take(cand) {
+                break;
+            }
+        }
+        type Shrink = (fn(&Config) -> bool, fn(&mut Config));
+        let shrinks: [Shrink; 2] = [
+            (
+                |c| c.pkmap != Config::default().pkmap,
+                |c| c.pkmap = (c.pkmap / 2).max(1),
+            ),
+            (
+                |c| c.atomic != Config::default().atomic,
+                |c| c.atomic = (c.atomic / 2).max(2),
+            ),
+        ];
+        for (changed, shrink) in shrinks {
+            while changed(&self.best.config) {
+                let mut cand = self.best.clone();
+                shrink(&mut cand.config);
+                if !self.try_take(cand) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn max_cpu(&self) -> u32 {
+        let t = &self.best;
+        let tasks = t.tasks.iter().map(|t| t.cpu);
+        let forks = t.ops.iter().filter_map(|l| match l.op {
+            Op::Fork { cpu, .. } => cpu,
+            _ => None,
+        });
+        let irqs = t.schedule.iter().filter_map(|s| match s {
+            SchedToken::Irq(c) => Some(*c),
+            SchedToken::Task(_) => None,
+        });
+        tasks.chain(forks).chain(irqs).max().unwrap_or(0)
+    }
+
+    /// Every numeric argument of every operation, towards simpler values.
+    fn numbers(&mut self) {
+        for i in 0..self.best.ops.len() {
+            for slot in 0..6 {
+                let Some(v) = arg(&self.best.ops[i].op, slot) else {
+                    continue;
+                };
+                for c in simpler(v) {
+                    let mut cand = self.best.clone();
+                    set_arg(&mut cand.ops[i].op, slot, c);
+                    if self.try_take(cand) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Candidate values simpler than `v`, simplest first: 0, 1, the page-aligned value, small
+/// powers of two and page multiples below it, half of it.
+fn simpler(v: u64) -> Vec<u64> {
+    let mut out = vec![0, 1, PAGE_SIZE];
+    out.push(v & !(PAGE_SIZE - 1));
+    out.push(v / 2);
+    out.push((v / 2) & !(PAGE_SIZE - 1));
+    let mut p = PAGE_SIZE;
+    while p < v {
+        out.push(p);
+        p <<= 1;
+    }
+    // Round numbers near v (fewer significant hex digits).
+    let mut mask = 0xfu64;
+    while mask < v {
+        out.push(v & !mask);
+        mask = (mask << 4) | 0xf;
+    }
+    out.retain(|&c| c < v);
+    let mut seen = Vec::new();
+    out.retain(|c| {
+        let fresh = !seen.contains(c);
+        seen.push(*c);
+        fresh
+    });
+    out
+}
+
+fn smaller_sizes(size: u64, huge: bool, hps: u64) -> Vec<u64> {
+    let unit = if huge { hps } else { 1 };
+    simpler(size).into_iter().filter(|s| s % unit == 0).collect()
+}
+
+/// The numeric arguments of an operation, by slot (`None` where the slot has none). Ids
+/// (files, tasks, CPUs) are not numbers to shrink.
+fn arg(op: &Op, slot: usize) -> Option<u64> {
+    let v = match (op, slot) {
+        (Op::Mmap { addr, .. }, 0) => *addr,
+        (Op::Mmap { len, .. }, 1) => *len,
+        (Op::Mmap { off, .. }, 2) => *off,
+        (Op::Munmap { addr, .. } | Op::Mprotect { addr, .. } | Op::Pageout { addr, .. }, 0) => *addr,
+        (Op::Munmap { len, .. } | Op::Mprotect { len, .. } | Op::Pageout { len, .. }, 1) => *len,
+        (Op::Mremap { addr, .. }, 0) => *addr,
+        (Op::Mremap { old, .. }, 1) => *old,
+        (Op::Mremap { new, .. }, 2) => *new,
+        (Op::Mremap { to: Some(to), .. }, 3) => *to,
+        (Op::Write { off, .. } | Op::Read { off, .. }, 0) => *off,
+        (Op::Write { len, .. } | Op::Read { len, .. }, 1) => *len,
+        (Op::Write { buf, .. } | Op::Read { buf, .. }, 2) => *buf,
+        (Op::Truncate { size, .. }, 0) => *size,
+        (Op::Load { addr } | Op::Store { addr, .. }, 0) => *addr,
+        (Op::Store { value, .. }, 1) => *value as u64,
+        _ => return None,
+    };
+    Some(v)
+}
+
+fn set_arg(op: &mut Op, slot: usize, v: u64) {
+    match (op, slot) {
+        (Op::Mmap { addr, .. }, 0) => *addr = v,
+        (Op::Mmap { len, .. }, 1) => *len = v,
+        (Op::Mmap { off, .. }, 2) => *off = v,
+        (Op::Munmap { addr, .. } | Op::Mprotect { addr, .. } | Op::Pageout { addr, .. }, 0) => *addr = v,
+        (Op::Munmap { len, .. } | Op::Mprotect { len, .. } | Op::Pageout { len, .. }, 1) => *len = v,
+        (Op::Mremap { addr, .. }, 0) => *addr = v,
+        (Op::Mremap { old, .. }, 1) => *old = v,
+        (Op::Mremap { new, .. }, 2) => *new = v,
+        (Op::Mremap { to: Some(to), .. }, 3) => *to = v,
+        (Op::Write { off, .. } | Op::Read { off, .. }, 0) => *off = v,
+        (Op::Write { len, .. } | Op::Read { len, .. }, 1) => *len = v,
+        (Op::Write { buf, .. } | Op::Read { buf, .. }, 2) => *buf = v,
+        (Op::Truncate { size, .. }, 0) => *size = v,
+        (Op::Load { addr } | Op::Store { addr, .. }, 0) => *addr = v,
+        (Op::Store { value, .. }, 1) => *value = v.min(255) as u8,
+        _ => unreachable!("slot {slot} has no number"),
+    }
+}
+
+/// Renumbers task ids above `gone` down by one (ops, forks, schedule).
+fn renumber_tasks(t: &mut Trace, gone: u32) {
+    let down = |id: u32| if id > gone { id - 1 } else { id };
+    for l in &mut t.ops {
+        l.task = down(l.task);
+        if let Op::Fork { task, .. } = &mut l.op {
+            *task = down(*task);
+        }
+    }
+    t.schedule.retain(|s| *s != SchedToken::Task(gone));
+    for s in &mut t.schedule {
+        if let SchedToken::Task(id) = s {
+            *id = down(*id);
+        }
+    }
+}
+
+/// The trace without the fork at op `i` (creating `child`) and everything `child` does
+/// (forks it makes go too, recursively).
+fn without_forked_task(t: &Trace, i: usize, child: u32) -> Option<Trace> {
+    let mut cand = t.clone();
+    cand.ops.remove(i);
+    let mut gone = vec![child];
+    let mut k = 0;
+    while k < gone.len() {
+        let g = gone[k];
+        for l in &cand.ops {
+            if l.task == g {
+                if let Op::Fork { task, .. } = l.op {
+                    gone.push(task);
+                }
+            }
+        }
+        cand.ops.retain(|l| l.task != g);
+        k += 1;
+    }
+    gone.sort_unstable();
+    for &g in gone.iter().rev() {
+        renumber_tasks(&mut cand, g);
+    }
+    Some(cand)
+}
+
+/// The trace without declared task `gone`, if it has no operations.
+fn without_task(t: &Trace, gone: u32) -> Option<Trace> {
+    if t.ops.iter().any(|l| l.task == gone) {
+        return None;
+    }
+    let mut cand = t.clone();
+    cand.tasks.remove(gone as usize);
+    renumber_tasks(&mut cand, gone);
+    Some(cand)
+}
+
+/// The trace without file `gone`, if no operation uses it.
+fn without_file(t: &Trace, gone: u32) -> Option<Trace> {
+    let uses = |op: &Op| match *op {
+        Op::Mmap { file, .. } => file == Some(gone),
+        Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } => file == gone,
+        _ => false,
+    };
+    if t.ops.iter().any(|l| uses(&l.op)) {
+        return None;
+    }
+    let mut cand = t.clone();
+    cand.files.remove(gone as usize);
+    for l in &mut cand.ops {
+        let down = |f: &mut u32| {
+            if *f > gone {
+                *f -= 1
+            }
+        };
+        match &mut l.op {
+            Op::Mmap { file: Some(f), .. } => down(f),
+            Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } => down(file),
+            _ => {}
+        }
+    }
+    Some(cand)
+}
