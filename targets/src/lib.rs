@@ -5,4 +5,5 @@
 pub mod engine;
 pub mod exec;
 pub mod gen;
+pub mod minimize;
 pub mod trace;
