@@ -96,6 +96,17 @@
 //!   original length gives SIGBUS there.
 //! - MAP_SHARED anonymous mappings never merge with each other (each has its own object), but
 //!   the pieces of one merge back after mprotect.
+//!
+//! # Speed without a second semantics
+//!
+//! The spec runs after every operation the fuzzers generate, so pwrite/pread, which the rules
+//! above define byte by byte, copy in runs instead: bytes that share their user page and their
+//! file page and lie before the next byte where memory runs out. Within a run every byte
+//! meets the same VMA, permissions, private page and EOF verdict as the first (a verdict that
+//! passed keeps passing: sizes only grow during a pwrite, private pages only appear), so the
+//! run is checked and faulted once and then copied as slices; a copy within one page of one
+//! object stays a forward byte loop. `tests.rs` keeps the byte loops and compares both, result
+//! and whole state, on random traces.
 
 mod object;
 #[cfg(test)]
@@ -104,7 +115,7 @@ mod vma;
 
 use std::collections::BTreeMap;
 
-use object::{zero_page, Object};
+use object::{zero_page, Object, Page};
 use vma::{page_align, AnonVma, Flags, Mm, Proposal, Vma};
 
 use crate::{
@@ -133,8 +144,44 @@ impl Fault {
     }
 }
 
+/// Where the bytes of a user page are read from (after the read fault).
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// Private anonymous memory never written: zeros.
+    Zero,
+    /// The address space's private page.
+    Private,
+    /// The mapped object (a file or a hidden shmem object).
+    Object(usize),
+}
+
+/// Where the bytes written to a user page go (after the write fault).
+#[derive(Clone, Copy, Debug)]
+enum Dest {
+    /// The mapped object of a shared mapping.
+    Object(usize),
+    /// The address space's private page.
+    Private,
+}
+
+/// The length of the run of a pwrite/pread copy that starts at byte `done`: at most `left`
+/// bytes, within the page of the user address `user` and of the file offset `pos`, and ending
+/// before each byte of `stops` (bytes where memory runs out) that lies after `done`.
+fn run_len(left: u64, user: u64, pos: u64, done: u64, stops: [Option<u64>; 2]) -> u64 {
+    let page_rest = |a: u64| PAGE_SIZE - a % PAGE_SIZE;
+    let mut n = left.min(page_rest(user)).min(page_rest(pos));
+    for stop in stops.into_iter().flatten() {
+        if stop > done {
+            n = n.min(stop - done);
+        }
+    }
+    debug_assert!(n > 0, "a run of nothing");
+    n
+}
+
 /// The flat specification.
 #[derive(Clone, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub struct Spec {
     task_size: u64,
     huge_page_size: u64,
@@ -243,7 +290,7 @@ impl Spec {
             Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit, fault_at),
             Op::Read { file, off, len, buf } => self.read(mm, file, off, len, buf, limit, fault_at),
             Op::Truncate { file, size } => self.truncate(file, size),
-            Op::Load { addr } => match self.access(mm, addr, false, limit.is_some()) {
+            Op::Load { addr } => match self.access(mm, addr, limit.is_some()) {
                 Ok(Some(b)) => OpResult::Byte(b),
                 Ok(None) => OpResult::Oom,
                 Err(f) => f.result(),
@@ -361,27 +408,61 @@ impl Spec {
         }
     }
 
+    /// The effects of a user read of `addr` (in `v`, checked) and where the byte is then read.
+    /// They are the same for every byte of a page, and a second read of the page has none
+    /// (the copy loops make them once per page chunk).
+    fn read_fault(&mut self, mm: u32, v: &Vma, addr: u64) -> Source {
+        if self.mms[&mm].anon.contains_key(&(addr >> PAGE_SHIFT)) {
+            return Source::Private;
+        }
+        let Some(o) = v.obj else { return Source::Zero };
+        if self.objects[o].huge {
+            let idx = v.obj_offset(addr) / self.hps();
+            if !v.flags.shared && !self.objects[o].instantiated.contains(&idx) {
+                // hugetlb_no_page on a private mapping: a private zeroed huge page (the object
+                // has no bytes in a huge page that is not in its page cache).
+                self.private_fault(mm, *v, addr);
+                debug_assert!(self.mms[&mm].anon[&(addr >> PAGE_SHIFT)].iter().all(|&b| b == 0));
+                return Source::Private;
+            }
+            self.instantiate(v, addr);
+        }
+        Source::Object(o)
+    }
+
+    /// The effects of a user write to `addr` (in `v`, checked) and where the byte then goes:
+    /// the object of a shared mapping, or the private page made by the copy on write. The same
+    /// for every byte of a page, and a second write to the page has none.
+    fn write_fault(&mut self, mm: u32, v: &Vma, addr: u64) -> Dest {
+        if v.flags.shared {
+            let o = v.obj.unwrap_or_else(|| unreachable!("shared vmas map an object"));
+            self.instantiate(v, addr);
+            Dest::Object(o)
+        } else {
+            self.private_fault(mm, *v, addr);
+            Dest::Private
+        }
+    }
+
+    /// The private page of `mm` holding `addr` (it exists), for writing.
+    fn private_page(&mut self, mm: u32, addr: u64) -> &mut Page {
+        self.mm(mm)
+            .anon
+            .get_mut(&(addr >> PAGE_SHIFT))
+            .unwrap_or_else(|| unreachable!("private page was just made"))
+    }
+
     /// A one-byte user read. `Ok(None)`: memory ran out (no effect).
-    fn access(&mut self, mm: u32, addr: u64, _write: bool, oom: bool) -> Result<Option<u8>, Fault> {
+    fn access(&mut self, mm: u32, addr: u64, oom: bool) -> Result<Option<u8>, Fault> {
         let v = self.check(mm, addr, false)?;
         if oom {
             return Ok(None);
         }
-        let page = addr >> PAGE_SHIFT;
-        if let Some(p) = self.mms[&mm].anon.get(&page) {
-            return Ok(Some(p[(addr % PAGE_SIZE) as usize]));
-        }
-        let Some(o) = v.obj else { return Ok(Some(0)) };
-        if self.objects[o].huge {
-            let idx = v.obj_offset(addr) / self.hps();
-            if !v.flags.shared && !self.objects[o].instantiated.contains(&idx) {
-                // hugetlb_no_page on a private mapping: a private zeroed huge page.
-                self.private_fault(mm, v, addr);
-                return Ok(Some(0));
-            }
-            self.instantiate(&v, addr);
-        }
-        Ok(Some(self.objects[o].byte(v.obj_offset(addr))))
+        Ok(Some(match self.read_fault(mm, &v, addr) {
+            Source::Zero => 0,
+            Source::Private => self.mms[&mm].anon[&(addr >> PAGE_SHIFT)][(addr % PAGE_SIZE) as usize],
+            Source::Object(o) => self.objects[o].byte(v.obj_offset(addr)),
+        }))
     }
 
     /// A one-byte user write. `Ok(false)`: memory ran out (no effect).
@@ -390,21 +471,25 @@ impl Spec {
         if oom {
             return Ok(false);
         }
-        if v.flags.shared {
-            let o = v.obj.unwrap_or_else(|| unreachable!("shared vmas map an object"));
-            self.instantiate(&v, addr);
-            self.objects[o].set_byte(v.obj_offset(addr), value);
-        } else {
-            self.private_fault(mm, v, addr);
-            let page = addr >> PAGE_SHIFT;
-            let p = self
-                .mm(mm)
-                .anon
-                .get_mut(&page)
-                .unwrap_or_else(|| unreachable!("private page was just made"));
-            p[(addr % PAGE_SIZE) as usize] = value;
+        match self.write_fault(mm, &v, addr) {
+            Dest::Object(o) => self.objects[o].set_byte(v.obj_offset(addr), value),
+            Dest::Private => self.private_page(mm, addr)[(addr % PAGE_SIZE) as usize] = value,
         }
         Ok(true)
+    }
+
+    /// Copies `n` bytes from object `from` at `src` to object `to` at `dst`, each range within
+    /// one page, as a forward byte copy: each byte is read after the bytes before it were
+    /// written, which matters only within one page of one object (`src < dst` repeats bytes).
+    fn copy_object(&mut self, from: usize, src: u64, to: usize, dst: u64, n: u64) {
+        if from == to && src >> PAGE_SHIFT == dst >> PAGE_SHIFT {
+            self.objects[to].copy_in_page(src, dst, n);
+            return;
+        }
+        let mut bytes = [0u8; PAGE_SIZE as usize];
+        let bytes = &mut bytes[..n as usize];
+        self.objects[from].read(src, bytes);
+        self.objects[to].bytes_mut(dst, n).copy_from_slice(bytes);
     }
 
     // ----- mmap ----------------------------------------------------------------------------
@@ -592,7 +677,7 @@ impl Spec {
             let ok = if write {
                 self.store_fault(mm, addr)
             } else {
-                self.access(mm, addr, false, false).is_ok()
+                self.access(mm, addr, false).is_ok()
             };
             if !ok {
                 return;
@@ -1019,6 +1104,13 @@ impl Spec {
     /// size becomes `off` first if the file was shorter, then each byte is copied in order, its
     /// source checked against the size as grown so far, until the first source byte that faults.
     /// `fault_at`: faulting the source in ran out of memory at that byte, which then faults.
+    ///
+    /// The bytes go in runs that stay within one source page and one file page and end where
+    /// memory runs out (`limit`, `fault_at`): what a one-byte copy does at the first byte of a
+    /// run it does at the others too, so the run is checked and faulted once. The source check
+    /// of a page that passed keeps passing (the size only grows, private pages only appear),
+    /// and the size bump to `pos` only matters at the first byte. A source that reads the file
+    /// itself in the page being written is copied forward byte by byte ([`Spec::copy_object`]).
     #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
@@ -1057,18 +1149,28 @@ impl Spec {
             let o = &mut self.objects[f];
             o.size = o.size.max(pos);
             let src = buf + done;
-            if fault_at == Some(done) || self.check(mm, src, false).is_err() {
-                stop = Some(Errno::EFAULT);
-                break;
-            }
-            let byte = match self.access(mm, src, false, false) {
-                Ok(Some(b)) => b,
-                _ => unreachable!("checked access"),
+            let v = match self.check(mm, src, false) {
+                Ok(v) if fault_at != Some(done) => v,
+                _ => {
+                    stop = Some(Errno::EFAULT);
+                    break;
+                }
             };
+            let n = run_len(count - done, src, pos, done, [limit, fault_at]);
+            match self.read_fault(mm, &v, src) {
+                Source::Zero => self.objects[f].bytes_mut(pos, n).fill(0),
+                Source::Private => {
+                    let page = &self.mms[&mm].anon[&(src >> PAGE_SHIFT)];
+                    let at = (src % PAGE_SIZE) as usize;
+                    self.objects[f]
+                        .bytes_mut(pos, n)
+                        .copy_from_slice(&page[at..at + n as usize]);
+                }
+                Source::Object(o) => self.copy_object(o, v.obj_offset(src), f, pos, n),
+            }
             let o = &mut self.objects[f];
-            o.set_byte(pos, byte);
-            o.size = o.size.max(pos + 1);
-            done += 1;
+            o.size = o.size.max(pos + n);
+            done += n;
         }
         match (done, stop) {
             (0, Some(e)) => OpResult::Err(e),
@@ -1076,8 +1178,9 @@ impl Spec {
         }
     }
 
+    /// pread(2): each byte in order, until EOF or the first destination byte that faults.
     /// `fault_at`: faulting the destination in ran out of memory at that byte, which then
-    /// faults.
+    /// faults. In runs as [`Spec::write`]'s; the file's size does not change during a read.
     #[allow(clippy::too_many_arguments)]
     fn read(
         &mut self,
@@ -1095,10 +1198,12 @@ impl Spec {
             Ok(c) => c,
             Err(e) => return OpResult::Err(e),
         };
+        let size = self.objects[f].size;
         let mut done = 0;
         let mut stop = None;
         while done < count {
-            if off + done >= self.objects[f].size {
+            let pos = off + done;
+            if pos >= size {
                 break;
             }
             // The page is read in (memory may run out) before it is copied out.
@@ -1107,15 +1212,30 @@ impl Spec {
                 break;
             }
             let dst = buf + done;
-            if fault_at == Some(done) || self.check(mm, dst, true).is_err() {
-                stop = Some(Errno::EFAULT);
-                break;
+            let v = match self.check(mm, dst, true) {
+                Ok(v) if fault_at != Some(done) => v,
+                _ => {
+                    stop = Some(Errno::EFAULT);
+                    break;
+                }
+            };
+            let left = (count - done).min(size - pos);
+            let n = run_len(left, dst, pos, done, [limit, fault_at]);
+            match self.write_fault(mm, &v, dst) {
+                Dest::Object(o) => self.copy_object(f, pos, o, v.obj_offset(dst), n),
+                Dest::Private => {
+                    let at = (dst % PAGE_SIZE) as usize;
+                    let page = self
+                        .mms
+                        .get_mut(&mm)
+                        .and_then(|m| m.anon.get_mut(&(dst >> PAGE_SHIFT)))
+                        .unwrap_or_else(|| unreachable!("private page was just made"));
+                    self.objects[f].read(pos, &mut page[at..at + n as usize]);
+                }
             }
-            let byte = self.objects[f].byte(off + done);
-            let stored = self.store(mm, dst, byte, false);
-            debug_assert_eq!(stored, Ok(true));
-            done += 1;
+            done += n;
         }
+        debug_assert_eq!(self.objects[f].size, size);
         match (done, stop) {
             (0, Some(e)) => OpResult::Err(e),
             _ => OpResult::Count(done),

@@ -1,5 +1,6 @@
 //! Contents of memory objects: the trace's files and the hidden shmem objects behind
 //! `MAP_SHARED` anonymous mappings. Sparse: a page is stored only once something wrote it.
+//! Besides one byte at a time, contents are read and written as slices within one page.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,7 @@ pub(super) fn zero_page() -> Page {
 
 /// A file, or the hidden shmem object of a shared anonymous mapping.
 #[derive(Clone, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub(super) struct Object {
     /// The size in bytes (`i_size`).
     pub size: u64,
@@ -72,15 +74,65 @@ impl Object {
         }
     }
 
+    /// [`Object::unwritten_byte`] of each byte of `buf`, which starts at `off`.
+    fn unwritten_bytes(&self, off: u64, buf: &mut [u8]) {
+        let n = match self.pattern {
+            Some(_) => self.pattern_limit.saturating_sub(off).min(buf.len() as u64) as usize,
+            None => 0,
+        };
+        let (pattern, zeros) = buf.split_at_mut(n);
+        if let Some(f) = self.pattern {
+            fill_pattern(f, off, pattern);
+        }
+        zeros.fill(0);
+    }
+
     /// Sets the byte at `off` (size unchanged).
     pub fn set_byte(&mut self, off: u64, value: u8) {
+        self.bytes_mut(off, 1)[0] = value;
+    }
+
+    /// Reads `buf.len()` bytes at `off`, all in one page: [`Object::byte`] of each.
+    pub fn read(&self, off: u64, buf: &mut [u8]) {
+        let at = (off % PAGE_SIZE) as usize;
+        debug_assert!(
+            at + buf.len() <= PAGE_SIZE as usize,
+            "{off:#x}+{} crosses a page",
+            buf.len()
+        );
+        match self.pages.get(&(off >> PAGE_SHIFT)) {
+            Some(p) => buf.copy_from_slice(&p[at..at + buf.len()]),
+            None => self.unwritten_bytes(off, buf),
+        }
+    }
+
+    /// The `n` bytes at `off`, all in one page, to be written (size unchanged): the page is
+    /// stored from then on, as after [`Object::set_byte`].
+    pub fn bytes_mut(&mut self, off: u64, n: u64) -> &mut [u8] {
+        let at = (off % PAGE_SIZE) as usize;
+        let n = n as usize;
+        debug_assert!(at + n <= PAGE_SIZE as usize, "{off:#x}+{n} crosses a page");
         let idx = off >> PAGE_SHIFT;
         if !self.pages.contains_key(&idx) {
             let page = self.page(idx);
             self.pages.insert(idx, page);
         }
-        if let Some(p) = self.pages.get_mut(&idx) {
-            p[(off % PAGE_SIZE) as usize] = value;
+        let page = self
+            .pages
+            .get_mut(&idx)
+            .unwrap_or_else(|| unreachable!("page {idx} was just stored"));
+        &mut page[at..at + n]
+    }
+
+    /// Copies `n` bytes from `src` to `dst`, both in the same page, forward one byte at a time
+    /// (with `src < dst < src + n` the first `dst - src` bytes repeat): `set_byte(dst + i,
+    /// byte(src + i))` for each `i` in order.
+    pub fn copy_in_page(&mut self, src: u64, dst: u64, n: u64) {
+        debug_assert_eq!(src >> PAGE_SHIFT, dst >> PAGE_SHIFT);
+        let (s, d) = ((src % PAGE_SIZE) as usize, (dst % PAGE_SIZE) as usize);
+        let page = self.bytes_mut(dst - dst % PAGE_SIZE, PAGE_SIZE);
+        for i in 0..n as usize {
+            page[d + i] = page[s + i];
         }
     }
 
@@ -90,12 +142,7 @@ impl Object {
             return p.clone();
         }
         let mut page = zero_page();
-        let base = idx << PAGE_SHIFT;
-        if self.pattern.is_some() && base < self.pattern_limit {
-            for (i, b) in page.iter_mut().enumerate() {
-                *b = self.unwritten_byte(base + i as u64);
-            }
-        }
+        self.unwritten_bytes(idx << PAGE_SHIFT, &mut page[..]);
         page
     }
 
@@ -115,12 +162,17 @@ impl Object {
         off / unit < self.size.div_ceil(unit)
     }
 
-    /// Zeroes `[from, to)` of the page cache (only pages that exist or hold pattern bytes).
+    /// Zeroes `[from, to)` of the page cache: each byte that is not 0 is set to 0, so a page
+    /// that is not stored is stored only if it shows pattern bytes there.
     pub fn zero_range(&mut self, from: u64, to: u64) {
-        for off in from..to {
-            if self.byte(off) != 0 {
-                self.set_byte(off, 0);
+        let mut off = from;
+        while off < to {
+            let n = (to - off).min(PAGE_SIZE - off % PAGE_SIZE);
+            let stored = self.pages.contains_key(&(off >> PAGE_SHIFT));
+            if stored || (off..off + n).any(|o| self.unwritten_byte(o) != 0) {
+                self.bytes_mut(off, n).fill(0);
             }
+            off += n;
         }
     }
 
@@ -142,9 +194,52 @@ impl Object {
     }
 }
 
+/// The bytes at `off..` of trace file `f`'s initial pattern: [`initial_file_byte`], which
+/// repeats every 251 bytes, so one period is computed and then copied.
+fn fill_pattern(f: FileId, off: u64, buf: &mut [u8]) {
+    const PERIOD: usize = 251;
+    for (b, o) in buf.iter_mut().zip(off..).take(PERIOD) {
+        *b = initial_file_byte(f, o);
+    }
+    // `filled` is a multiple of the period: the bytes from it on repeat those from 0.
+    let mut filled = PERIOD.min(buf.len());
+    while filled < buf.len() {
+        let n = filled.min(buf.len() - filled);
+        buf.copy_within(..n, filled);
+        filled += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_pattern_is_the_initial_pattern() {
+        for f in [0, 1, 7] {
+            for off in [0, 1, 250, 251, 4095, 4096, 1 << 40] {
+                for len in [0, 1, 250, 251, 252, 502, 503, 4096] {
+                    let mut buf = vec![0; len];
+                    fill_pattern(f, off, &mut buf);
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(
+                            b,
+                            initial_file_byte(f, off + i as u64),
+                            "f {f} off {off} len {len} byte {i}"
+                        );
+                    }
+                }
+            }
+        }
+        let mut o = Object::file(2, 2 * PAGE_SIZE + 10, false);
+        o.truncate(PAGE_SIZE + 300, 1 << 15);
+        for idx in 0..3 {
+            let page = o.page(idx);
+            for (i, &b) in page.iter().enumerate() {
+                assert_eq!(b, o.byte((idx << PAGE_SHIFT) + i as u64), "page {idx} byte {i}");
+            }
+        }
+    }
 
     #[test]
     fn pattern_then_zero_past_size() {

@@ -1258,3 +1258,425 @@ fn hugetlb_faults_and_huge_page_granularity() {
     assert_eq!(t.load(a + 20 * hps + 5), OpResult::Byte(8), "moved with its mapping");
     assert_eq!(t.load(a + 5), OpResult::Sigsegv);
 }
+
+// ----- write / read in runs ------------------------------------------------------------------
+
+#[test]
+fn copies_cross_pages_in_runs() {
+    let mut t = T::new(&[(8 * P, false), (4 * P, false)]);
+    assert_eq!(t.anon(W, 4 * P, "rw"), Addr(W));
+    for i in 0..3 * P {
+        assert_eq!(t.store(W + 100 + i, (i % 253) as u8), Done);
+    }
+    // Source and file both unaligned, in different places of their pages.
+    assert_eq!(t.write(0, 2 * P + 7, 3 * P, W + 100), Count(3 * P));
+    assert_eq!(t.write(1, P - 1, 2, W + 100), Count(2), "one byte on each side");
+    assert_eq!(
+        t.mmap(W + 8 * P, 8 * P, "r", "shared,fixed", Some(0), 0),
+        Addr(W + 8 * P)
+    );
+    for i in [0, 1, P - 8, P - 7, P - 6, 2 * P, 3 * P - 1] {
+        assert_eq!(
+            t.load(W + 8 * P + 2 * P + 7 + i),
+            OpResult::Byte((i % 253) as u8),
+            "{i}"
+        );
+    }
+    assert_eq!(t.load(W + 8 * P + 2 * P + 6), pat(0, 2 * P + 6));
+    assert_eq!(t.load(W + 8 * P + 5 * P + 7), pat(0, 5 * P + 7));
+    // Read back across pages into a private file mapping (copy on write of each page) and an
+    // anonymous buffer.
+    assert_eq!(
+        t.mmap(W + 16 * P, 4 * P, "rw", "private,fixed", Some(1), 0),
+        Addr(W + 16 * P)
+    );
+    assert_eq!(t.read(0, 2 * P + 7, 3 * P, W + 16 * P + 5), Count(3 * P));
+    for i in [0, P - 6, P - 5, 2 * P, 3 * P - 1] {
+        assert_eq!(t.load(W + 16 * P + 5 + i), OpResult::Byte((i % 253) as u8), "{i}");
+    }
+    assert_eq!(t.load(W + 16 * P + 4), pat(1, 4), "the rest of the copied pages");
+    assert_eq!(t.load(W + 16 * P + 3 * P + 5), pat(1, 3 * P + 5));
+    assert_eq!(t.read(1, P - 1, 2, W + 3 * P), Count(2), "the file is unchanged");
+    assert_eq!(
+        (t.load(W + 3 * P), t.load(W + 3 * P + 1)),
+        (OpResult::Byte(0), OpResult::Byte(1))
+    );
+    assert_eq!(t.read(1, 0, 2 * P, W + 8 * P), E(Errno::EFAULT), "read-only buffer");
+}
+
+#[test]
+fn overlapping_copies_within_a_file_repeat_forward() {
+    // A shared mapping of the file as the source of a pwrite to the same file, `d` bytes
+    // ahead: a forward byte copy repeats the first `d` source bytes, in one page and across
+    // pages (same page, neighbouring pages, a distance of more than a page).
+    for d in [1, 5, 100, P - 1, P, P + 3] {
+        for start in [0, 10, P - 50] {
+            let mut t = T::new(&[(8 * P, false)]);
+            assert_eq!(t.mmap(W, 8 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+            let len = 2 * P + 77;
+            assert_eq!(t.write(0, start + d, len, W + start), Count(len), "d {d} start {start}");
+            for i in (0..len).step_by(37).chain([len - 1]) {
+                let want = pat(0, start + i % d);
+                assert_eq!(t.load(W + start + d + i), want, "d {d} start {start} byte {i}");
+            }
+            assert_eq!(t.load(W + start + d - 1), pat(0, start + d - 1), "before: untouched");
+            // Backwards (the source ahead of the file offset): each byte is read before the
+            // copy reaches it, so the old bytes move.
+            let mut t = T::new(&[(8 * P, false)]);
+            assert_eq!(t.mmap(W, 8 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+            assert_eq!(t.write(0, start, len, W + start + d), Count(len));
+            for i in (0..len).step_by(37).chain([len - 1]) {
+                assert_eq!(t.load(W + start + i), pat(0, start + d + i), "back d {d} byte {i}");
+            }
+            // pread from the file into a shared mapping of itself, `d` bytes ahead.
+            let mut t = T::new(&[(8 * P, false)]);
+            assert_eq!(t.mmap(W, 8 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+            assert_eq!(t.read(0, start, len, W + start + d), Count(len));
+            for i in (0..len).step_by(37).chain([len - 1]) {
+                assert_eq!(t.load(W + start + d + i), pat(0, start + i % d), "read d {d} byte {i}");
+            }
+        }
+    }
+    // A private mapping reads through to the file until its page is copied: the same.
+    let mut t = T::new(&[(4 * P, false)]);
+    assert_eq!(t.mmap(W, 4 * P, "r", "private,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.write(0, 30, 2 * P, W + 20), Count(2 * P));
+    for i in [0, 9, 10, 11, P, 2 * P - 1] {
+        assert_eq!(t.load(W + 30 + i), pat(0, 20 + i % 10), "byte {i}");
+    }
+}
+
+#[test]
+fn memory_runs_out_in_the_middle_of_a_page() {
+    let fault = |t: &mut T, op: Op, n: u64| t.spec.apply(&Call { task: 0, op }, Oom::Fault(n));
+    let mut t = T::new(&[(4 * P, false)]);
+    assert_eq!(t.anon(W, 4 * P, "rw"), Addr(W));
+    assert_eq!(
+        t.mmap(W + 8 * P, 4 * P, "r", "shared,fixed", Some(0), 0),
+        Addr(W + 8 * P)
+    );
+    for i in 0..300 {
+        assert_eq!(t.store(W + P - 100 + i, 200), Done);
+    }
+    let wr = |off, len, buf| Op::Write { file: 0, off, len, buf };
+    // The source faults at byte 37, inside the first page of the run: 37 bytes copied.
+    assert_eq!(fault(&mut t, wr(10, 300, W + P - 100), 37), Count(37));
+    assert_eq!(t.load(W + 8 * P + 10 + 36), OpResult::Byte(200));
+    assert_eq!(t.load(W + 8 * P + 10 + 37), pat(0, 47));
+    assert_eq!(fault(&mut t, wr(10, 300, W + P - 100), 0), E(Errno::EFAULT));
+    // In the second page of the source.
+    assert_eq!(fault(&mut t, wr(1000, 300, W + P - 100), 150), Count(150));
+    assert_eq!(t.load(W + 8 * P + 1149), OpResult::Byte(200));
+    assert_eq!(t.load(W + 8 * P + 1150), pat(0, 1150));
+    // write_begin runs out in the middle of a page: the bytes before stay.
+    assert_eq!(t.write_oom(0, 2000, 300, W + P - 100, 99), Count(99));
+    assert_eq!(t.load(W + 8 * P + 2098), OpResult::Byte(200));
+    assert_eq!(t.load(W + 8 * P + 2099), pat(0, 2099));
+    // The size grows only as far as the bytes copied.
+    assert_eq!(fault(&mut t, wr(4 * P - 10, 300, W + P - 100), 77), Count(77));
+    assert_eq!(t.read(0, 4 * P, 1000, W + 2 * P), Count(67));
+    // pread: the destination faults, or the read-in runs out, in the middle of a page.
+    let rd = |off, len, buf| Op::Read { file: 0, off, len, buf };
+    assert_eq!(fault(&mut t, rd(0, 500, W + 3 * P - 200), 333), Count(333));
+    assert_eq!(t.load(W + 3 * P - 200 + 332), pat(0, 332));
+    assert_eq!(t.load(W + 3 * P - 200 + 333), OpResult::Byte(0));
+    assert_eq!(t.oom(0, rd(0, 500, W + 3 * P + 100), 5), Count(5));
+    assert_eq!(t.load(W + 3 * P + 104), pat(0, 4));
+    assert_eq!(t.load(W + 3 * P + 105), pat(0, 305), "from the read before");
+}
+
+#[test]
+fn the_size_grows_under_a_copy_from_past_the_old_eof() {
+    // File size 100 (page 0 is the last page). The source is the file itself, from 30 bytes
+    // before the end of page 0: it reaches page 1 after 30 bytes, when the copy has made the
+    // file P + 20 long, so page 1 no longer faults. The bytes are 20 apart: they repeat.
+    let mut t = T::new(&[(100, false)]);
+    assert_eq!(t.mmap(W, 8 * P, "rw", "shared,fixed", Some(0), 0), Addr(W));
+    assert_eq!(t.anon(W + 16 * P, P, "rw"), Addr(W + 16 * P));
+    for k in 0..20 {
+        assert_eq!(t.store(W + P - 30 + k, k as u8 + 1), Done, "past EOF in the last page");
+    }
+    assert_eq!(t.load(W + P), OpResult::Sigbus);
+    assert_eq!(t.write(0, P - 10, 100, W + P - 30), Count(100));
+    for j in 0..100 {
+        assert_eq!(t.load(W + P - 10 + j), OpResult::Byte((j % 20) as u8 + 1), "byte {j}");
+    }
+    assert_eq!(t.read(0, P, 1000, W + 16 * P), Count(90), "size P + 90");
+    // Starting 5 bytes before the end of page 0 instead: page 1 is reached when the size is
+    // only P - 5, so the source faults there.
+    assert_eq!(t.truncate(0, 100), Zero);
+    assert_eq!(t.write(0, P - 10, 100, W + P - 5), Count(5));
+    assert_eq!(t.read(0, 0, 2 * P, W + 16 * P), Count(P - 5));
+    // A pwrite far past EOF bumps the size first: a source between the old EOF and pos
+    // (pages 1 and 2) is readable from its first byte, one in the page of pos is not.
+    assert_eq!(t.truncate(0, 100), Zero);
+    assert_eq!(t.write(0, 3 * P - 10, 30, W + 2 * P - 20), Count(30));
+    assert_eq!(t.load(W + 3 * P - 10), OpResult::Byte(0));
+    assert_eq!(t.read(0, 3 * P - 20, P, W + 16 * P), Count(40), "size 3P + 20");
+    assert_eq!(t.write(0, 4 * P, 30, W + 4 * P + 100), E(Errno::EFAULT));
+    assert_eq!(t.load(W + 3 * P + 100), OpResult::Byte(0), "size 4P");
+    assert_eq!(t.load(W + 4 * P), OpResult::Sigbus);
+}
+
+/// The byte-at-a-time pwrite/pread that the run loops replaced, kept as their reference.
+impl Spec {
+    #[allow(clippy::too_many_arguments)]
+    fn write_bytewise(
+        &mut self,
+        mm: u32,
+        file: FileId,
+        off: u64,
+        len: u64,
+        buf: u64,
+        limit: Option<u64>,
+        fault_at: Option<u64>,
+    ) -> OpResult {
+        let f = file as usize;
+        if off > i64::MAX as u64 {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        if self.objects[f].huge {
+            return OpResult::Err(Errno::EINVAL);
+        }
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return OpResult::Err(e),
+        };
+        let mut done = 0;
+        let mut stop = None;
+        while done < count {
+            if limit == Some(done) {
+                stop = Some(Errno::ENOMEM);
+                break;
+            }
+            let pos = off + done;
+            let o = &mut self.objects[f];
+            o.size = o.size.max(pos);
+            let src = buf + done;
+            if fault_at == Some(done) || self.check(mm, src, false).is_err() {
+                stop = Some(Errno::EFAULT);
+                break;
+            }
+            let byte = match self.access(mm, src, false) {
+                Ok(Some(b)) => b,
+                _ => unreachable!("checked access"),
+            };
+            let o = &mut self.objects[f];
+            o.set_byte(pos, byte);
+            o.size = o.size.max(pos + 1);
+            done += 1;
+        }
+        match (done, stop) {
+            (0, Some(e)) => OpResult::Err(e),
+            _ => OpResult::Count(done),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_bytewise(
+        &mut self,
+        mm: u32,
+        file: FileId,
+        off: u64,
+        len: u64,
+        buf: u64,
+        limit: Option<u64>,
+        fault_at: Option<u64>,
+    ) -> OpResult {
+        let f = file as usize;
+        let count = match self.rw_checks(off, len, buf) {
+            Ok(c) => c,
+            Err(e) => return OpResult::Err(e),
+        };
+        let mut done = 0;
+        let mut stop = None;
+        while done < count {
+            if off + done >= self.objects[f].size {
+                break;
+            }
+            if limit == Some(done) {
+                stop = Some(Errno::ENOMEM);
+                break;
+            }
+            let dst = buf + done;
+            if fault_at == Some(done) || self.check(mm, dst, true).is_err() {
+                stop = Some(Errno::EFAULT);
+                break;
+            }
+            let byte = self.objects[f].byte(off + done);
+            let stored = self.store(mm, dst, byte, false);
+            assert_eq!(stored, Ok(true));
+            done += 1;
+        }
+        match (done, stop) {
+            (0, Some(e)) => OpResult::Err(e),
+            _ => OpResult::Count(done),
+        }
+    }
+
+    /// [`Spec::apply`] with the byte loops for pwrite and pread.
+    fn apply_bytewise(&mut self, call: &Call, oom: Oom) -> OpResult {
+        let mm = self.tasks[call.task as usize].expect("alive");
+        let (limit, fault_at) = match oom {
+            Oom::No => (None, None),
+            Oom::After(n) => (Some(n), None),
+            Oom::Fault(n) => (None, Some(n)),
+        };
+        match call.op {
+            Op::Write { file, off, len, buf } => self.write_bytewise(mm, file, off, len, buf, limit, fault_at),
+            Op::Read { file, off, len, buf } => self.read_bytewise(mm, file, off, len, buf, limit, fault_at),
+            _ => self.apply(call, oom),
+        }
+    }
+}
+
+/// splitmix64: a small deterministic generator for the differential test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<X: Copy>(&mut self, xs: &[X]) -> X {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// Random traces of mappings (file, anonymous, shared anonymous, hugetlb; shared and private),
+/// stores, truncations, munmap/mprotect, and pwrite/pread with memory running out anywhere:
+/// every pwrite/pread gives the same result and leaves the same state as the byte loops.
+#[test]
+fn runs_match_the_byte_loops() {
+    let hps = Config::default().huge_page_size();
+    let huge_base = W + 32 * P;
+    // Copies that moved bytes, and those of them whose buffer starts in a mapping of the file.
+    let (mut copies, mut aliased) = (0, 0);
+    for seed in 0..1000 {
+        let mut r = Rng(seed);
+        let mut t = T::new(&[(r.below(5 * P), false), (r.below(3 * P), false), (2 * hps, true)]);
+        // An address near the mappings: page boundaries and the ends of regions are likely.
+        let addr = |r: &mut Rng| {
+            let base = if r.below(4) == 0 { huge_base } else { W };
+            let page = r.below(if base == W { 20 } else { 3 * hps / P });
+            let within = match r.below(4) {
+                0 => 0,
+                1 => P - 1 - r.below(8),
+                _ => r.below(P),
+            };
+            (base + page * P + within).saturating_sub(r.below(2) * r.below(64))
+        };
+        for i in 0..60 {
+            let prot_s = r.pick(&["r", "rw", "rw", "none", "x"]);
+            let op = match if i < 8 { i % 3 } else { r.below(14) } {
+                0 | 1 => {
+                    let file = r.pick(&[None, Some(0), Some(1)]);
+                    let fl = r.pick(&["shared,fixed", "private,fixed"]);
+                    let a = W + r.below(16) * P;
+                    let len = (1 + r.below(6)) * P;
+                    let off = r.below(4) * P;
+                    let _ = t.mmap(a, len, prot_s, fl, file, off);
+                    continue;
+                }
+                2 => {
+                    let fl = r.pick(&["shared,fixed", "private,fixed"]);
+                    let a = huge_base + r.below(3) * hps;
+                    let _ = t.mmap(
+                        a,
+                        (1 + r.below(2)) * hps,
+                        r.pick(&["r", "rw"]),
+                        fl,
+                        Some(2),
+                        r.below(2) * hps,
+                    );
+                    continue;
+                }
+                3 => {
+                    let _ = t.mprotect(W + r.below(20) * P, (1 + r.below(3)) * P, prot_s);
+                    continue;
+                }
+                4 => {
+                    let _ = t.munmap(W + r.below(20) * P, (1 + r.below(2)) * P);
+                    continue;
+                }
+                5 => {
+                    let _ = t.truncate(r.below(2) as u32, r.below(6 * P));
+                    continue;
+                }
+                6..=8 => {
+                    for _ in 0..1 + r.below(4) {
+                        let (a, v) = (addr(&mut r), r.below(256) as u8);
+                        let _ = t.store(a, v);
+                        let _ = t.load(addr(&mut r));
+                    }
+                    continue;
+                }
+                9..=11 => Op::Write {
+                    file: r.pick(&[0, 0, 0, 1, 1, 2]),
+                    off: {
+                        let xs = [
+                            0,
+                            r.below(7 * P),
+                            r.below(7 * P),
+                            (P * r.below(7)).saturating_sub(r.below(2)),
+                        ];
+                        r.pick(&xs)
+                    },
+                    len: {
+                        let xs = [0, 1, r.below(100), r.below(3 * P), r.below(3 * P)];
+                        r.pick(&xs)
+                    },
+                    buf: addr(&mut r),
+                },
+                _ => Op::Read {
+                    file: r.pick(&[0, 1, 2]),
+                    off: {
+                        let xs = [0, r.below(7 * P), r.below(2 * hps)];
+                        r.pick(&xs)
+                    },
+                    len: {
+                        let xs = [0, 1, r.below(100), r.below(3 * P), r.below(3 * P)];
+                        r.pick(&xs)
+                    },
+                    buf: addr(&mut r),
+                },
+            };
+            let n = {
+                let xs = [0, 1, r.below(P), r.below(3 * P), P - r.below(3)];
+                r.pick(&xs)
+            };
+            let oom = r.pick(&[Oom::No, Oom::No, Oom::After(n), Oom::Fault(n)]);
+            let call = Call { task: 0, op };
+            let mut reference = t.spec.clone();
+            let want = reference.apply_bytewise(&call, oom);
+            let got = t.spec.apply(&call, oom);
+            assert_eq!(got, want, "seed {seed}: {:?} with {oom:?}", call.op);
+            assert!(
+                t.spec == reference,
+                "seed {seed}: state after {:?} with {oom:?}",
+                call.op
+            );
+            if matches!(got, Count(c) if c > 0) {
+                copies += 1;
+                let (Op::Write { file, buf, .. } | Op::Read { file, buf, .. }) = call.op else {
+                    unreachable!()
+                };
+                aliased += u64::from(
+                    reference.mms[&0]
+                        .find(buf)
+                        .is_some_and(|v| v.obj == Some(file as usize)),
+                );
+            }
+        }
+    }
+    assert!(
+        copies > 3000 && aliased > 500,
+        "{copies} copies compared, {aliased} aliased"
+    );
+}

@@ -78,6 +78,7 @@ pub(super) struct Proposal {
 
 /// An address space.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub(super) struct Mm {
     /// VMAs by start address; they never overlap.
     pub vmas: BTreeMap<u64, Vma>,
