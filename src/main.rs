@@ -4,6 +4,7 @@
 //! Exit status everywhere: 0 ok, 1 a violation (or a conformance difference), 2 bad input.
 
 mod conform;
+mod decode;
 mod fuzz;
 mod minimize;
 mod replay;
@@ -31,6 +32,8 @@ enum Command {
     Conform(conform::Args),
     /// Run the built-in fuzzer on the reference.
     Fuzz(fuzz::Args),
+    /// Turn raw inputs of a fuzz engine into the .trace text that replays to the same outcome.
+    Decode(decode::Args),
     /// Shrink a trace that gives a violation, keeping the same oracle.
     Minimize(minimize::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::main(&args),
         Command::Conform(args) => conform::main(&args),
         Command::Fuzz(args) => fuzz::main(&args),
+        Command::Decode(args) => decode::main(&args),
         Command::Minimize(args) => minimize::main(&args),
     };
     ExitCode::from(status)

@@ -1,6 +1,11 @@
 //! `mmfuzz replay FILE...`: TRACE.md's replay output for each trace, and its exit status
 //! (0 ok, 1 a violation, 2 an invalid trace). Every file is parsed before any runs, so a bad
 //! input never leaves a half-run behind.
+//!
+//! A file is trace text when its name ends in `.trace` or it starts (after blank and comment
+//! lines) with `mmtrace`; anything else is a raw input of a fuzz engine, decoded for
+//! `--target` exactly as `mmfuzz decode` does (bugs: `--bugs`, else `MMFUZZ_BUGS`), so a
+//! crash file replays to the outcome the fuzz target saw.
 
 use mm_reference::{BugSet, Outcome, RunOptions};
 use mm_targets::exec::{replay_text, run_trace};
@@ -16,6 +21,10 @@ pub struct Args {
     /// reference).
     #[arg(long, value_name = "LIST")]
     bugs: Option<String>,
+    /// The fuzz target that ran the raw inputs among the files: sequential, concurrent,
+    /// highmem, ptshare, hugetlb or swarm.
+    #[arg(long, value_name = "NAME", default_value = "sequential")]
+    target: String,
 }
 
 pub fn main(args: &Args) -> u8 {
@@ -27,10 +36,17 @@ pub fn main(args: &Args) -> u8 {
             return 2;
         }
     };
+    let (target, raw_bugs) = match crate::decode::target_and_bugs(&args.target, args.bugs.as_deref()) {
+        Ok(tb) => tb,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let mut traces = Vec::new();
     let mut bad = false;
     for path in &args.files {
-        match crate::read_trace(path) {
+        match crate::decode::load(path, target, raw_bugs) {
             Ok(mut t) => {
                 if let Some(b) = bugs {
                     t.config.bugs = b;

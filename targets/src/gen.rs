@@ -1,5 +1,6 @@
 //! The structure-aware trace generator: [`generate`] turns a seeded [`ChaCha8Rng`] and a
-//! [`GenOptions`] into a [`Trace`].
+//! [`GenOptions`] into a [`Trace`]; [`generate_with`] does the same from any source of
+//! [`Choices`] (the fuzz targets drive it with the fuzzer's bytes).
 //!
 //! Invariants kept here:
 //! - Every trace [`generate`] returns is valid per TRACE.md, so that
@@ -8,7 +9,12 @@
 //!   its `exit`, every CPU, file and schedule token is in range, mremap carries `to` exactly
 //!   when it is `fixed`, anonymous mmaps have `off=0`, hugetlb file sizes are whole huge pages.
 //! - [`generate`] is a pure function of the generator state and the options: no clock, no
-//!   hash order, no global state. The same seed gives the same trace.
+//!   hash order, no global state. The same seed gives the same trace. Every decision goes
+//!   through [`Choices`], and the [`ChaCha8Rng`] implementation makes exactly the rng calls the
+//!   generator always made, so a seed gives the same trace as before the trait existed.
+//! - Whatever the source answers (any value in the asked range), the trace is valid; a source
+//!   that runs dry ([`Choices::exhausted`]) only ends the trace early (no more tasks,
+//!   operations, final exits or schedule), never makes it invalid.
 //! - With [`GenOptions::window`] set (the conformance generator) every address and every
 //!   address range of every operation lies inside the window, every mmap is `fixed` and mremap
 //!   moves a mapping only to a `fixed` `to` inside the window: nothing can touch memory outside
@@ -49,6 +55,98 @@ pub enum ConfigChoice {
     /// Small random machines: `cpus` 1..4, `ptrs` 4 or 8, `frames` 128..512, `highmem`,
     /// `pkmap` 1..8 and the `highpte`/`ptshare`/`hugeshare` switches vary.
     Varied,
+    /// Exactly this config (its `bugs` are replaced by [`GenOptions::bugs`]); it must pass
+    /// [`Config::check`].
+    Fixed(Config),
+}
+
+/// The source of every decision the generator makes. Each method answers a value in the
+/// range it is asked for; which value is the source's business (an rng, or a fuzzer's bytes).
+pub trait Choices {
+    /// Uniform in `0..n`; `n > 0`.
+    fn below(&mut self, n: u64) -> u64;
+    /// In `lo..=hi`; `lo < hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64;
+    /// In `0..n`, for percentages and weights; `n > 0`.
+    fn below_u32(&mut self, n: u32) -> u32;
+    /// In `0..n`, for picking from a slice; `n > 0`.
+    fn index(&mut self, n: usize) -> usize;
+    /// Any byte.
+    fn byte(&mut self) -> u8;
+    /// Whether the source has run dry: the generator then adds no more tasks, operations,
+    /// final exits or schedule. An rng never runs dry.
+    fn exhausted(&self) -> bool {
+        false
+    }
+}
+
+impl Choices for ChaCha8Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.gen_range(0..n)
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        self.gen_range(lo..=hi)
+    }
+    fn below_u32(&mut self, n: u32) -> u32 {
+        self.gen_range(0..n)
+    }
+    fn index(&mut self, n: usize) -> usize {
+        self.gen_range(0..n)
+    }
+    fn byte(&mut self) -> u8 {
+        self.gen()
+    }
+}
+
+/// How often each kind of operation is chosen (relative weights; 0 switches a kind off), and
+/// how many files are hugetlbfs files. The generator still applies its own conditions on top:
+/// mmap is far more likely in an empty address space, `fork` needs room for a task, `exit`
+/// another live task, `share` a file, and the [`GenOptions`] switches `fork`/`exit` and
+/// `huge_files` win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub mmap: u32,
+    pub munmap: u32,
+    pub mprotect: u32,
+    pub mremap: u32,
+    pub write: u32,
+    pub read: u32,
+    pub truncate: u32,
+    pub load: u32,
+    pub store: u32,
+    pub pageout: u32,
+    pub fork: u32,
+    pub exit: u32,
+    /// The sharing pattern: one file range mapped in several address spaces, then touched.
+    pub share: u32,
+    /// Percent of the declared files that are hugetlbfs files (when `huge_files` is set).
+    pub huge_file_percent: u32,
+}
+
+impl Mix {
+    /// The mix of every option set of [`GenOptions`]'s constructors.
+    pub const DEFAULT: Mix = Mix {
+        mmap: 13,
+        munmap: 5,
+        mprotect: 7,
+        mremap: 6,
+        write: 9,
+        read: 7,
+        truncate: 4,
+        load: 17,
+        store: 17,
+        pageout: 5,
+        fork: 3,
+        exit: 1,
+        share: 3,
+        huge_file_percent: 25,
+    };
+}
+
+impl Default for Mix {
+    fn default() -> Mix {
+        Mix::DEFAULT
+    }
 }
 
 /// What [`generate`] produces. All fields are public; start from a constructor.
@@ -88,6 +186,13 @@ pub struct GenOptions {
     pub irq: bool,
     /// Percent of operations that get one deliberately odd argument.
     pub odd_percent: u32,
+    /// Weights of the kinds of operation, and the share of hugetlbfs files.
+    pub mix: Mix,
+    /// How many times the generator's designed weight it gives to aiming an address, range
+    /// or buffer *at* a mapping rather than just off it (a byte past its end, a range over
+    /// the hole next to it, a buffer that straddles its end). 1 is the design; more makes
+    /// more operations land, and every off-target branch stays possible.
+    pub aim: u32,
 }
 
 impl GenOptions {
@@ -112,6 +217,8 @@ impl GenOptions {
             schedule: false,
             irq: false,
             odd_percent: 10,
+            mix: Mix::DEFAULT,
+            aim: 1,
         }
     }
 
@@ -136,6 +243,8 @@ impl GenOptions {
             schedule: false,
             irq: false,
             odd_percent: 10,
+            mix: Mix::DEFAULT,
+            aim: 1,
         }
     }
 
@@ -160,6 +269,8 @@ impl GenOptions {
             schedule: true,
             irq: true,
             odd_percent: 8,
+            mix: Mix::DEFAULT,
+            aim: 1,
         }
     }
 
@@ -173,10 +284,21 @@ impl GenOptions {
 /// Generates one valid trace. Deterministic: the same rng state and options give the same
 /// trace.
 pub fn generate(rng: &mut ChaCha8Rng, opts: &GenOptions) -> Trace {
-    let mut g = Gen::new(rng, opts);
+    generate_with(rng, opts)
+}
+
+/// Generates one valid trace from any source of choices. Deterministic: the same answers and
+/// options give the same trace. A source that runs dry stops every optional addition: no
+/// more declared tasks, operations (possibly none at all), final exits or schedule.
+pub fn generate_with<C: Choices>(choices: &mut C, opts: &GenOptions) -> Trace {
+    let mut g = Gen::new(choices, opts);
     g.declare();
     g.body();
-    let schedule = if opts.schedule { g.schedule() } else { Vec::new() };
+    let schedule = if opts.schedule && !g.rng.exhausted() {
+        g.schedule()
+    } else {
+        Vec::new()
+    };
     Trace {
         config: g.config,
         files: g.files,
@@ -326,8 +448,8 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // The generator.
 
-struct Gen<'r> {
-    rng: &'r mut ChaCha8Rng,
+struct Gen<'r, C: Choices> {
+    rng: &'r mut C,
     opts: &'r GenOptions,
     config: Config,
     files: Vec<FileInit>,
@@ -365,8 +487,8 @@ enum Kind {
     Share,
 }
 
-impl<'r> Gen<'r> {
-    fn new(rng: &'r mut ChaCha8Rng, opts: &'r GenOptions) -> Gen<'r> {
+impl<'r, C: Choices> Gen<'r, C> {
+    fn new(rng: &'r mut C, opts: &'r GenOptions) -> Gen<'r, C> {
         Gen {
             rng,
             opts,
@@ -387,7 +509,7 @@ impl<'r> Gen<'r> {
 
     /// True with probability `p` percent.
     fn pct(&mut self, p: u32) -> bool {
-        self.rng.gen_range(0..100) < p
+        self.rng.below_u32(100) < p
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
@@ -395,7 +517,7 @@ impl<'r> Gen<'r> {
         if n == 0 {
             0
         } else {
-            self.rng.gen_range(0..n)
+            self.rng.below(n)
         }
     }
 
@@ -404,18 +526,18 @@ impl<'r> Gen<'r> {
         if hi <= lo {
             lo
         } else {
-            self.rng.gen_range(lo..=hi)
+            self.rng.between(lo, hi)
         }
     }
 
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.rng.gen_range(0..xs.len())]
+        xs[self.rng.index(xs.len())]
     }
 
     /// An index chosen with the given weights (at least one must be non-zero).
     fn weighted(&mut self, weights: &[u32]) -> usize {
         let total: u32 = weights.iter().sum();
-        let mut x = self.rng.gen_range(0..total);
+        let mut x = self.rng.below_u32(total);
         for (i, &w) in weights.iter().enumerate() {
             if x < w {
                 return i;
@@ -463,7 +585,7 @@ impl<'r> Gen<'r> {
 
         let mms = self.between(1, u64::from(self.opts.max_mms.max(1))) as u32;
         let mut ntasks = mms.max(self.opts.min_tasks);
-        while ntasks < self.opts.max_tasks && self.pct(30) {
+        while ntasks < self.opts.max_tasks && !self.rng.exhausted() && self.pct(30) {
             ntasks += 1;
         }
         for id in 0..ntasks {
@@ -493,6 +615,7 @@ impl<'r> Gen<'r> {
                 Config { frames, highmem, ..d }
             }
             ConfigChoice::Default => d,
+            ConfigChoice::Fixed(c) => c,
             ConfigChoice::Varied => {
                 let frames = self.pick(&[128, 256, 256, 512]);
                 let highmem = self.pick(&[frames / 2, frames / 2, frames - 8, frames / 4, 0]);
@@ -514,7 +637,7 @@ impl<'r> Gen<'r> {
     fn choose_file(&mut self) -> FileInit {
         let hps = self.hps();
         let max = self.opts.max_file_size.max(1);
-        if self.opts.huge_files && self.pct(25) {
+        if self.opts.huge_files && self.pct(self.opts.mix.huge_file_percent) {
             let ptrs = u64::from(self.config.ptrs);
             let n = self.pick(&[1, 2, ptrs, ptrs, 2 * ptrs]);
             return FileInit {
@@ -571,11 +694,11 @@ impl<'r> Gen<'r> {
     }
 
     fn body(&mut self) {
-        while self.ops.len() < self.budget {
+        while self.ops.len() < self.budget && !self.rng.exhausted() {
             let Some(task) = self.pick_task() else { break };
             self.step(task);
         }
-        if self.opts.final_exit && self.pct(30) {
+        if self.opts.final_exit && !self.rng.exhausted() && self.pct(30) {
             let mut alive = self.alive();
             while !alive.is_empty() {
                 let i = self.below(alive.len() as u64) as usize;
@@ -590,21 +713,25 @@ impl<'r> Gen<'r> {
         let empty = self.spaces[space].vmas.is_empty();
         let others_alive = self.alive().len() > 1;
         let can_fork = self.opts.fork && (self.tasks.len() as u32) < self.opts.max_tasks;
-        let weights = [
-            if empty { 150 } else { 13 }, // mmap
-            5,                            // munmap
-            7,                            // mprotect
-            6,                            // mremap
-            9,                            // write
-            7,                            // read
-            4,                            // truncate
-            17,                           // load
-            17,                           // store
-            5,                            // pageout
-            if can_fork { 3 } else { 0 },
-            if self.opts.exit && others_alive { 1 } else { 0 },
-            if self.files.is_empty() { 0 } else { 3 }, // share
+        let mix = self.opts.mix;
+        let mut weights = [
+            if empty && mix.mmap > 0 { 150 } else { mix.mmap },
+            mix.munmap,
+            mix.mprotect,
+            mix.mremap,
+            mix.write,
+            mix.read,
+            mix.truncate,
+            mix.load,
+            mix.store,
+            mix.pageout,
+            if can_fork { mix.fork } else { 0 },
+            if self.opts.exit && others_alive { mix.exit } else { 0 },
+            if self.files.is_empty() { 0 } else { mix.share },
         ];
+        if weights.iter().all(|&w| w == 0) {
+            weights[0] = 1; // a mix that leaves nothing possible here: mmap
+        }
         const KINDS: [Kind; 13] = [
             Kind::Mmap,
             Kind::Munmap,
@@ -740,7 +867,8 @@ impl<'r> Gen<'r> {
     /// table-aligned around one.
     fn interesting_range(&mut self, space: usize) -> (u64, u64) {
         let hps = self.hps();
-        let v = if self.pct(8) { None } else { self.some_vma(space) };
+        let aim = self.opts.aim.max(1);
+        let v = if self.pct(8 / aim) { None } else { self.some_vma(space) };
         let Some(v) = v else {
             let a = self.interesting_addr(space);
             let l = self.interesting_len();
@@ -748,7 +876,7 @@ impl<'r> Gen<'r> {
         };
         let pages = v.len() / PAGE;
         // Mostly inside one mapping; sometimes over its neighbourhood (holes: ENOMEM paths).
-        let (addr, len) = match self.weighted(&[3, 2, 2, 3, 1, 1, 1]) {
+        let (addr, len) = match self.weighted(&[3 * aim, 2 * aim, 2 * aim, 3 * aim, 1, aim, 1]) {
             0 => (v.start, v.len()),
             1 => (v.start, PAGE * self.between(1, pages)),
             2 => {
@@ -1254,9 +1382,10 @@ impl<'r> Gen<'r> {
             _ => self.some_vma_where(space, |v, _| prot_ok(v)),
         };
         let any = self.some_vma(space);
+        let aim = self.opts.aim.max(1);
         let w = [
-            if same.is_some() { 30 } else { 0 },
-            if fits.is_some() { 50 } else { 0 },
+            if same.is_some() { 30 * aim } else { 0 },
+            if fits.is_some() { 50 * aim } else { 0 },
             if any.is_some() { 12 } else { 0 },
             8,
         ];
@@ -1345,7 +1474,7 @@ impl<'r> Gen<'r> {
         };
         let addr = self.confine(addr, 1).0;
         let op = if store {
-            let value = if self.pct(10) { 0 } else { self.rng.gen() };
+            let value = if self.pct(10) { 0 } else { self.rng.byte() };
             Op::Store { addr, value }
         } else {
             Op::Load { addr }
@@ -1356,7 +1485,8 @@ impl<'r> Gen<'r> {
     /// A byte address for a user access: inside a mapping (first/last page, page edges),
     /// just outside one, at or past the EOF of a file mapping, or anywhere interesting.
     fn access_addr(&mut self, space: usize, store: bool) -> u64 {
-        let v = match self.weighted(&[80, 13, 7]) {
+        let aim = self.opts.aim.max(1);
+        let v = match self.weighted(&[80 * aim, 13, 7]) {
             0 => {
                 let fit = |v: &Vma| if store { v.prot.writable() } else { v.prot.readable() };
                 self.some_vma_where(space, |v, sizes| fit(v) && backed(v, sizes))
@@ -1386,7 +1516,7 @@ impl<'r> Gen<'r> {
             1 => PAGE - 1,
             _ => self.below(PAGE),
         };
-        match self.weighted(&[20, 1, 1, if v.file.is_some() { 2 } else { 0 }]) {
+        match self.weighted(&[20 * aim, 1, 1, if v.file.is_some() { 2 } else { 0 }]) {
             0 => page + in_page,
             1 => v.end,
             2 => v.start.saturating_sub(1),
@@ -1440,7 +1570,7 @@ impl<'r> Gen<'r> {
     /// private) at table-aligned addresses in several address spaces (or twice in one), then
     /// touched, so that page tables (pte pages, or hugetlb pmd pages) get shared.
     fn share(&mut self, task: TaskId) {
-        let region_of = |g: &Gen, f: usize| if g.files[f].huge { g.pud() } else { g.hps() };
+        let region_of = |g: &Gen<C>, f: usize| if g.files[f].huge { g.pud() } else { g.hps() };
         let big: Vec<FileId> = (0..self.files.len())
             .filter(|&f| self.sizes[f] >= region_of(self, f))
             .map(|f| f as FileId)
@@ -1516,7 +1646,7 @@ impl<'r> Gen<'r> {
                 let op = if prot.writable() && self.pct(50) {
                     Op::Store {
                         addr: a,
-                        value: self.rng.gen(),
+                        value: self.rng.byte(),
                     }
                 } else {
                     Op::Load { addr: a }

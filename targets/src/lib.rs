@@ -6,4 +6,5 @@ pub mod engine;
 pub mod exec;
 pub mod gen;
 pub mod minimize;
+pub mod targets;
 pub mod trace;
