@@ -54,7 +54,10 @@ fn main() -> ExitCode {
 /// (their switch changes nothing).
 pub fn warn_unmodelled(bugs: mm_reference::BugSet) {
     for b in bugs.iter().filter(|b| !b.modelled()) {
-        eprintln!("warning: bug `{}` is not modelled by this version of the reference; its switch changes nothing", b.name());
+        eprintln!(
+            "warning: bug `{}` is not modelled by this version of the reference; its switch changes nothing",
+            b.name()
+        );
     }
 }
 

@@ -28,7 +28,12 @@ pub(crate) struct Checker {
 
 impl Checker {
     pub(crate) fn new(frames: usize) -> Checker {
-        Checker { maps: vec![0; frames], table_refs: vec![0; frames], touched: Vec::new(), rss: Vec::new() }
+        Checker {
+            maps: vec![0; frames],
+            table_refs: vec![0; frames],
+            touched: Vec::new(),
+            rss: Vec::new(),
+        }
     }
 
     /// The number of frames the scratch is sized for.
@@ -39,7 +44,10 @@ impl Checker {
     /// All oracles that hold between operations: `use-after-free` (every entry reaches a
     /// frame of the right kind), `rss`, `refcount`, `tlb`.
     pub(crate) fn check(&mut self, m: &Machine) -> Result<(), Violation> {
-        let r = self.census(m).and_then(|()| self.check_rss(m)).and_then(|()| self.check_refcount(m));
+        let r = self
+            .census(m)
+            .and_then(|()| self.check_rss(m))
+            .and_then(|()| self.check_refcount(m));
         for &pfn in &self.touched {
             self.maps[pfn as usize] = 0;
             self.table_refs[pfn as usize] = 0;
@@ -74,7 +82,10 @@ impl Checker {
             if m.frames.f[pgd as usize].owner != (Owner::Table { level: 3 }) {
                 return violation(
                     Oracle::UseAfterFree,
-                    format!("mm {mi}: pgd frame {pgd} is no longer a pgd ({:?})", m.frames.f[pgd as usize].owner),
+                    format!(
+                        "mm {mi}: pgd frame {pgd} is no longer a pgd ({:?})",
+                        m.frames.f[pgd as usize].owner
+                    ),
                 );
             }
             self.tally(pgd, true);
@@ -120,7 +131,10 @@ impl Checker {
             }
             if e.special() {
                 if e.pfn != ZERO_PFN {
-                    return violation(Oracle::Refcount, format!("mm {mm}: special pte at {va:#x} maps frame {}", e.pfn));
+                    return violation(
+                        Oracle::Refcount,
+                        format!("mm {mm}: special pte at {va:#x} maps frame {}", e.pfn),
+                    );
                 }
                 continue;
             }
@@ -142,7 +156,10 @@ impl Checker {
             if v.is_none() {
                 return violation(
                     Oracle::UseAfterFree,
-                    format!("mm {mm}: pte at {va:#x} maps frame {} but no VMA covers the address", e.pfn),
+                    format!(
+                        "mm {mm}: pte at {va:#x} maps frame {} but no VMA covers the address",
+                        e.pfn
+                    ),
                 );
             }
             if let Some(Owner::Cache { file, index }) = owner {
@@ -187,7 +204,10 @@ impl Checker {
     fn check_refcount(&self, m: &Machine) -> Result<(), Violation> {
         for &pfn in &self.touched {
             if m.frames.f[pfn as usize].owner == Owner::Free {
-                return violation(Oracle::UseAfterFree, format!("frame {pfn} is free but still mapped or referenced"));
+                return violation(
+                    Oracle::UseAfterFree,
+                    format!("frame {pfn} is free but still mapped or referenced"),
+                );
             }
         }
         for pfn in m.frames.allocated() {
@@ -228,7 +248,10 @@ impl Checker {
                 );
             }
             if fr.owner == Owner::Anon && maps == 0 {
-                return violation(Oracle::Refcount, format!("anonymous frame {pfn} is allocated but nothing maps it"));
+                return violation(
+                    Oracle::Refcount,
+                    format!("anonymous frame {pfn} is allocated but nothing maps it"),
+                );
             }
         }
         for (f, file) in m.files.iter().enumerate() {
@@ -265,19 +288,32 @@ fn check_tlb(m: &Machine) -> Result<(), Violation> {
                 }
             }
             if !m.mms[mm].live {
-                return violation(Oracle::Tlb, format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} outlived its mm (frame {})", e.pfn));
+                return violation(
+                    Oracle::Tlb,
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} outlived its mm (frame {})",
+                        e.pfn
+                    ),
+                );
             }
             let pte = m.pte(mm, va);
             if !pte.present() || pte.pfn != e.pfn {
                 return violation(
                     Oracle::Tlb,
-                    format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} maps frame {} but the pte {}", e.pfn, describe(pte)),
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} maps frame {} but the pte {}",
+                        e.pfn,
+                        describe(pte)
+                    ),
                 );
             }
             if e.write && !pte.writable() {
                 return violation(
                     Oracle::Tlb,
-                    format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} grants write to frame {} but the pte is read-only", e.pfn),
+                    format!(
+                        "CPU {cpu}: TLB entry for {va:#x} of mm {mm} grants write to frame {} but the pte is read-only",
+                        e.pfn
+                    ),
                 );
             }
         }

@@ -83,7 +83,16 @@ impl Reference {
             Some(c) if c.frames() == config.frames as usize => c,
             _ => Checker::new(config.frames as usize),
         };
-        let report = run_on(&mut machine, &mut checker, config, files, tasks, calls, schedule, options);
+        let report = run_on(
+            &mut machine,
+            &mut checker,
+            config,
+            files,
+            tasks,
+            calls,
+            schedule,
+            options,
+        );
         self.pools = machine.into_pools();
         self.checker = Some(checker);
         report

@@ -131,7 +131,14 @@ impl Frames {
         let low_count = n - cfg.highmem;
         let mut f = std::mem::take(&mut pools.frames);
         f.clear();
-        f.extend((0..n).map(|_| Frame { gen: 0, refs: 0, maps: 0, owner: Owner::Free, dirty: false, data: Data::Zero }));
+        f.extend((0..n).map(|_| Frame {
+            gen: 0,
+            refs: 0,
+            maps: 0,
+            owner: Owner::Free,
+            dirty: false,
+            data: Data::Zero,
+        }));
         if pools.ptrs != cfg.ptrs as usize {
             pools.tables.clear();
         }
@@ -156,7 +163,12 @@ impl Frames {
                 Data::Table(t) => self.table_pool.push(t),
             }
         }
-        Pools { frames: self.f, pages: self.page_pool, tables: self.table_pool, ptrs: self.ptrs }
+        Pools {
+            frames: self.f,
+            pages: self.page_pool,
+            tables: self.table_pool,
+            ptrs: self.ptrs,
+        }
     }
 
     /// The allocated frames, in increasing order.

@@ -450,7 +450,8 @@ impl Machine {
             if to > task_size - new_len || to & !PAGE_MASK != 0 || !flags.maymove {
                 return err(Errno::EINVAL);
             }
-            if addr.saturating_add(old_len) > to && to + new_len > addr {
+            // vrm_overlaps, with C's wrapping arithmetic.
+            if addr.wrapping_add(old_len) > to && to + new_len > addr {
                 return err(Errno::EINVAL);
             }
             if old_len == new_len {
@@ -513,7 +514,8 @@ impl Machine {
     /// remap_move: every VMA piece of `[addr, addr+len)` moves to the same offset from `to`,
     /// gaps kept; the range must start inside a VMA.
     fn remap_move(&mut self, mm: usize, addr: u64, len: u64, to: u64) -> OpResult {
-        let end = addr + len;
+        // C's wrapping sum: a range past the top of the address space has no VMAs (EFAULT).
+        let end = addr.wrapping_add(len);
         let (mut res, mut last_end, mut target, mut pos) = (None, 0, to, addr);
         while let Some(vi) = self.mms[mm]
             .find_after(pos)

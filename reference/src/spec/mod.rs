@@ -863,7 +863,8 @@ impl Spec {
             if to > ts - new_len || !to.is_multiple_of(PAGE_SIZE) || !maymove {
                 return E(Errno::EINVAL);
             }
-            if addr.saturating_add(old_len) > to && to + new_len > addr {
+            // vrm_overlaps, with C's wrapping arithmetic.
+            if addr.wrapping_add(old_len) > to && to + new_len > addr {
                 return E(Errno::EINVAL);
             }
         }
@@ -1042,7 +1043,8 @@ impl Spec {
     /// An error in one piece (ENOMEM from `fail_from` included) leaves the pieces before it
     /// moved.
     fn remap_move(&mut self, mm: u32, start: u64, len: u64, to: u64, fail_from: Option<u64>) -> OpResult {
-        let end = start + len;
+        // C's wrapping sum: a range past the top of the address space has no VMAs (EFAULT).
+        let end = start.wrapping_add(len);
         let mut res = None;
         let mut last_end = 0;
         let mut target = to;
