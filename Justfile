@@ -97,8 +97,9 @@ conform-random N="500" SEED="1":
 test:
     cargo test --workspace
 
-# Throughput: the built-in fuzzer for a fixed 200,000 runs, seed 12345, printing exec/s (no `mmfuzz bench` yet).
+# Throughput: exec/s of every fuzz target with and without oracles and each oracle's cost, then the built-in fuzzer for 200,000 runs.
 bench:
+    cargo run --release -- bench
     cargo run --release -- fuzz --runs 200000 --seed 12345
 
 # Formatting, lints and tests exactly as CI runs them.

@@ -3,6 +3,7 @@
 //!
 //! Exit status everywhere: 0 ok, 1 a violation (or a conformance difference), 2 bad input.
 
+mod bench;
 mod conform;
 mod decode;
 mod fuzz;
@@ -36,6 +37,8 @@ enum Command {
     Decode(decode::Args),
     /// Shrink a trace that gives a violation, keeping the same oracle.
     Minimize(minimize::Args),
+    /// Executions per second of each fuzz target, with and without oracles, and each oracle's cost.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::main(&args),
         Command::Decode(args) => decode::main(&args),
         Command::Minimize(args) => minimize::main(&args),
+        Command::Bench(args) => bench::main(&args),
     };
     ExitCode::from(status)
 }

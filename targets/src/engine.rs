@@ -197,7 +197,7 @@ pub fn run_trace(trace: &Trace) -> Result<RunReport, String> {
 /// As [`run_trace`], on a reference kept across runs (its memory is reused). After a panic the
 /// reference is replaced: a model that panicked mid-run is not trusted again.
 pub fn run_trace_on(reference: &mut Reference, trace: &Trace) -> Result<RunReport, String> {
-    let options = RunOptions { oracles: true };
+    let options = RunOptions::ALL;
     catch_unwind(AssertUnwindSafe(|| {
         reference.run(
             &trace.config,

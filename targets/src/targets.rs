@@ -366,7 +366,7 @@ pub fn run_with(target: Target, data: &[u8], bugs: BugSet) -> Verdict {
 /// Runs a trace with every oracle; on a violation panics with the outcome line
 /// (`outcome: violation ORACLE: MESSAGE`), then the whole canonical trace text.
 pub fn judge(trace: &Trace) {
-    let report = run_trace(trace, &RunOptions { oracles: true });
+    let report = run_trace(trace, &RunOptions::ALL);
     if let Outcome::Violation(_) = report.outcome {
         panic!("{}\n{}", outcome_line(&report.outcome), crash_trace_text(trace));
     }
@@ -424,7 +424,7 @@ pub fn valid_share(target: Target, samples: u64) -> f64 {
         let Some(trace) = decode(target, &data, BugSet::NONE) else {
             continue;
         };
-        let report = run_trace(&trace, &RunOptions { oracles: true });
+        let report = run_trace(&trace, &RunOptions::ALL);
         ops += trace.ops.len() as u64;
         valid += report.completed.iter().filter(|(_, r)| is_valid_result(r)).count() as u64;
     }
