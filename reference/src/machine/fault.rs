@@ -54,7 +54,7 @@ impl Machine {
     }
 
     /// handle_mm_fault for a user access at `va`. Caller holds mmap_lock for reading.
-    pub(crate) fn handle_fault(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool) -> Result<(), FaultError> {
+    pub(crate) fn handle_fault(&mut self, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
         let Some(vi) = self.mms[mm].find(va) else {
             return Err(FaultError::Segv);
         };
@@ -78,7 +78,7 @@ impl Machine {
             return self.fault_missing(mm, vi, va, write);
         }
         if write && !e.writable() {
-            return self.fault_wp(mm, cpu, vi, va);
+            return self.fault_wp(mm, vi, va);
         }
         // PROT_NONE ptes are changed by mprotect together with the VMA, so a pte that is
         // mapped, allowed by the VMA and not walkable cannot exist here.
@@ -87,10 +87,6 @@ impl Machine {
             "pte {e:?} at {va:#x} not present though its VMA allows the access"
         );
         Ok(())
-    }
-
-    fn pte_bits(vma_writable: bool, write: bool) -> u8 {
-        E_PRESENT | if vma_writable && write { E_WRITE | E_DIRTY } else { 0 }
     }
 
     /// do_anonymous_page / do_read_fault / do_cow_fault / do_shared_fault.
@@ -111,7 +107,7 @@ impl Machine {
             }
             let page = self.alloc_frame(Zone::High, Owner::Anon)?;
             self.anon_vma_prepare(mm, vi);
-            self.install_ref(mm, va, page, Self::pte_bits(true, true));
+            self.install_ref(mm, va, page, E_PRESENT | E_WRITE | E_DIRTY);
             return Ok(());
         };
         let f = f as usize;
@@ -129,7 +125,7 @@ impl Machine {
             self.anon_vma_prepare(mm, vi);
             self.frames.copy_page(page, copy);
             self.put_frame(page);
-            self.install_ref(mm, va, copy, Self::pte_bits(true, true));
+            self.install_ref(mm, va, copy, E_PRESENT | E_WRITE | E_DIRTY);
             return Ok(());
         }
         // Map the cache page. Shared mappings of disk files are write-notified: a read maps
@@ -162,7 +158,7 @@ impl Machine {
     }
 
     /// do_wp_page: a write to a present read-only pte of a writable VMA.
-    fn fault_wp(&mut self, mm: usize, _cpu: CpuId, vi: usize, va: u64) -> Result<(), FaultError> {
+    fn fault_wp(&mut self, mm: usize, vi: usize, va: u64) -> Result<(), FaultError> {
         let vma = self.mms[mm].vmas[vi];
         let slot = self.pte_slot(mm, va).expect("present pte has tables");
         let e = self.frames.table(slot.0)[slot.1];
@@ -441,7 +437,7 @@ impl Machine {
             if !may_fault {
                 return Access::Fault(FaultError::Segv);
             }
-            if let Err(err) = self.handle_fault(mm, cpu, va, write) {
+            if let Err(err) = self.handle_fault(mm, va, write) {
                 return Access::Fault(err);
             }
         }

@@ -52,6 +52,8 @@ pub(crate) struct File {
     pub cache: BTreeMap<u64, Pfn>,
     /// Pages written back: page index -> content (`None`: all zeros).
     pub disk: BTreeMap<u64, Option<Box<Page>>>,
+    /// A shmem object no mapping uses any more: its pages are gone.
+    pub released: bool,
 }
 
 impl File {
@@ -150,6 +152,7 @@ impl Machine {
                     pattern_end: if f.huge { 0 } else { f.size },
                     cache: BTreeMap::new(),
                     disk: BTreeMap::new(),
+                    released: false,
                 })
                 .collect(),
             mms: Vec::new(),
@@ -563,10 +566,11 @@ impl Machine {
         id
     }
 
-    /// Frees the shmem objects no VMA maps any more (their pages go with them).
+    /// Frees the shmem objects no VMA maps any more (their pages go with them). A released
+    /// object keeps its slot (file ids are never reused) with `released` set.
     pub fn release_unused_shmem(&mut self) {
         for f in 0..self.files.len() {
-            if !self.files[f].shmem || self.files[f].cache.is_empty() && self.files[f].size == 0 {
+            if !self.files[f].shmem || self.files[f].released {
                 continue;
             }
             let used = self
@@ -581,7 +585,7 @@ impl Machine {
                 assert_eq!(self.frames.f[pfn as usize].maps, 0, "shmem page {pfn} still mapped");
                 self.put_frame(pfn);
             }
-            self.files[f].size = 0;
+            self.files[f].released = true;
         }
     }
 }

@@ -257,6 +257,7 @@ impl Machine {
                     pattern_end: 0,
                     cache: BTreeMap::new(),
                     disk: BTreeMap::new(),
+                    released: false,
                 });
                 (Some(self.files.len() as u32 - 1), 0)
             }
