@@ -7,7 +7,7 @@
 //! `--target` exactly as `mmfuzz decode` does (bugs: `--bugs`, else `MMFUZZ_BUGS`), so a
 //! crash file replays to the outcome the fuzz target saw.
 
-use mm_reference::{BugSet, Outcome, RunOptions};
+use mm_reference::{Outcome, RunOptions};
 use mm_targets::exec::{replay_text, run_trace};
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,14 +28,7 @@ pub struct Args {
 }
 
 pub fn main(args: &Args) -> u8 {
-    let bugs = match args.bugs.as_deref().map(BugSet::parse) {
-        None => None,
-        Some(Ok(b)) => Some(b),
-        Some(Err(e)) => {
-            eprintln!("error: --bugs: {e}");
-            return 2;
-        }
-    };
+    // Raw inputs take --bugs, else MMFUZZ_BUGS; text traces keep their own unless --bugs.
     let (target, raw_bugs) = match crate::decode::target_and_bugs(&args.target, args.bugs.as_deref()) {
         Ok(tb) => tb,
         Err(e) => {
@@ -43,6 +36,7 @@ pub fn main(args: &Args) -> u8 {
             return 2;
         }
     };
+    let bugs = args.bugs.as_ref().map(|_| raw_bugs);
     let mut traces = Vec::new();
     let mut bad = false;
     for path in &args.files {

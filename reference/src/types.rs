@@ -196,6 +196,10 @@ pub enum Oom {
     ///   the result is `ENOMEM`;
     /// - fork: `n == 0`, no child, `ENOMEM`; load and store: `n == 0`, the access gives `OOM`.
     After(u64),
+    /// As `After(n)` for a write whose write_begin failed on a retry of the page holding
+    /// `off + n` (after a copy of nothing and a fault-in of the source): the first round's
+    /// write_end had already grown the file to `off + n`.
+    AfterGrow(u64),
     /// A fault on the user buffer of a write or read ran out of memory at byte `n`: in Linux
     /// a kernel-mode fault that cannot get memory fails like a bad address, so the copy stops
     /// there as at any faulting byte (`Count(n)`, or `EFAULT` when `n == 0`).

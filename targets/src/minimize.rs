@@ -102,18 +102,16 @@ impl Minimizer<'_> {
         let mut i = 0;
         while i < self.best.ops.len() {
             if let Op::Fork { task, .. } = self.best.ops[i].op {
-                if let Some(cand) = without_forked_task(&self.best, i, task) {
-                    if self.try_take(cand) {
-                        continue;
-                    }
+                if self.try_take(without_forked_task(&self.best, i, task)) {
+                    continue;
                 }
             }
             i += 1;
         }
     }
 
-    /// Declared tasks with no operations (the last ones first), renumbered; then every task,
-    /// fork and interrupt on CPU 0 where that keeps the property.
+    /// Every task, fork and interrupt on CPU 0 where that keeps the property; then declared
+    /// tasks with no operations (the last ones first) go, renumbered.
     fn tasks(&mut self) {
         for t in 0..self.best.tasks.len() {
             let mut cand = self.best.clone();
@@ -365,7 +363,7 @@ fn renumber_tasks(t: &mut Trace, gone: u32) {
 
 /// The trace without the fork at op `i` (creating `child`) and everything `child` does
 /// (forks it makes go too, recursively).
-fn without_forked_task(t: &Trace, i: usize, child: u32) -> Option<Trace> {
+fn without_forked_task(t: &Trace, i: usize, child: u32) -> Trace {
     let mut cand = t.clone();
     cand.ops.remove(i);
     let mut gone = vec![child];
@@ -386,7 +384,7 @@ fn without_forked_task(t: &Trace, i: usize, child: u32) -> Option<Trace> {
     for &g in gone.iter().rev() {
         renumber_tasks(&mut cand, g);
     }
-    Some(cand)
+    cand
 }
 
 /// The trace without declared task `gone`, if it has no operations.

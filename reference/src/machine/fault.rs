@@ -11,7 +11,7 @@
 
 use super::frames::{Entry, Pfn, Zone, E_DIRTY, E_PRESENT, E_SPECIAL, E_WRITE, PAGE, ZERO_PFN};
 use super::mm::{VM_EXEC, VM_READ, VM_WRITE};
-use super::{FaultError, Machine, Owner, TlbEntry, MM_ANONPAGES};
+use super::{FaultError, Machine, Owner, TlbEntry};
 use crate::{CpuId, OpResult, Oracle, Violation, PAGE_SIZE};
 
 /// How a user access ended.
@@ -210,7 +210,6 @@ impl Machine {
         self.flush_tlb_range(mm, va, va + PAGE_SIZE);
         self.unmap_accounting(mm, e);
         self.install_ref(mm, va, copy, E_PRESENT | E_WRITE | E_DIRTY);
-        debug_assert!(self.mms[mm].rss[MM_ANONPAGES] > 0);
         Ok(())
     }
 
@@ -290,12 +289,13 @@ impl Machine {
             }
         }
         let bits = E_PRESENT | if v.writable() && write { E_WRITE | E_DIRTY } else { 0 };
-        for i in 0..n {
-            let pva = base + i * PAGE_SIZE;
-            let slot = self.pte_slot(mm, pva).expect("allocated above");
-            let e = self.frames.table(slot.0)[slot.1];
-            if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
-                if write && v.writable() {
+        if write && v.writable() {
+            // The pages the mapping owns alone become writable in place.
+            for i in 0..n {
+                let pva = base + i * PAGE_SIZE;
+                let slot = self.pte_slot(mm, pva).expect("allocated above");
+                let e = self.frames.table(slot.0)[slot.1];
+                if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
                     self.set_pte(
                         slot,
                         Entry {
@@ -304,7 +304,6 @@ impl Machine {
                         },
                     );
                 }
-                continue;
             }
         }
         for (i, copy) in copies {

@@ -134,6 +134,9 @@ pub(crate) struct Machine {
     pub oom: Oom,
     /// A violation seen in the middle of an operation (a stale TLB entry used).
     pub violation: Option<Violation>,
+    /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
+    /// model bug).
+    pub reclaims: u64,
 }
 
 impl Machine {
@@ -161,6 +164,7 @@ impl Machine {
             next_anon_vma: 1,
             oom: Oom::No,
             violation: None,
+            reclaims: 0,
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -556,6 +560,7 @@ impl Machine {
         self.files[f].cache.remove(&index);
         self.put_frame(pfn); // the cache's reference
         self.put_frame(pfn); // ours: frees it
+        self.reclaims += 1;
         true
     }
 

@@ -691,13 +691,27 @@ impl Machine {
         let (mut pos, mut src, mut left, mut written) = (off, buf, count, 0u64);
         // Rounds without progress: under extreme memory pressure the source and the
         // destination can evict each other forever; the kernel's comment calls this severe
-        // memory pressure, and so does the model after a bound.
+        // memory pressure, and so does the model after a bound. A round without progress that
+        // no reclaim explains is a model bug.
         let mut stalls = 0;
+        let mut reclaims_at_fault_in = 0;
         while left > 0 {
             let bytes = page_rest(pos).min(left);
             let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
                 Ok(p) => p,
-                Err(_) => return self.write_oom(written),
+                Err(_) => {
+                    // On a retry the first round's write_end has grown the file to pos.
+                    self.oom = if stalls > 0 {
+                        Oom::AfterGrow(written)
+                    } else {
+                        Oom::After(written)
+                    };
+                    return if written == 0 {
+                        err(Errno::ENOMEM)
+                    } else {
+                        OpResult::Count(written)
+                    };
+                }
             };
             let copied = self.copy_from_user_atomic(mm, cpu, page, pos % PAGE_SIZE, src, bytes);
             if copied > 0 {
@@ -707,30 +721,22 @@ impl Machine {
             file.size = file.size.max(pos + copied);
             self.put_frame(page);
             if copied == 0 {
-                // fault_in_iov_iter_readable, with the page released.
-                if self.user_page(mm, cpu, src, false, true).is_none() {
-                    // An OOM here fails like a bad address (a kernel-mode fault).
-                    self.oom = if self.oom != Oom::No {
-                        Oom::Fault(written)
-                    } else {
-                        Oom::No
-                    };
-                    return if written == 0 {
-                        err(Errno::EFAULT)
-                    } else {
-                        OpResult::Count(written)
-                    };
-                }
+                assert!(
+                    stalls == 0 || self.reclaims > reclaims_at_fault_in,
+                    "write: the source at {src:#x} was faulted in but could not be copied, and nothing was reclaimed"
+                );
                 stalls += 1;
+                // fault_in_iov_iter_readable, with the page released; an OOM there fails
+                // like a bad address (a kernel-mode fault), and so does the stall bound.
+                reclaims_at_fault_in = self.reclaims;
                 if stalls > 8 {
-                    // Source and destination keep evicting each other: the model gives up
-                    // as on a source fault that found no memory.
+                    // Reclaim keeps taking the source or the destination away: the model
+                    // gives up as on a source fault that found no memory.
                     self.oom = Oom::Fault(written);
-                    return if written == 0 {
-                        err(Errno::EFAULT)
-                    } else {
-                        OpResult::Count(written)
-                    };
+                    return self.copy_fault(written);
+                }
+                if self.user_page(mm, cpu, src, false, true).is_none() {
+                    return self.copy_fault(written);
                 }
                 continue;
             }
@@ -744,13 +750,14 @@ impl Machine {
         OpResult::Count(written)
     }
 
-    /// The end of a write that ran out of memory after `written` bytes.
-    fn write_oom(&mut self, written: u64) -> OpResult {
-        self.oom = Oom::After(written);
-        if written == 0 {
-            err(Errno::ENOMEM)
+    /// The end of a copy stopped by a user-buffer fault after `done` bytes: the count, or
+    /// EFAULT when nothing was copied; a fault that found no memory is told to the spec.
+    fn copy_fault(&mut self, done: u64) -> OpResult {
+        self.oom = if self.oom != Oom::No { Oom::Fault(done) } else { Oom::No };
+        if done == 0 {
+            err(Errno::EFAULT)
         } else {
-            OpResult::Count(written)
+            OpResult::Count(done)
         }
     }
 
@@ -842,13 +849,8 @@ impl Machine {
                 break;
             }
             if copied < nr {
-                // A destination fault that ran out of memory fails like a bad address.
-                self.oom = if self.oom != Oom::No { Oom::Fault(done) } else { Oom::No };
-                return if done == 0 {
-                    err(Errno::EFAULT)
-                } else {
-                    OpResult::Count(done)
-                };
+                // A destination fault (one that ran out of memory too) fails like a bad address.
+                return self.copy_fault(done);
             }
         }
         self.oom = Oom::No;

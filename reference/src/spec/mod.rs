@@ -229,8 +229,12 @@ impl Spec {
             .unwrap_or_else(|| panic!("task {} is not alive", call.task));
         let limit = match oom {
             Oom::No | Oom::Fault(_) => None,
-            Oom::After(n) => Some(n),
+            Oom::After(n) | Oom::AfterGrow(n) => Some(n),
         };
+        let grown = matches!(oom, Oom::AfterGrow(_));
+        if grown {
+            assert!(matches!(call.op, Op::Write { .. }), "{oom:?} for {}", call.op.name());
+        }
         let fault_at = match oom {
             Oom::Fault(n) => Some(n),
             _ => None,
@@ -287,7 +291,7 @@ impl Spec {
                 flags,
                 to,
             } => self.mremap(mm, addr, old, new, flags.maymove, flags.fixed, to.unwrap_or(0), limit),
-            Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit, fault_at),
+            Op::Write { file, off, len, buf } => self.write(mm, file, off, len, buf, limit, grown, fault_at),
             Op::Read { file, off, len, buf } => self.read(mm, file, off, len, buf, limit, fault_at),
             Op::Truncate { file, size } => self.truncate(file, size),
             Op::Load { addr } => match self.access(mm, addr, limit.is_some()) {
@@ -580,7 +584,8 @@ impl Spec {
             }
         } else {
             let (hint, align) = if huge {
-                (addr.next_multiple_of(hps), hps)
+                // ALIGN() wraps to 0 (no hint) at the top of the address space.
+                (addr.checked_next_multiple_of(hps).unwrap_or(0), hps)
             } else {
                 (addr, PAGE_SIZE)
             };
@@ -909,8 +914,8 @@ impl Spec {
     fn check_prep(&self, v: &Vma, r: &mut Remap) -> Result<(), Errno> {
         if v.flags.huge {
             let hps = self.hps();
-            r.old_len = r.old_len.next_multiple_of(hps);
-            r.new_len = r.new_len.next_multiple_of(hps);
+            r.old_len = r.old_len.wrapping_add(hps - 1) & !(hps - 1);
+            r.new_len = r.new_len.wrapping_add(hps - 1) & !(hps - 1);
             if !r.addr.is_multiple_of(hps) || !r.to.is_multiple_of(hps) || r.new_len > r.old_len {
                 return Err(Errno::EINVAL);
             }
@@ -1122,6 +1127,7 @@ impl Spec {
         len: u64,
         buf: u64,
         limit: Option<u64>,
+        grown: bool,
         fault_at: Option<u64>,
     ) -> OpResult {
         let f = file as usize;
@@ -1140,8 +1146,13 @@ impl Spec {
         let mut stop = None;
         while done < count {
             // Every byte may begin a chunk (after a short copy the next one starts there): memory
-            // running out at its write_begin stops the write before any size bump.
+            // running out at its write_begin stops the write before any size bump, unless it
+            // ran out on a retry of the page (`grown`: the first round had grown the file).
             if limit == Some(done) {
+                if grown {
+                    let o = &mut self.objects[f];
+                    o.size = o.size.max(off + done);
+                }
                 stop = Some(Errno::ENOMEM);
                 break;
             }

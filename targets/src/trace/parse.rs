@@ -301,6 +301,23 @@ impl Parser {
         let args = Args::new(line, "task", toks.get(1..).unwrap_or(&[]), &["mm", "cpu"])?;
         let mm = args.ranged_u32("mm", (0, u32::from(u16::MAX)))?;
         let cpu = args.cpu("cpu", self.trace.config.cpus)?;
+        // Every address space starts with a pgd in lowmem: more than the lowmem frames cannot
+        // even be set up.
+        let c = &self.trace.config;
+        let lowmem = c.frames - c.highmem;
+        let new_mm = !self.trace.tasks.iter().any(|t| t.mm == mm);
+        let mms = self.trace.tasks.iter().fold(Vec::new(), |mut v, t| {
+            if !v.contains(&t.mm) {
+                v.push(t.mm);
+            }
+            v
+        });
+        if new_mm && mms.len() as u32 >= lowmem {
+            return err(
+                line,
+                format!("address space {mm} does not fit: each needs a lowmem frame and there are {lowmem} (frames - highmem)"),
+            );
+        }
         self.trace.tasks.push(TaskInit { mm, cpu });
         Ok(())
     }
