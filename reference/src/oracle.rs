@@ -7,7 +7,7 @@
 //! the mm, address, frame or CPU involved. None of them changes any machine state; their
 //! scratch memory lives in a [`Checker`] reused across steps.
 
-use crate::machine::{Machine, Owner, TaskState, RSS_NAMES, ZERO_PFN};
+use crate::machine::{Entry, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
 use crate::{Oracle, Violation, PAGE_SIZE};
 
 fn violation(oracle: Oracle, message: String) -> Result<(), Violation> {
@@ -157,8 +157,7 @@ impl Checker {
             while *cursor < vmas.len() && vmas[*cursor].end <= va {
                 *cursor += 1;
             }
-            let v = vmas.get(*cursor).filter(|v| v.start <= va);
-            if v.is_none() {
+            let Some(v) = vmas.get(*cursor).filter(|v| v.start <= va) else {
                 return violation(
                     Oracle::UseAfterFree,
                     format!(
@@ -166,9 +165,14 @@ impl Checker {
                         e.pfn
                     ),
                 );
+            };
+            if let Some(why) = pte_exceeds_vma(m, v, e) {
+                // What Linux promises through the VMA (a store that should fault, a private
+                // write reaching the file) is already broken, before any access shows it.
+                return violation(Oracle::Spec, format!("mm {mm}: pte at {va:#x} (frame {}) {why}", e.pfn));
             }
             if let Some(Owner::Cache { file, index }) = owner {
-                if !v.is_some_and(|v| v.file == Some(file) && v.index_of(va) == index) {
+                if !(v.file == Some(file) && v.index_of(va) == index) {
                     return violation(
                         Oracle::Refcount,
                         format!(
@@ -324,6 +328,28 @@ fn check_tlb(m: &Machine) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// What a user pte may not grant beyond its VMA, if it does: write without VM_WRITE, access
+/// in a PROT_NONE VMA, write to a page-cache page through a private mapping, or write to an
+/// anonymous page that another mapping still shares (copy-on-write not broken).
+fn pte_exceeds_vma(m: &Machine, v: &Vma, e: Entry) -> Option<&'static str> {
+    if e.writable() && !v.writable() {
+        return Some("is writable in a VMA without write permission");
+    }
+    if e.present() && !v.readable() {
+        return Some("is accessible in a PROT_NONE VMA");
+    }
+    if e.writable() && !v.shared() {
+        let fr = &m.frames.f[e.pfn as usize];
+        if matches!(fr.owner, Owner::Cache { .. }) {
+            return Some("lets a private mapping write the page cache");
+        }
+        if fr.owner == Owner::Anon && (fr.refs != 1 || fr.maps != 1) {
+            return Some("is writable though the anonymous page is shared (copy-on-write not broken)");
+        }
+    }
+    None
 }
 
 fn describe(e: crate::machine::Entry) -> String {
