@@ -91,12 +91,15 @@ pub(crate) struct Frame {
     pub data: Data,
 }
 
-/// Buffers kept from one machine to the next (see `Reference`): the frame array, page
-/// contents and page-table arrays (of `ptrs` entries). Their contents are garbage; every user
-/// initializes what it takes.
+/// Buffers kept from one machine to the next (see `Reference`): the frame array, the free
+/// lists and allocation bitmap, page contents and page-table arrays (of `ptrs` entries).
+/// Their contents are garbage; every user initializes what it takes.
 #[derive(Default)]
 pub(crate) struct Pools {
     frames: Vec<Frame>,
+    free_low: Vec<Pfn>,
+    free_high: Vec<Pfn>,
+    allocated: Vec<u64>,
     pub pages: Vec<Box<Page>>,
     tables: Vec<Box<[Entry]>>,
     ptrs: usize,
@@ -142,15 +145,21 @@ impl Frames {
         if pools.ptrs != cfg.ptrs as usize {
             pools.tables.clear();
         }
+        pools.free_low.clear();
+        pools.free_low.extend((0..low_count).rev());
+        pools.free_high.clear();
+        pools.free_high.extend((low_count..n).rev());
+        pools.allocated.clear();
+        pools.allocated.resize((n as usize).div_ceil(64), 0);
         Frames {
             f,
             low_count,
-            free_low: (0..low_count).rev().collect(),
-            free_high: (low_count..n).rev().collect(),
+            free_low: pools.free_low,
+            free_high: pools.free_high,
             page_pool: pools.pages,
             table_pool: pools.tables,
             ptrs: cfg.ptrs as usize,
-            allocated: vec![0; (n as usize).div_ceil(64)],
+            allocated: pools.allocated,
         }
     }
 
@@ -165,6 +174,9 @@ impl Frames {
         }
         Pools {
             frames: self.f,
+            free_low: self.free_low,
+            free_high: self.free_high,
+            allocated: self.allocated,
             pages: self.page_pool,
             tables: self.table_pool,
             ptrs: self.ptrs,
