@@ -12,6 +12,7 @@
 //! never mixed.
 #![forbid(unsafe_code)]
 
+mod kernel;
 mod machine;
 mod oracle;
 mod run;

@@ -7,7 +7,7 @@
 //! the mm, address, frame or CPU involved. None of them changes any machine state; their
 //! scratch memory lives in a [`Checker`] reused across steps.
 
-use crate::machine::{Entry, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
+use crate::machine::{Entry, LockId, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
 use crate::{Oracle, Violation, PAGE_SIZE};
 
 fn violation(oracle: Oracle, message: String) -> Result<(), Violation> {
@@ -22,6 +22,8 @@ pub(crate) struct Checker {
     maps: Vec<u32>,
     /// Upper-level entries pointing at each frame (as a page table).
     table_refs: Vec<u32>,
+    /// Pins kept across scheduling points by running kernel paths, per frame.
+    pins: Vec<u32>,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
 }
@@ -31,6 +33,7 @@ impl Checker {
         Checker {
             maps: vec![0; frames],
             table_refs: vec![0; frames],
+            pins: vec![0; frames],
             touched: Vec::new(),
             rss: Vec::new(),
         }
@@ -45,6 +48,11 @@ impl Checker {
     /// reaches a frame of the right kind), `rss` and `refcount`; with `tlb`, `tlb`.
     pub(crate) fn check(&mut self, m: &Machine, tables: bool, tlb: bool) -> Result<(), Violation> {
         if tables {
+            for task in &m.tasks {
+                for &pfn in &task.pins {
+                    self.pins[pfn as usize] += 1;
+                }
+            }
             let r = self
                 .census(m)
                 .and_then(|()| self.check_rss(m))
@@ -54,6 +62,11 @@ impl Checker {
                 self.table_refs[pfn as usize] = 0;
             }
             self.touched.clear();
+            for task in &m.tasks {
+                for &pfn in &task.pins {
+                    self.pins[pfn as usize] = 0;
+                }
+            }
             r?;
         }
         if tlb {
@@ -208,8 +221,9 @@ impl Checker {
     }
 
     /// `refcount`: map counts equal the ptes mapping each page; reference counts equal page
-    /// cache membership plus maps (no pins survive an operation); tables are referenced
-    /// once; nothing maps or references a frame that is not allocated.
+    /// cache membership plus maps plus the pins running kernel paths keep across scheduling
+    /// points (none survive an operation); tables are referenced once; nothing maps or
+    /// references a frame that is not allocated.
     fn check_refcount(&self, m: &Machine) -> Result<(), Violation> {
         for &pfn in &self.touched {
             if m.frames.f[pfn as usize].owner == Owner::Free {
@@ -222,9 +236,15 @@ impl Checker {
         for pfn in m.frames.allocated() {
             let fr = &m.frames.f[pfn as usize];
             let maps = self.maps[pfn as usize];
+            let pins = self.pins[pfn as usize];
             let (want_refs, want_maps) = match fr.owner {
                 Owner::Free => unreachable!("frame {pfn} is free but marked allocated"),
-                Owner::Anon => (maps, maps),
+                Owner::Anon => (maps + pins, maps),
+                Owner::Cache { file, index } if m.files[file as usize].cache.get(&index) != Some(&pfn) && pins > 0 => {
+                    // Truncated (or reclaimed) while a running path still holds it: only
+                    // its pins remain (folio->mapping is gone).
+                    (pins, 0)
+                }
                 Owner::Cache { file, index } => {
                     if m.files[file as usize].cache.get(&index) != Some(&pfn) {
                         return violation(
@@ -232,7 +252,7 @@ impl Checker {
                             format!("frame {pfn} claims page {index} of file {file} but is not in its page cache"),
                         );
                     }
-                    (maps + 1, maps)
+                    (maps + 1 + pins, maps)
                 }
                 Owner::Table { .. } => {
                     if self.table_refs[pfn as usize] != 1 {
@@ -256,7 +276,7 @@ impl Checker {
                     ),
                 );
             }
-            if fr.owner == Owner::Anon && maps == 0 {
+            if fr.owner == Owner::Anon && maps + pins == 0 {
                 return violation(
                     Oracle::Refcount,
                     format!("anonymous frame {pfn} is allocated but nothing maps it"),
@@ -280,8 +300,9 @@ impl Checker {
     }
 }
 
-/// `tlb`: once an operation has returned, no TLB entry on any CPU reaches a freed or reused
-/// frame or grants more than the pte now grants.
+/// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation
+/// that changes ptes has returned (it holds mmap_lock for writing until then), none grants
+/// more than the pte now grants.
 fn check_tlb(m: &Machine) -> Result<(), Violation> {
     for (cpu, c) in m.cpus.iter().enumerate() {
         for e in &c.tlb {
@@ -295,6 +316,9 @@ fn check_tlb(m: &Machine) -> Result<(), Violation> {
                         format!("CPU {cpu}: TLB entry for {va:#x} of mm {mm} still reaches frame {}, which was freed or reused", e.pfn),
                     );
                 }
+            }
+            if m.locks.write_held(LockId::MmapLock(mm as u32)) {
+                continue; // between clearing the pte and the flush of a running operation
             }
             if !m.mms[mm].live {
                 return violation(

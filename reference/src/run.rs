@@ -1,13 +1,17 @@
 //! Driving the reference: the scheduler of TRACE.md and the entry point [`run`].
 //!
-//! Invariants kept here: each task's operations run in program order; scheduling decisions
-//! follow the `schedule` tokens, then the file-order rule; every completed operation is
-//! judged by every oracle before the next one starts, and the first violation ends the run.
-//! Operations are atomic in this sequential machine: one step runs one operation to its end.
-use crate::machine::{Machine, Pools, TaskState};
+//! Invariants kept here: each task's operations run in program order; one scheduling step
+//! polls one task's kernel path from where it stands to its next scheduling point; the
+//! decisions follow the `schedule` tokens (skipping tasks that sleep, are finished or not yet
+//! created), then the file-order rule; a step that finds no runnable task while some task is
+//! unfinished is a deadlock. The flat spec follows the linearization points in the order they
+//! happen; every step is judged by every oracle, and the first violation ends the run.
+use crate::kernel::{self, Kernel, Lin, Path};
+use crate::machine::{Machine, Mode, Pools, TaskState};
 use crate::oracle::Checker;
 use crate::spec::Spec;
-use crate::{Call, Config, FileInit, Op, OpResult, Oracle, SchedToken, TaskInit, Violation};
+use crate::{Call, Config, FileInit, Oom, Op, OpResult, Oracle, SchedToken, TaskId, TaskInit, Violation};
+use std::task::Poll;
 
 /// Which oracles judge each step. Every one is on by default; switching some off is for
 /// measuring their cost (`mmfuzz bench`). A stale TLB entry used to reach a reused frame is
@@ -101,128 +105,329 @@ impl Reference {
         schedule: &[SchedToken],
         options: &RunOptions,
     ) -> RunReport {
-        let mut machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        let machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
         let mut checker = match self.checker.take() {
             Some(c) if c.frames() == config.frames as usize => c,
             _ => Checker::new(config.frames as usize),
         };
-        let report = run_on(
-            &mut machine,
-            &mut checker,
-            config,
-            files,
-            tasks,
-            calls,
-            schedule,
-            options,
-        );
-        self.pools = machine.into_pools();
+        let kernel = Kernel::new(machine);
+        let report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut checker, schedule, options);
+        self.pools = kernel.into_machine().into_pools();
         self.checker = Some(checker);
         report
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_on(
-    machine: &mut Machine,
-    checker: &mut Checker,
-    config: &Config,
-    files: &[FileInit],
-    tasks: &[TaskInit],
-    calls: &[Call],
-    schedule: &[SchedToken],
-    options: &RunOptions,
-) -> RunReport {
-    let mut spec = Spec::new(config, files, tasks);
-    let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
-    for t in 0..forks {
-        machine.declare_unborn((tasks.len() + t) as u32);
-    }
-    let ntasks = tasks.len() + forks;
-    // Each task's program: indices into `calls`, and how far it has got.
-    let mut program: Vec<Vec<usize>> = vec![Vec::new(); ntasks];
-    for (i, c) in calls.iter().enumerate() {
-        program[c.task as usize].push(i);
-    }
-    let mut next = vec![0usize; ntasks];
-    let mut report = RunReport {
-        completed: Vec::with_capacity(calls.len()),
-        outcome: Outcome::Ok,
-    };
-    let mut tokens = schedule.iter();
-    let mut steps: u64 = 0;
+/// An operation in flight: its kernel path and its linearization so far.
+struct Running<'k> {
+    /// Index into `calls`.
+    idx: usize,
+    path: Path<'k>,
+    /// The flat spec's result, when the operation linearized as a whole before returning.
+    expect: Option<OpResult>,
+    /// Bytes a write or read has copied (and the spec applied) so far.
+    copied: u64,
+}
 
-    let runnable = |machine: &Machine, next: &[usize], t: usize| {
-        machine.tasks[t].state == TaskState::Alive && next[t] < program[t].len()
-    };
+/// TRACE.md's scheduler over the kernel's task paths.
+struct Scheduler<'k, 'c> {
+    k: &'k Kernel,
+    config: &'c Config,
+    calls: &'c [Call],
+    spec: Spec,
+    /// Each task's program: indices into `calls`, and the next to start.
+    program: Vec<Vec<usize>>,
+    next: Vec<usize>,
+    running: Vec<Option<Running<'k>>>,
+    report: RunReport,
+}
 
-    loop {
-        // Pick the task for this scheduling point.
-        let mut chosen = None;
-        for tok in tokens.by_ref() {
-            match *tok {
-                SchedToken::Task(t) if (t as usize) < ntasks && runnable(machine, &next, t as usize) => {
-                    chosen = Some(t as usize);
-                    break;
+impl<'k, 'c> Scheduler<'k, 'c> {
+    fn new(k: &'k Kernel, config: &'c Config, files: &[FileInit], tasks: &[TaskInit], calls: &'c [Call]) -> Self {
+        let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
+        for t in 0..forks {
+            k.m().declare_unborn((tasks.len() + t) as TaskId);
+        }
+        let ntasks = tasks.len() + forks;
+        let mut program: Vec<Vec<usize>> = vec![Vec::new(); ntasks];
+        for (i, c) in calls.iter().enumerate() {
+            program[c.task as usize].push(i);
+        }
+        Scheduler {
+            k,
+            config,
+            calls,
+            spec: Spec::new(config, files, tasks),
+            program,
+            next: vec![0; ntasks],
+            running: (0..ntasks).map(|_| None).collect(),
+            report: RunReport {
+                completed: Vec::with_capacity(calls.len()),
+                outcome: Outcome::Ok,
+            },
+        }
+    }
+
+    /// Whether task `t` has an operation in flight or still to start.
+    fn unfinished(&self, m: &Machine, t: usize) -> bool {
+        m.tasks[t].state == TaskState::Alive && (self.running[t].is_some() || self.next[t] < self.program[t].len())
+    }
+
+    /// Whether task `t` can run a step now (it is not asleep on a lock).
+    fn runnable(&self, m: &Machine, t: usize) -> bool {
+        self.unfinished(m, t) && m.locks.waiting(t as TaskId).is_none()
+    }
+
+    /// The call task `t` runs or will run next.
+    fn current_call(&self, t: usize) -> usize {
+        match &self.running[t] {
+            Some(r) => r.idx,
+            None => self.program[t][self.next[t]],
+        }
+    }
+
+    fn end(mut self, oracle: Oracle, message: String) -> RunReport {
+        self.report.outcome = Outcome::Violation(Violation { oracle, message });
+        self.report
+    }
+
+    fn run(mut self, checker: &mut Checker, schedule: &[SchedToken], options: &RunOptions) -> RunReport {
+        let ntasks = self.program.len();
+        let mut tokens = schedule.iter();
+        let mut steps: u64 = 0;
+        loop {
+            // Pick the task for this scheduling point: the next token naming a runnable task
+            // (tokens naming blocked, finished or unborn tasks are skipped), then the
+            // file-order rule.
+            let chosen = {
+                let m = self.k.m();
+                let mut chosen = None;
+                for tok in tokens.by_ref() {
+                    match *tok {
+                        SchedToken::Task(t) if (t as usize) < ntasks && self.runnable(&m, t as usize) => {
+                            chosen = Some(t as usize);
+                            break;
+                        }
+                        SchedToken::Task(_) => {}
+                        SchedToken::Irq(_) => {
+                            // The interrupt handler's kmap_atomic of a page of its own needs
+                            // the highmem model; without it the handler touches nothing of
+                            // the mm state.
+                        }
+                    }
                 }
-                SchedToken::Task(_) => {} // blocked, finished or not yet created: skipped
-                SchedToken::Irq(_) => {
-                    // The interrupt handler's kmap_atomic of a page of its own needs the
-                    // highmem model; without it the handler touches nothing of the mm state.
-                }
+                chosen.or_else(|| {
+                    (0..ntasks)
+                        .filter(|&t| self.runnable(&m, t))
+                        .min_by_key(|&t| self.current_call(t))
+                })
+            };
+            let Some(t) = chosen else {
+                return match self.deadlock() {
+                    Some(message) => self.end(Oracle::Deadlock, message),
+                    None => self.report,
+                };
+            };
+            steps += 1;
+            if steps > self.config.steps {
+                let message = format!("the run did not finish within {} scheduling steps", self.config.steps);
+                return self.end(Oracle::Livelock, message);
             }
-        }
-        let chosen = chosen.or_else(|| {
-            (0..ntasks)
-                .filter(|&t| runnable(machine, &next, t))
-                .min_by_key(|&t| program[t][next[t]])
-        });
-        let Some(t) = chosen else { break };
-        steps += 1;
-        if steps > config.steps {
-            report.outcome = Outcome::Violation(Violation {
-                oracle: Oracle::Livelock,
-                message: format!("the run did not finish within {} scheduling steps", config.steps),
-            });
-            return report;
-        }
-        let idx = program[t][next[t]];
-        let call = &calls[idx];
-        let result = machine.exec(call.task, &call.op);
-        next[t] += 1;
-        if let Some(v) = machine.violation.take() {
-            report.outcome = Outcome::Violation(v);
-            return report;
-        }
-        report.completed.push((idx, result));
-        if options.spec {
-            let want = spec.apply(call, machine.oom);
-            if want != result {
-                report.outcome = Outcome::Violation(Violation {
-                    oracle: Oracle::Spec,
-                    message: format!(
-                        "task {}: {} returned {result} but the flat spec says {want}",
-                        call.task,
-                        call.op.name()
-                    ),
+            if self.running[t].is_none() {
+                let idx = self.program[t][self.next[t]];
+                self.next[t] += 1;
+                self.k.m().tasks[t].oom = Oom::No;
+                self.running[t] = Some(Running {
+                    idx,
+                    path: kernel::exec(self.k, t as TaskId, self.calls[idx].op),
+                    expect: None,
+                    copied: 0,
                 });
-                return report;
             }
-        }
-        let checked = checker.check(machine, options.tables, options.tlb).and_then(|()| {
-            if options.leak {
-                crate::oracle::check_leak(machine)
+            self.k.m().switch_to(t as TaskId);
+            let polled = kernel::poll(&mut self.running[t].as_mut().expect("running").path);
+            self.k.m().switch_from(t as TaskId);
+            let violation = {
+                let mut m = self.k.m();
+                let v = m.violation.take();
+                v.or_else(|| m.locks.violation.take())
+            };
+            if let Some(v) = violation {
+                self.report.outcome = Outcome::Violation(v);
+                return self.report;
+            }
+            if options.spec {
+                if let Err(message) = self.linearize(t) {
+                    return self.end(Oracle::Spec, message);
+                }
             } else {
-                Ok(())
+                self.k.m().lin.clear();
             }
-        });
-        if let Err(v) = checked {
-            report.outcome = Outcome::Violation(v);
-            return report;
+            if let Poll::Ready(result) = polled {
+                if let Err(message) = self.complete(t, result, options) {
+                    return self.end(Oracle::Spec, message);
+                }
+            }
+            let checked = {
+                let m = self.k.m();
+                checker.check(&m, options.tables, options.tlb).and_then(|()| {
+                    if options.leak {
+                        crate::oracle::check_leak(&m)
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            if let Err(v) = checked {
+                self.report.outcome = Outcome::Violation(v);
+                return self.report;
+            }
         }
     }
-    // Every live task ran out of operations: tasks never created (their fork never ran or
-    // failed) are not waiting on anything. A live task that waits forever is a deadlock, which
-    // the sequential machine, whose operations never block, cannot produce.
-    report
+
+    /// Hands the linearization points of task `t`'s step to the flat spec, in order.
+    fn linearize(&mut self, t: usize) -> Result<(), String> {
+        let events = std::mem::take(&mut self.k.m().lin);
+        for (lt, ev) in events {
+            assert_eq!(lt as usize, t, "task {lt} linearized during task {t}'s step");
+            let run = self.running[t].as_mut().expect("a linearizing task runs");
+            let call = &self.calls[run.idx];
+            match ev {
+                Lin::Whole => {
+                    assert!(run.expect.is_none(), "{} linearized twice", call.op.name());
+                    let mut op = call.op;
+                    if let Op::Mmap { flags, .. } = &mut op {
+                        flags.populate = false; // each populated page linearizes on its own
+                    }
+                    let oom = self.k.m().tasks[t].oom;
+                    let oom = if matches!(call.op, Op::Mmap { .. }) {
+                        Oom::No
+                    } else {
+                        oom
+                    };
+                    run.expect = Some(self.spec.apply(&Call { task: call.task, op }, oom));
+                }
+                Lin::Chunk { pos, n, user } => {
+                    let want = self.spec.copy_piece(call, pos, n, user);
+                    if want != OpResult::Count(n) {
+                        return Err(format!(
+                            "task {}: {} copied {n} bytes between file offset {pos:#x} and {user:#x}, but the flat spec gives {want} there",
+                            call.task,
+                            call.op.name()
+                        ));
+                    }
+                    run.copied += n;
+                }
+                Lin::Grow { pos } => match call.op {
+                    Op::Write { file, .. } => self.spec.write_grow(file, pos),
+                    _ => panic!("{} grew a file", call.op.name()),
+                },
+                Lin::Populate { va } => self.spec.populate_page(call.task, va),
+                Lin::Fault { va, write } => {
+                    if !self.spec.fault(call.task, va, write) {
+                        return Err(format!(
+                            "task {}: a {} fault at {va:#x} during {} was resolved, but the flat spec says the access faults",
+                            call.task,
+                            if write { "write" } else { "read" },
+                            call.op.name()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Task `t`'s operation returned `result`: recorded and judged by the flat spec.
+    fn complete(&mut self, t: usize, result: OpResult, options: &RunOptions) -> Result<(), String> {
+        let run = self.running[t].take().expect("a completing task runs");
+        let call = &self.calls[run.idx];
+        {
+            let m = self.k.m();
+            assert!(
+                m.locks.held(t as TaskId).is_empty(),
+                "task {t} returns from {} holding {:?}",
+                call.op.name(),
+                m.locks.held(t as TaskId)
+            );
+            if m.tasks[t].state == TaskState::Alive {
+                m.mms[m.tasks[t].mm].assert_sorted();
+                assert!(
+                    m.tasks[t].pins.is_empty(),
+                    "task {t} returns from {} keeping pins {:?}",
+                    call.op.name(),
+                    m.tasks[t].pins
+                );
+            }
+        }
+        self.report.completed.push((run.idx, result));
+        if !options.spec {
+            return Ok(());
+        }
+        let oom = self.k.m().tasks[t].oom;
+        let want = match (call.op, run.expect) {
+            (Op::Write { .. } | Op::Read { .. }, _) => self.spec.finish_copy(call, run.copied, oom),
+            (_, Some(want)) => want,
+            (_, None) => self.spec.apply(call, oom),
+        };
+        if want != result {
+            return Err(format!(
+                "task {}: {} returned {result} but the flat spec says {want}",
+                call.task,
+                call.op.name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// No task can run: a deadlock if some task has not finished (the message names the
+    /// cycle of the wait-for graph, or every sleeping task), `None` if every task is done.
+    fn deadlock(&self) -> Option<String> {
+        let m = self.k.m();
+        let stuck: Vec<usize> = (0..self.program.len()).filter(|&t| self.unfinished(&m, t)).collect();
+        if stuck.is_empty() {
+            return None;
+        }
+        let holds = |t: TaskId| -> String {
+            let held = m.locks.held(t);
+            if held.is_empty() {
+                "holds nothing".to_string()
+            } else {
+                let names: Vec<String> = held
+                    .iter()
+                    .map(|&(l, mode)| match mode {
+                        Mode::Read => format!("{l} (read)"),
+                        Mode::Write => l.to_string(),
+                    })
+                    .collect();
+                format!("holds {}", names.join(", "))
+            }
+        };
+        let op = |t: TaskId| self.calls[self.current_call(t as usize)].op.name();
+        if let Some(cycle) = m.locks.cycle() {
+            let parts: Vec<String> = cycle
+                .iter()
+                .map(|&(t, lock, on)| {
+                    let how = if m.locks.mode_held(on, lock).is_some() {
+                        format!("held by task {on}")
+                    } else {
+                        format!("queued behind task {on}")
+                    };
+                    format!("task {t} ({}) {}, waits for {lock} {how}", op(t), holds(t))
+                })
+                .collect();
+            return Some(format!("wait-for cycle: {}", parts.join("; ")));
+        }
+        let parts: Vec<String> = stuck
+            .iter()
+            .map(|&t| {
+                let t = t as TaskId;
+                match m.locks.waiting(t) {
+                    Some(l) => format!("task {t} ({}) {}, waits for {l}", op(t), holds(t)),
+                    None => format!("task {t} ({}) {}", op(t), holds(t)),
+                }
+            })
+            .collect();
+        Some(format!("every unfinished task is asleep: {}", parts.join("; ")))
+    }
 }

@@ -421,8 +421,8 @@ impl Bug {
     /// names the subsystem of each).
     pub const fn modelled(self) -> bool {
         match self {
+            Bug::WriteFaultUnderPageLock => true,
             Bug::KmapNested
-            | Bug::WriteFaultUnderPageLock
             | Bug::HighpteKmapOverAlloc
             | Bug::KmapAtomicUnordered
             | Bug::KmapAtomicIrqSlot

@@ -11,74 +11,63 @@
 
 use super::frames::{Entry, Pfn, Zone, E_DIRTY, E_PRESENT, E_SPECIAL, E_WRITE, PAGE, ZERO_PFN};
 use super::mm::{VM_EXEC, VM_READ, VM_WRITE};
-use super::{FaultError, Machine, Owner, TlbEntry};
-use crate::{CpuId, OpResult, Oracle, Violation, PAGE_SIZE};
+use super::{FaultError, LockId, Machine, Owner, TlbEntry};
+use crate::{CpuId, Oracle, Violation, PAGE_SIZE};
 
-/// How a user access ended.
-pub(crate) enum Access {
-    /// The frame that was accessed (and, for a load, the byte).
-    Done(Pfn, u8),
-    Fault(FaultError),
+/// How far [`Machine::fault_begin`] got.
+pub(crate) enum FaultStep {
+    /// The fault is resolved (or failed).
+    Done(Result<(), FaultError>),
+    /// The fault needs this file page (pinned) locked before it goes on.
+    LockPage(Pfn),
 }
 
 impl Machine {
-    /// A one-byte user load (`store == None`) or store, as the `load`/`store` operations.
-    pub(crate) fn user_access(&mut self, mm: usize, cpu: CpuId, va: u64, store: Option<u8>) -> OpResult {
-        match self.access(mm, cpu, va, store, true) {
-            Access::Done(_, b) => match store {
-                None => OpResult::Byte(b),
-                Some(_) => OpResult::Done,
-            },
-            Access::Fault(FaultError::Segv) => OpResult::Sigsegv,
-            Access::Fault(FaultError::Bus) => OpResult::Sigbus,
-            Access::Fault(FaultError::Oom) => OpResult::Oom,
-        }
-    }
-
-    /// One byte access by `cpu` running `mm` (see [`Machine::translate`]).
-    pub(crate) fn access(&mut self, mm: usize, cpu: CpuId, va: u64, store: Option<u8>, may_fault: bool) -> Access {
-        match self.translate(mm, cpu, va, store.is_some(), may_fault) {
-            Access::Done(pfn, _) => Access::Done(pfn, self.touch(pfn, (va % PAGE_SIZE) as usize, store)),
-            fault => fault,
-        }
-    }
-
-    fn touch(&mut self, pfn: Pfn, off: usize, store: Option<u8>) -> u8 {
-        match store {
-            None => self.frames.byte(pfn, off),
-            Some(v) => {
-                self.frames.page_mut(pfn)[off] = v;
-                v
-            }
-        }
-    }
-
-    /// handle_mm_fault for a user access at `va`. Caller holds mmap_lock for reading.
-    pub(crate) fn handle_fault(&mut self, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
+    /// handle_mm_fault for a user access at `va`, up to the point where it needs a file page
+    /// locked: everything that takes no sleeping lock is done here (anonymous faults, copy on
+    /// write, hugetlb units); a fault on a file page returns the page pinned, for the caller
+    /// to lock and hand to [`Machine::fault_locked`]. Caller holds mmap_lock (read, or write
+    /// for populate).
+    pub(crate) fn fault_begin(&mut self, mm: usize, va: u64, write: bool) -> FaultStep {
         let Some(vi) = self.mms[mm].find(va) else {
-            return Err(FaultError::Segv);
+            return FaultStep::Done(Err(FaultError::Segv));
         };
         let vma = self.mms[mm].vmas[vi];
         if (write && !vma.writable()) || (!write && !vma.readable()) {
-            return Err(FaultError::Segv);
+            return FaultStep::Done(Err(FaultError::Segv));
         }
         let va = va & !(PAGE_SIZE - 1);
         if let Some(f) = vma.file {
             // The SIGBUS check needs no page table (filemap_fault checks i_size first).
             if vma.index_of(va) >= self.files[f as usize].size_pages() {
-                return Err(FaultError::Bus);
+                return FaultStep::Done(Err(FaultError::Bus));
             }
         }
         if vma.hugetlb() {
-            return self.hugetlb_fault(mm, vi, va, write);
+            return FaultStep::Done(self.hugetlb_fault(mm, vi, va, write));
         }
-        let slot = self.pte_alloc(mm, va)?;
+        let slot = match self.pte_alloc(mm, va) {
+            Ok(s) => s,
+            Err(e) => return FaultStep::Done(Err(e)),
+        };
         let e = self.frames.table(slot.0)[slot.1];
         if !e.mapped() {
-            return self.fault_missing(mm, vi, va, write);
+            let Some(f) = vma.file else {
+                return FaultStep::Done(self.fault_anon(mm, vi, va, write));
+            };
+            // filemap_fault: find (or read in) the page, then lock it.
+            return match self.get_cache_page(f as usize, vma.index_of(va)) {
+                Ok(page) => FaultStep::LockPage(page),
+                Err(err) => FaultStep::Done(Err(err)),
+            };
         }
         if write && !e.writable() {
-            return self.fault_wp(mm, vi, va);
+            if vma.shared() && vma.file.is_some_and(|f| !self.files[f as usize].shmem) {
+                // do_page_mkwrite: filemap_page_mkwrite locks the page.
+                self.get_frame(e.pfn);
+                return FaultStep::LockPage(e.pfn);
+            }
+            return FaultStep::Done(self.fault_wp(mm, vi, va));
         }
         // PROT_NONE ptes are changed by mprotect together with the VMA, so a pte that is
         // mapped, allowed by the VMA and not walkable cannot exist here.
@@ -86,33 +75,77 @@ impl Machine {
             e.present(),
             "pte {e:?} at {va:#x} not present though its VMA allows the access"
         );
+        FaultStep::Done(Ok(()))
+    }
+
+    /// The rest of a file fault with `page` (pinned by [`Machine::fault_begin`]) locked by
+    /// the caller: filemap_fault's checks under the page lock (truncated meanwhile: the fault
+    /// is retried; now past EOF: SIGBUS), then finish_fault (or wp_page_shared after
+    /// page_mkwrite). A pte another thread installed meanwhile is left alone (the access is
+    /// retried). Consumes the pin. Caller holds mmap_lock and the page lock.
+    pub(crate) fn fault_locked(&mut self, mm: usize, va: u64, write: bool, page: Pfn) -> Result<(), FaultError> {
+        let va = va & !(PAGE_SIZE - 1);
+        let vi = self.mms[mm]
+            .find(va)
+            .expect("mmap_lock is held: the VMA is still there");
+        let vma = self.mms[mm].vmas[vi];
+        let f = vma.file.expect("a file fault") as usize;
+        let index = vma.index_of(va);
+        if self.files[f].cache.get(&index) != Some(&page) {
+            self.put_frame(page); // truncated or reclaimed while we slept: retry
+            return Ok(());
+        }
+        if index >= self.files[f].size_pages() {
+            self.put_frame(page);
+            return Err(FaultError::Bus);
+        }
+        let slot = self
+            .pte_slot(mm, va)
+            .expect("tables go only under mmap_lock for writing");
+        let e = self.frames.table(slot.0)[slot.1];
+        if !e.mapped() {
+            return self.fault_file(mm, vi, va, write, page);
+        }
+        if write && !e.writable() && vma.shared() && e.pfn == page {
+            // wp_page_shared: the page becomes dirty and writable in place.
+            self.set_pte(
+                slot,
+                Entry {
+                    pfn: page,
+                    flags: e.flags | E_WRITE | E_DIRTY,
+                },
+            );
+            self.frames.f[page as usize].dirty = true;
+        }
+        self.put_frame(page);
         Ok(())
     }
 
-    /// do_anonymous_page / do_read_fault / do_cow_fault / do_shared_fault.
-    fn fault_missing(&mut self, mm: usize, vi: usize, va: u64, write: bool) -> Result<(), FaultError> {
-        let vma = self.mms[mm].vmas[vi];
-        let Some(f) = vma.file else {
-            if !write {
-                // The shared zero page, read-only: no rss, no map count.
-                let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
-                self.set_pte(
-                    slot,
-                    Entry {
-                        pfn: ZERO_PFN,
-                        flags: E_PRESENT | E_SPECIAL,
-                    },
-                );
-                return Ok(());
-            }
-            let page = self.alloc_frame(Zone::High, Owner::Anon)?;
-            self.anon_vma_prepare(mm, vi);
-            self.install_ref(mm, va, page, E_PRESENT | E_WRITE | E_DIRTY);
+    /// do_anonymous_page: the zero page for a read, a new zeroed page for a write.
+    fn fault_anon(&mut self, mm: usize, vi: usize, va: u64, write: bool) -> Result<(), FaultError> {
+        if !write {
+            // The shared zero page, read-only: no rss, no map count.
+            let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
+            self.set_pte(
+                slot,
+                Entry {
+                    pfn: ZERO_PFN,
+                    flags: E_PRESENT | E_SPECIAL,
+                },
+            );
             return Ok(());
-        };
-        let f = f as usize;
-        let index = vma.index_of(va);
-        let page = self.get_cache_page(f, index)?;
+        }
+        let page = self.alloc_frame(Zone::High, Owner::Anon)?;
+        self.anon_vma_prepare(mm, vi);
+        self.install_ref(mm, va, page, E_PRESENT | E_WRITE | E_DIRTY);
+        Ok(())
+    }
+
+    /// do_read_fault / do_cow_fault / do_shared_fault on the locked, pinned cache `page`
+    /// (the pin is consumed).
+    fn fault_file(&mut self, mm: usize, vi: usize, va: u64, write: bool, page: Pfn) -> Result<(), FaultError> {
+        let vma = self.mms[mm].vmas[vi];
+        let f = vma.file.expect("a file fault") as usize;
         if !vma.shared() && write {
             // Private write: copy the file page into a new anonymous page.
             let copy = match self.alloc_frame(Zone::High, Owner::Anon) {
@@ -147,6 +180,7 @@ impl Machine {
     /// (modelled) pte lock.
     fn install_ref(&mut self, mm: usize, va: u64, page: Pfn, bits: u8) {
         let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
+        self.spin_lock(LockId::Ptl(slot.0));
         assert!(
             !self.frames.table(slot.0)[slot.1].mapped(),
             "pte of {va:#x} already mapped"
@@ -155,6 +189,7 @@ impl Machine {
         self.frames.f[page as usize].maps += 1;
         let kind = self.rss_kind(page);
         self.mms[mm].rss[kind] += 1;
+        self.spin_unlock(LockId::Ptl(slot.0));
     }
 
     /// do_wp_page: a write to a present read-only pte of a writable VMA.
@@ -369,78 +404,73 @@ impl Machine {
         self.mms[mm].vmas[vi].anon_vma = Some(id);
     }
 
-    /// Resolves a user page for a kernel copy (copy_{from,to}_user): the frame mapped at `va`
-    /// for a read or write, after faulting it in when allowed. `None`: the copy faults here.
-    pub(crate) fn user_page(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool, may_fault: bool) -> Option<Pfn> {
-        match self.translate(mm, cpu, va, write, may_fault) {
-            Access::Done(pfn, _) => Some(pfn),
-            Access::Fault(_) => None,
+    /// The translation of `va` for a read or write by `cpu` running `mm`, without faulting:
+    /// the CPU's TLB, then the hardware walk (which fills the TLB and sets the dirty bit on a
+    /// write). `None`: the access faults (the caller takes the fault, or under
+    /// pagefault_disable() fails). An access through a TLB entry whose frame has been freed
+    /// or reused since it was filled is a `tlb` violation at once (and faults).
+    pub(crate) fn walk(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool) -> Option<Pfn> {
+        let vpn = va / PAGE_SIZE;
+        let hit = self.cpus[cpu as usize]
+            .tlb
+            .iter()
+            .find(|e| e.mm == mm as u32 && e.vpn == vpn)
+            .copied();
+        if let Some(e) = hit {
+            if !write || e.write {
+                if e.pfn != ZERO_PFN && self.frames.f[e.pfn as usize].gen != e.gen {
+                    self.violation.get_or_insert(Violation {
+                        oracle: Oracle::Tlb,
+                        message: format!(
+                            "CPU {cpu} accessed {va:#x} of mm {mm} through a stale TLB entry to frame {} (freed or reused since the entry was filled)",
+                            e.pfn
+                        ),
+                    });
+                    return None;
+                }
+                return Some(e.pfn);
+            }
         }
+        if va >= self.cfg.task_size() {
+            return None;
+        }
+        let slot = self.pte_slot(mm, va)?;
+        let e = self.frames.table(slot.0)[slot.1];
+        if !e.present() || (write && !e.writable()) {
+            return None;
+        }
+        let mut ne = e;
+        if write {
+            ne.flags |= E_DIRTY;
+        }
+        self.set_pte(slot, ne);
+        let gen = if e.pfn == ZERO_PFN {
+            0
+        } else {
+            self.frames.f[e.pfn as usize].gen
+        };
+        let tlb = &mut self.cpus[cpu as usize].tlb;
+        tlb.retain(|t| !(t.mm == mm as u32 && t.vpn == vpn));
+        tlb.push(TlbEntry {
+            mm: mm as u32,
+            vpn,
+            pfn: e.pfn,
+            gen,
+            write,
+        });
+        Some(e.pfn)
     }
 
-    /// The translation of `va` for a read or write by `cpu` running `mm`: the CPU's TLB, then
-    /// the hardware walk (which fills the TLB and sets the dirty bit on a write), then the
-    /// fault handler when `may_fault` (otherwise a miss fails as under pagefault_disable()).
-    /// An access through a TLB entry whose frame has been freed or reused since it was filled
-    /// is a `tlb` violation at once.
-    pub(crate) fn translate(&mut self, mm: usize, cpu: CpuId, va: u64, write: bool, may_fault: bool) -> Access {
-        let vpn = va / PAGE_SIZE;
-        for _ in 0..4 {
-            let hit = self.cpus[cpu as usize]
-                .tlb
-                .iter()
-                .find(|e| e.mm == mm as u32 && e.vpn == vpn)
-                .copied();
-            if let Some(e) = hit {
-                if !write || e.write {
-                    if e.pfn != ZERO_PFN && self.frames.f[e.pfn as usize].gen != e.gen {
-                        self.violation.get_or_insert(Violation {
-                            oracle: Oracle::Tlb,
-                            message: format!(
-                                "CPU {cpu} accessed {va:#x} of mm {mm} through a stale TLB entry to frame {} (freed or reused since the entry was filled)",
-                                e.pfn
-                            ),
-                        });
-                        return Access::Fault(FaultError::Segv);
-                    }
-                    return Access::Done(e.pfn, 0);
-                }
-            }
-            if va < self.cfg.task_size() {
-                if let Some(slot) = self.pte_slot(mm, va) {
-                    let e = self.frames.table(slot.0)[slot.1];
-                    if e.present() && (!write || e.writable()) {
-                        let mut ne = e;
-                        if write {
-                            ne.flags |= E_DIRTY;
-                        }
-                        self.set_pte(slot, ne);
-                        let gen = if e.pfn == ZERO_PFN {
-                            0
-                        } else {
-                            self.frames.f[e.pfn as usize].gen
-                        };
-                        let tlb = &mut self.cpus[cpu as usize].tlb;
-                        tlb.retain(|t| !(t.mm == mm as u32 && t.vpn == vpn));
-                        tlb.push(TlbEntry {
-                            mm: mm as u32,
-                            vpn,
-                            pfn: e.pfn,
-                            gen,
-                            write,
-                        });
-                        return Access::Done(e.pfn, 0);
-                    }
-                }
-            }
-            if !may_fault {
-                return Access::Fault(FaultError::Segv);
-            }
-            if let Err(err) = self.handle_fault(mm, va, write) {
-                return Access::Fault(err);
+    /// A one-byte access at `va` through `pfn` (a translation [`Machine::walk`] gave).
+    pub(crate) fn touch(&mut self, pfn: Pfn, va: u64, store: Option<u8>) -> u8 {
+        let off = (va % PAGE_SIZE) as usize;
+        match store {
+            None => self.frames.byte(pfn, off),
+            Some(v) => {
+                self.frames.page_mut(pfn)[off] = v;
+                v
             }
         }
-        panic!("fault on {va:#x} of mm {mm} did not converge");
     }
 }
 

@@ -21,13 +21,16 @@
 
 mod fault;
 pub(crate) mod frames;
+mod locks;
 mod mm;
 mod syscalls;
 
+pub(crate) use fault::{page_rest, FaultStep};
 pub(crate) use frames::{Entry, Frames, Owner, Pfn, Pools, ZERO_PFN};
+pub(crate) use locks::{LockId, Locks, Mode};
 pub(crate) use mm::{Mm, Vma};
 
-use crate::{Config, CpuId, FileId, FileInit, Oom, Op, OpResult, TaskId, TaskInit, Violation, PAGE_SIZE};
+use crate::{Config, CpuId, FileId, FileInit, Oom, TaskId, TaskInit, Violation, PAGE_SIZE};
 use frames::{Page, Zone};
 use std::collections::BTreeMap;
 
@@ -76,6 +79,42 @@ pub(crate) struct Task {
     pub mm: usize,
     pub cpu: CpuId,
     pub state: TaskState,
+    /// Frames this task's kernel path keeps pinned across scheduling points.
+    pub pins: Vec<Pfn>,
+    /// Whether (and where) memory ran out in the task's current operation.
+    pub oom: Oom,
+    /// Scheduling steps this task has run.
+    pub polls: u64,
+}
+
+impl Task {
+    fn new(mm: usize, cpu: CpuId, state: TaskState) -> Task {
+        Task {
+            mm,
+            cpu,
+            state,
+            pins: Vec::new(),
+            oom: Oom::No,
+            polls: 0,
+        }
+    }
+}
+
+/// A linearization point of a running operation, handed to the flat spec in the order the
+/// points happen.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Lin {
+    /// The whole operation takes effect now (its result is compared when it returns).
+    Whole,
+    /// A write or read copied `n` bytes between file offset `pos` and user address `user`.
+    Chunk { pos: u64, n: u64, user: u64 },
+    /// A write's write_end set `i_size = max(i_size, pos)` having copied nothing.
+    Grow { pos: u64 },
+    /// MAP_POPULATE faulted in the page at `va`.
+    Populate { va: u64 },
+    /// A user-access fault at `va` resolved (its effects happen now, even if the access that
+    /// wanted it does not follow).
+    Fault { va: u64, write: bool },
 }
 
 /// A cached translation: filled by user accesses, removed only by flushes.
@@ -92,6 +131,8 @@ pub(crate) struct TlbEntry {
 
 pub(crate) struct Cpu {
     pub tlb: Vec<TlbEntry>,
+    /// The task running on this CPU (switched at each scheduling step).
+    pub current: Option<TaskId>,
 }
 
 /// Why a fault could not be resolved.
@@ -130,8 +171,17 @@ pub(crate) struct Machine {
     pub tasks: Vec<Task>,
     pub cpus: Vec<Cpu>,
     next_anon_vma: u32,
-    /// Set when the current operation ran out of memory (handed to the flat spec).
+    /// Set when the running operation ran out of memory (handed to the flat spec); saved
+    /// in and restored from its task at each context switch.
     pub oom: Oom,
+    /// Every lock held or waited for, and lockdep's record.
+    pub locks: Locks,
+    /// Linearization points reached in the current step, in order.
+    pub lin: Vec<(TaskId, Lin)>,
+    /// Scheduling steps run so far (all tasks).
+    pub polls: u64,
+    /// The task whose step is running.
+    pub current: TaskId,
     /// A violation seen in the middle of an operation (a stale TLB entry used).
     pub violation: Option<Violation>,
     /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
@@ -160,9 +210,18 @@ impl Machine {
                 .collect(),
             mms: Vec::new(),
             tasks: Vec::new(),
-            cpus: (0..cfg.cpus).map(|_| Cpu { tlb: Vec::new() }).collect(),
+            cpus: (0..cfg.cpus)
+                .map(|_| Cpu {
+                    tlb: Vec::new(),
+                    current: None,
+                })
+                .collect(),
             next_anon_vma: 1,
             oom: Oom::No,
+            locks: Locks::new(tasks.len()),
+            lin: Vec::new(),
+            polls: 0,
+            current: 0,
             violation: None,
             reclaims: 0,
         };
@@ -184,11 +243,7 @@ impl Machine {
                     m.mms.len() - 1
                 }
             };
-            m.tasks.push(Task {
-                mm,
-                cpu: t.cpu,
-                state: TaskState::Alive,
-            });
+            m.tasks.push(Task::new(mm, t.cpu, TaskState::Alive));
         }
         m
     }
@@ -205,50 +260,73 @@ impl Machine {
     /// Marks task `task` as one a fork will create (the executor declares forks up front).
     pub fn declare_unborn(&mut self, task: TaskId) {
         assert_eq!(task as usize, self.tasks.len(), "tasks are created in order");
-        self.tasks.push(Task {
-            mm: usize::MAX,
-            cpu: 0,
-            state: TaskState::Unborn,
-        });
+        self.tasks.push(Task::new(usize::MAX, 0, TaskState::Unborn));
+        self.locks.add_task(task);
     }
 
-    /// Runs one operation of `task` to completion.
-    pub fn exec(&mut self, task: TaskId, op: &Op) -> OpResult {
-        let t = &self.tasks[task as usize];
-        assert_eq!(t.state, TaskState::Alive, "task {task} is not alive");
-        let (mm, cpu) = (t.mm, t.cpu);
-        // switch_mm: the mm now runs on this CPU (and stays in its cpumask).
+    /// Context switch: `cpu` now runs task `t` (switch_mm: its mm stays in the mm's cpumask
+    /// from now on; other mms' TLB entries stay, tagged with their mm), with the task's
+    /// per-operation state.
+    pub fn switch_to(&mut self, t: TaskId) {
+        let task = &self.tasks[t as usize];
+        assert_eq!(task.state, TaskState::Alive, "task {t} is not alive");
+        let (mm, cpu) = (task.mm, task.cpu);
+        self.cpus[cpu as usize].current = Some(t);
+        self.current = t;
         self.mms[mm].cpus |= 1 << cpu;
-        self.oom = Oom::No;
-        let result = match *op {
-            Op::Mmap {
-                addr,
-                len,
-                prot,
-                flags,
-                file,
-                off,
-            } => self.sys_mmap(mm, cpu, addr, len, prot, flags, file, off),
-            Op::Munmap { addr, len } => self.sys_munmap(mm, addr, len),
-            Op::Mprotect { addr, len, prot } => self.sys_mprotect(mm, addr, len, prot),
-            Op::Mremap {
-                addr,
-                old,
-                new,
-                flags,
-                to,
-            } => self.sys_mremap(mm, addr, old, new, flags, to.unwrap_or(0)),
-            Op::Write { file, off, len, buf } => self.sys_write(mm, cpu, file, off, len, buf),
-            Op::Read { file, off, len, buf } => self.sys_read(mm, cpu, file, off, len, buf),
-            Op::Truncate { file, size } => self.sys_truncate(file, size),
-            Op::Load { addr } => self.user_access(mm, cpu, addr, None),
-            Op::Store { addr, value } => self.user_access(mm, cpu, addr, Some(value)),
-            Op::Pageout { addr, len } => self.sys_pageout(mm, addr, len),
-            Op::Fork { task: child, cpu: ccpu } => self.sys_fork(mm, child, ccpu.unwrap_or(cpu)),
-            Op::Exit => self.sys_exit(task),
+        self.oom = task.oom;
+    }
+
+    /// The end of task `t`'s step: its per-operation state goes back to the task.
+    pub fn switch_from(&mut self, t: TaskId) {
+        self.polls += 1;
+        let task = &mut self.tasks[t as usize];
+        task.polls += 1;
+        task.oom = self.oom;
+    }
+
+    /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
+    /// scheduling point), recorded for lockdep.
+    pub fn spin_lock(&mut self, id: LockId) {
+        let t = self.current;
+        let got = self.locks.acquire(t, id, Mode::Write);
+        assert_eq!(got, locks::Acquired::Taken, "{id} is contended");
+    }
+
+    pub fn spin_unlock(&mut self, id: LockId) {
+        let woken = self.locks.release(self.current, id);
+        assert!(woken.is_empty(), "a task slept on {id}");
+    }
+
+    /// How many bytes from file offset `pos` a reader holding `page` (the file's page there,
+    /// or the zero page for a hugetlbfs hole) may still copy from it: up to the page's end and
+    /// i_size, and none if the page is no longer the file's (or the hole was filled).
+    pub fn cache_bytes_from(&self, f: usize, page: Pfn, pos: u64) -> u64 {
+        let file = &self.files[f];
+        let index = pos / PAGE_SIZE;
+        let ours = if page == ZERO_PFN {
+            !file.cache.contains_key(&index)
+        } else {
+            file.cache.get(&index) == Some(&page)
         };
-        self.mms[mm].assert_sorted();
-        result
+        if !ours || pos >= file.size {
+            return 0;
+        }
+        (file.size - pos).min(PAGE_SIZE - pos % PAGE_SIZE)
+    }
+
+    /// The inode lock (i_rwsem) of file `f`, in its filesystem's lockdep class.
+    pub fn inode_lock(&self, f: usize) -> LockId {
+        if self.files[f].huge {
+            LockId::IRwsemHuge(f as u32)
+        } else {
+            LockId::IRwsem(f as u32)
+        }
+    }
+
+    /// Steps run by tasks other than `t` so far.
+    pub fn polls_of_others(&self, t: TaskId) -> u64 {
+        self.polls - self.tasks[t as usize].polls
     }
 
     // ---- page tables ------------------------------------------------------------------
@@ -309,11 +387,15 @@ impl Machine {
             };
             let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
             // Reclaim never frees page tables, so the walk so far is still valid.
+            // pmd_populate/pud_populate under mm->page_table_lock.
+            let lock = LockId::PageTableLock(mm as u32);
+            self.spin_lock(lock);
             assert!(!self.frames.table(t)[i].mapped());
             self.frames.table_mut(t)[i] = Entry {
                 pfn: new,
                 flags: frames::E_PRESENT,
             };
+            self.spin_unlock(lock);
             t = new;
         }
         Ok((t, self.index(va, 0)))
@@ -469,8 +551,14 @@ impl Machine {
         Ok(pfn)
     }
 
-    /// Writes a dirty cache page back to disk (the whole page, as the block layer would).
+    /// Writes a dirty cache page back to disk (the whole page, as the block layer would); a
+    /// page wholly past EOF (a truncate is dropping it) is not written
+    /// (block_write_full_folio).
     fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
+        if index >= self.files[f].size_pages() {
+            self.frames.f[pfn as usize].dirty = false;
+            return;
+        }
         let content = self.frames.bytes(pfn).map(|p| {
             let mut b = Box::new([0u8; frames::PAGE]);
             b.copy_from_slice(p);
@@ -541,7 +629,8 @@ impl Machine {
                 if low_only && self.frames.is_highmem(pfn) {
                     continue;
                 }
-                if fr.refs == 1 + fr.maps {
+                // folio_trylock: a page another path has locked is skipped.
+                if fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn)) {
                     victim = Some((f, index, pfn));
                     break 'search;
                 }
@@ -582,7 +671,14 @@ impl Machine {
                 .mms
                 .iter()
                 .any(|m| m.live && m.vmas.iter().any(|v| v.file == Some(f as u32)));
-            if used {
+            // An unmap between clearing its ptes and its flush still holds the object (the
+            // VMA's file reference goes after tlb_finish_mmu).
+            let cache = &self.files[f].cache;
+            let gathered = self
+                .tasks
+                .iter()
+                .any(|t| t.pins.iter().any(|p| cache.values().any(|c| c == p)));
+            if used || gathered {
                 continue;
             }
             let cache = std::mem::take(&mut self.files[f].cache);

@@ -11,9 +11,9 @@
 //! faults).
 
 use super::fault::page_rest;
-use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE, ZERO_PFN};
+use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
-use super::{FaultError, File, Machine, Mm, Owner, TaskState};
+use super::{File, LockId, Machine, Mm, Owner, TaskState};
 use crate::{CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
 use std::collections::BTreeMap;
 
@@ -24,6 +24,14 @@ struct Remap {
     old_len: u64,
     new_len: u64,
     to: u64,
+}
+
+/// The pages of an unmap, kept allocated between clearing their ptes and flushing the TLBs
+/// (struct mmu_gather).
+pub(crate) struct Gather {
+    pub start: u64,
+    pub end: u64,
+    pub pages: Vec<Pfn>,
 }
 
 /// MAX_RW_COUNT: the most one read or write transfers.
@@ -146,17 +154,16 @@ impl Machine {
     pub(crate) fn sys_mmap(
         &mut self,
         mm: usize,
-        cpu: CpuId,
         addr: u64,
         len: u64,
         prot: Prot,
         flags: MmapFlags,
         file: Option<FileId>,
         off: u64,
-    ) -> OpResult {
+    ) -> (OpResult, Option<(u64, u64)>) {
         // arch sys_mmap
         if off & !PAGE_MASK != 0 {
-            return err(Errno::EINVAL);
+            return (err(Errno::EINVAL), None);
         }
         let huge = file.is_some_and(|f| self.files[f as usize].huge);
         let hps = self.cfg.huge_page_size();
@@ -167,7 +174,7 @@ impl Machine {
         }
         // do_mmap
         if len == 0 {
-            return err(Errno::EINVAL);
+            return (err(Errno::EINVAL), None);
         }
         let fixed = flags.fixed || flags.noreplace;
         let mut addr = addr;
@@ -179,44 +186,44 @@ impl Machine {
         }
         let len = page_align(len);
         if len == 0 {
-            return err(Errno::ENOMEM);
+            return (err(Errno::ENOMEM), None);
         }
         let pgoff = off >> 12;
         if pgoff.checked_add(len >> 12).is_none() {
-            return err(Errno::EOVERFLOW);
+            return (err(Errno::EOVERFLOW), None);
         }
         // __get_unmapped_area
         let task_size = self.cfg.task_size();
         if len > task_size {
-            return err(Errno::ENOMEM);
+            return (err(Errno::ENOMEM), None);
         }
         if fixed {
             if huge && addr & (hps - 1) != 0 {
-                return err(Errno::EINVAL);
+                return (err(Errno::EINVAL), None);
             }
         } else {
             match self.place(mm, addr, len, if huge { hps } else { PAGE_SIZE }) {
                 Some(a) => addr = a,
-                None => return err(Errno::ENOMEM),
+                None => return (err(Errno::ENOMEM), None),
             }
         }
         if addr > task_size - len {
-            return err(Errno::ENOMEM);
+            return (err(Errno::ENOMEM), None);
         }
         if addr & !PAGE_MASK != 0 {
-            return err(Errno::EINVAL);
+            return (err(Errno::EINVAL), None);
         }
         if addr < USER_BASE {
             // security_mmap_addr: below mmap_min_addr without CAP_SYS_RAWIO.
-            return err(Errno::EPERM);
+            return (err(Errno::EPERM), None);
         }
         if flags.noreplace && self.mms[mm].overlaps(addr, addr + len) {
-            return err(Errno::EEXIST);
+            return (err(Errno::EEXIST), None);
         }
         // file_mmap_ok: the mapping must end below MAX_LFS_FILESIZE.
         const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
         if file.is_some() && (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> 12) {
-            return err(Errno::EOVERFLOW);
+            return (err(Errno::EOVERFLOW), None);
         }
         // mmap_region
         let mut vflags = prot_flags(prot);
@@ -231,13 +238,13 @@ impl Machine {
         }
         // MAP_FIXED replaces what was there: a hugetlb VMA can only be split on huge pages.
         if let Err(e) = self.split_for_unmap(mm, addr, addr + len) {
-            return err(e);
+            return (err(e), None);
         }
         self.do_munmap(mm, addr, addr + len);
         if huge && pgoff & (self.cfg.ptrs as u64 - 1) != 0 {
             // hugetlbfs_file_mmap rejects an unaligned offset after the old mappings went:
             // the range stays a gap.
-            return err(Errno::EINVAL);
+            return (err(Errno::EINVAL), None);
         }
         if huge && vflags & VM_WRITE != 0 {
             // hugetlbfs_file_mmap: a writable mapping grows the file to cover it.
@@ -279,46 +286,33 @@ impl Machine {
         } else {
             self.mms[mm].insert_merge(vma);
         }
-        if flags.populate {
-            self.populate(mm, cpu, addr, addr + len);
-        }
-        OpResult::Addr(addr)
-    }
-
-    /// mm_populate after MAP_POPULATE: faults every page in order (a write fault for a
-    /// private writable mapping, to break COW), stopping at the first page that fails. If
-    /// memory runs out, the flat spec is told how far it got.
-    fn populate(&mut self, mm: usize, cpu: CpuId, start: u64, end: u64) {
-        let mut va = start;
-        while va < end {
-            let Some(i) = self.mms[mm].find(va) else { break };
-            let v = self.mms[mm].vmas[i];
-            if !v.readable() {
-                break;
-            }
-            let write = v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE;
-            match self.translate(mm, cpu, va, write, true) {
-                super::fault::Access::Done(..) => {}
-                super::fault::Access::Fault(FaultError::Oom) => {
-                    self.oom = Oom::After(va - start);
-                    return;
-                }
-                super::fault::Access::Fault(_) => break,
-            }
-            va += PAGE_SIZE;
-        }
         self.oom = Oom::No;
+        let populate = flags.populate.then_some((addr, addr + len));
+        (OpResult::Addr(addr), populate)
     }
 
-    pub(crate) fn sys_munmap(&mut self, mm: usize, addr: u64, len: u64) -> OpResult {
-        match self.do_vmi_munmap(mm, addr, len) {
-            Ok(()) => OpResult::Zero,
-            Err(e) => err(e),
-        }
+    /// How MAP_POPULATE faults the page at `va`: `Some(write)` (a write fault for a private
+    /// writable mapping, to break COW), `None` where populate stops (no VMA, or one that
+    /// cannot be read).
+    pub(crate) fn populate_access(&self, mm: usize, va: u64) -> Option<bool> {
+        let v = self.mms[mm].vmas[self.mms[mm].find(va)?];
+        v.readable().then_some(v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE)
     }
 
-    /// do_vmi_munmap: munmap's checks, then the unmap.
-    fn do_vmi_munmap(&mut self, mm: usize, addr: u64, len: u64) -> Result<(), Errno> {
+    /// Whether the pte of `va` is present and grants the access (get_user_pages' software
+    /// walk: no TLB is filled).
+    pub(crate) fn pte_grants(&self, mm: usize, va: u64, write: bool) -> bool {
+        self.pte_slot(mm, va).is_some_and(|slot| {
+            let e = self.frames.table(slot.0)[slot.1];
+            e.present() && (!write || e.writable())
+        })
+    }
+
+    /// munmap(2) up to unmap_region's preemption point: the checks, the splits, the VMAs
+    /// removed, the ptes cleared and their pages unaccounted. The pages stay allocated in the
+    /// returned gather until [`Machine::munmap_finish`] has flushed the TLBs. `None`: nothing
+    /// was mapped. Caller holds mmap_lock for writing.
+    pub(crate) fn munmap_begin(&mut self, mm: usize, addr: u64, len: u64) -> Result<Option<Gather>, Errno> {
         let task_size = self.cfg.task_size();
         if addr & !PAGE_MASK != 0 || addr > task_size || len > task_size - addr {
             return Err(Errno::EINVAL);
@@ -328,7 +322,43 @@ impl Machine {
             return Err(Errno::EINVAL);
         }
         self.split_for_unmap(mm, addr, end)?;
-        self.do_munmap(mm, addr, end);
+        let removed = self.mms[mm].remove_range(addr, end);
+        if removed.is_empty() {
+            return Ok(None);
+        }
+        let mut pages = Vec::new();
+        for (_, slot, e) in self.mapped_ptes(mm, addr, end) {
+            self.set_pte(slot, Entry::NONE);
+            if !e.special() {
+                // page_remove_rmap and the rss counter now; the reference after the flush.
+                self.get_frame(e.pfn);
+                self.unmap_accounting(mm, e);
+                pages.push(e.pfn);
+            }
+        }
+        Ok(Some(Gather {
+            start: addr,
+            end,
+            pages,
+        }))
+    }
+
+    /// The rest of munmap: flush every CPU the mm ran on, free the gathered pages, free the
+    /// tables nothing maps any more. Caller holds mmap_lock for writing.
+    pub(crate) fn munmap_finish(&mut self, mm: usize, g: Gather) {
+        self.flush_tlb_range(mm, g.start, g.end);
+        for p in g.pages {
+            self.put_frame(p);
+        }
+        self.free_pgtables(mm, g.start, g.end);
+        self.release_unused_shmem();
+    }
+
+    /// do_vmi_munmap: munmap's checks, then the unmap, in one go (mremap's unmaps).
+    fn do_vmi_munmap(&mut self, mm: usize, addr: u64, len: u64) -> Result<(), Errno> {
+        if let Some(g) = self.munmap_begin(mm, addr, len)? {
+            self.munmap_finish(mm, g);
+        }
         Ok(())
     }
 
@@ -659,7 +689,7 @@ impl Machine {
 
     /// Checks common to pwrite and pread (ksys_pread64/pwrite64, vfs_read/write,
     /// rw_verify_area); the count clamped to MAX_RW_COUNT.
-    fn rw_checks(&self, off: u64, len: u64, buf: u64) -> Result<u64, Errno> {
+    pub(crate) fn rw_checks(&self, off: u64, len: u64, buf: u64) -> Result<u64, Errno> {
         if off > i64::MAX as u64 {
             return Err(Errno::EINVAL);
         }
@@ -673,86 +703,17 @@ impl Machine {
         Ok(len.min(MAX_RW_COUNT))
     }
 
-    /// pwrite(2): generic_perform_write as of Linux 6.18. Per page of the file: write_begin
-    /// (get the cache page, holding it), copy from the user buffer with page faults disabled,
-    /// write_end (dirty the page, `i_size = max(i_size, pos + copied)` even when nothing was
-    /// copied); when nothing could be copied, fault the source in with the page released and
-    /// retry, and if its first byte cannot be faulted in, stop (EFAULT if nothing was written).
-    /// Nothing faults while a cache page is held.
-    pub(crate) fn sys_write(&mut self, mm: usize, cpu: CpuId, f: FileId, off: u64, len: u64, buf: u64) -> OpResult {
-        let f = f as usize;
+    /// pwrite(2)'s checks before i_rwsem (vfs_write, rw_verify_area): the count to write.
+    pub(crate) fn write_checks(&self, f: usize, off: u64, len: u64, buf: u64) -> Result<u64, Errno> {
         if off <= i64::MAX as u64 && self.files[f].huge {
-            return err(Errno::EINVAL); // hugetlbfs can't write (vfs_write: no FMODE_CAN_WRITE)
+            return Err(Errno::EINVAL); // hugetlbfs can't write (vfs_write: no FMODE_CAN_WRITE)
         }
-        let count = match self.rw_checks(off, len, buf) {
-            Ok(c) => c,
-            Err(e) => return err(e),
-        };
-        let (mut pos, mut src, mut left, mut written) = (off, buf, count, 0u64);
-        // Rounds without progress: under extreme memory pressure the source and the
-        // destination can evict each other forever; the kernel's comment calls this severe
-        // memory pressure, and so does the model after a bound. A round without progress that
-        // no reclaim explains is a model bug.
-        let mut stalls = 0;
-        let mut reclaims_at_fault_in = 0;
-        while left > 0 {
-            let bytes = page_rest(pos).min(left);
-            let page = match self.get_cache_page(f, pos / PAGE_SIZE) {
-                Ok(p) => p,
-                Err(_) => {
-                    // On a retry the first round's write_end has grown the file to pos.
-                    self.oom = if stalls > 0 {
-                        Oom::AfterGrow(written)
-                    } else {
-                        Oom::After(written)
-                    };
-                    return if written == 0 {
-                        err(Errno::ENOMEM)
-                    } else {
-                        OpResult::Count(written)
-                    };
-                }
-            };
-            let copied = self.copy_from_user_atomic(mm, cpu, page, pos % PAGE_SIZE, src, bytes);
-            if copied > 0 {
-                self.frames.f[page as usize].dirty = true;
-            }
-            let file = &mut self.files[f];
-            file.size = file.size.max(pos + copied);
-            self.put_frame(page);
-            if copied == 0 {
-                assert!(
-                    stalls == 0 || self.reclaims > reclaims_at_fault_in,
-                    "write: the source at {src:#x} was faulted in but could not be copied, and nothing was reclaimed"
-                );
-                stalls += 1;
-                // fault_in_iov_iter_readable, with the page released; an OOM there fails
-                // like a bad address (a kernel-mode fault), and so does the stall bound.
-                reclaims_at_fault_in = self.reclaims;
-                if stalls > 8 {
-                    // Reclaim keeps taking the source or the destination away: the model
-                    // gives up as on a source fault that found no memory.
-                    self.oom = Oom::Fault(written);
-                    return self.copy_fault(written);
-                }
-                if self.user_page(mm, cpu, src, false, true).is_none() {
-                    return self.copy_fault(written);
-                }
-                continue;
-            }
-            stalls = 0;
-            pos += copied;
-            src += copied;
-            left -= copied;
-            written += copied;
-        }
-        self.oom = Oom::No;
-        OpResult::Count(written)
+        self.rw_checks(off, len, buf)
     }
 
     /// The end of a copy stopped by a user-buffer fault after `done` bytes: the count, or
     /// EFAULT when nothing was copied; a fault that found no memory is told to the spec.
-    fn copy_fault(&mut self, done: u64) -> OpResult {
+    pub(crate) fn copy_fault(&mut self, done: u64) -> OpResult {
         self.oom = if self.oom != Oom::No { Oom::Fault(done) } else { Oom::No };
         if done == 0 {
             err(Errno::EFAULT)
@@ -764,11 +725,19 @@ impl Machine {
     /// copy_from_user with page faults disabled into `page` at `off`: stops at the first
     /// source byte whose page is not present and readable. Forward byte order, so a source
     /// that maps the destination page itself behaves as the kernel's copy does.
-    fn copy_from_user_atomic(&mut self, mm: usize, cpu: CpuId, page: Pfn, off: u64, src: u64, bytes: u64) -> u64 {
+    pub(crate) fn copy_from_user_atomic(
+        &mut self,
+        mm: usize,
+        cpu: CpuId,
+        page: Pfn,
+        off: u64,
+        src: u64,
+        bytes: u64,
+    ) -> u64 {
         let mut done = 0;
         while done < bytes {
             let s = src + done;
-            let Some(spfn) = self.user_page(mm, cpu, s, false, false) else {
+            let Some(spfn) = self.walk(mm, cpu, s, false) else {
                 break;
             };
             let n = page_rest(s).min(bytes - done);
@@ -780,7 +749,7 @@ impl Machine {
     }
 
     /// Copies `n` bytes forward, byte by byte in effect (the frames may be the same).
-    fn copy_bytes(&mut self, from: Pfn, fo: usize, to: Pfn, to_off: usize, n: usize) {
+    pub(crate) fn copy_bytes(&mut self, from: Pfn, fo: usize, to: Pfn, to_off: usize, n: usize) {
         if from == to {
             let p = self.frames.page_mut(to);
             for i in 0..n {
@@ -802,105 +771,30 @@ impl Machine {
         }
     }
 
-    /// pread(2): shmem_file_read_iter / filemap_read. Per page of the file up to i_size: get
-    /// the page (read it in), copy to the user buffer with faults allowed; a destination
-    /// fault ends the read (EFAULT if nothing was read).
-    pub(crate) fn sys_read(&mut self, mm: usize, cpu: CpuId, f: FileId, off: u64, len: u64, buf: u64) -> OpResult {
-        let count = match self.rw_checks(off, len, buf) {
-            Ok(c) => c,
-            Err(e) => return err(e),
-        };
-        let f = f as usize;
-        if count == 0 {
-            return OpResult::Count(0);
-        }
-        let (mut pos, mut dst, mut left, mut done) = (off, buf, count, 0u64);
-        loop {
-            let size = self.files[f].size;
-            if pos >= size {
-                break;
-            }
-            let nr = page_rest(pos).min(size - pos).min(left);
-            let index = pos / PAGE_SIZE;
-            // hugetlbfs_read_iter copies zeros for a hole and instantiates nothing.
-            let hole = self.files[f].huge && !self.files[f].cache.contains_key(&index);
-            let page = if hole {
-                ZERO_PFN
-            } else {
-                match self.get_cache_page(f, index) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        self.oom = Oom::After(done);
-                        return if done == 0 {
-                            err(Errno::ENOMEM)
-                        } else {
-                            OpResult::Count(done)
-                        };
-                    }
-                }
-            };
-            let copied = self.copy_to_user(mm, cpu, dst, page, pos % PAGE_SIZE, nr);
-            self.put_frame(page);
-            done += copied;
-            pos += copied;
-            dst += copied;
-            left -= copied;
-            if left == 0 {
-                break;
-            }
-            if copied < nr {
-                // A destination fault (one that ran out of memory too) fails like a bad address.
-                return self.copy_fault(done);
-            }
-        }
-        self.oom = Oom::No;
-        OpResult::Count(done)
-    }
-
-    /// copy_to_user from `page` at `off`: faults the destination in as needed (write
-    /// faults, COW included); stops at the first byte that cannot be written.
-    fn copy_to_user(&mut self, mm: usize, cpu: CpuId, dst: u64, page: Pfn, off: u64, n: u64) -> u64 {
-        let mut done = 0;
-        while done < n {
-            let d = dst + done;
-            let Some(dpfn) = self.user_page(mm, cpu, d, true, true) else {
-                break;
-            };
-            let k = page_rest(d).min(n - done);
-            self.copy_bytes(page, (off + done) as usize, dpfn, (d % PAGE_SIZE) as usize, k as usize);
-            done += k;
-        }
-        done
-    }
-
-    /// ftruncate(2) as shmem_setattr: shrinking (or keeping the size) unmaps every mapping of
-    /// the pages past the new end (COW copies included), drops them from the cache and the
-    /// disk, and zeroes the tail of the new last page; growing only sets the size.
-    pub(crate) fn sys_truncate(&mut self, f: FileId, size: u64) -> OpResult {
+    /// ftruncate(2)'s checks before i_rwsem.
+    pub(crate) fn truncate_checks(&self, f: usize, size: u64) -> Result<(), Errno> {
         if size > i64::MAX as u64 {
-            return err(Errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
-        let f = f as usize;
-        let hps = self.cfg.huge_page_size();
-        if self.files[f].huge && size & (hps - 1) != 0 {
-            return err(Errno::EINVAL);
+        if self.files[f].huge && size & (self.cfg.huge_page_size() - 1) != 0 {
+            return Err(Errno::EINVAL);
         }
+        Ok(())
+    }
+
+    /// The atomic part of a truncate to `size` (not past the current size): the new size,
+    /// unmap_mapping_range of the pages past it (COW copies included), the tail of the new
+    /// last page zeroed (in the cache and on disk), the disk cut. Returns the cache pages past
+    /// the end, for the caller to drop under their locks. Caller holds i_rwsem, the partial
+    /// page's lock (if cached) and i_mmap_rwsem.
+    pub(crate) fn truncate_commit(&mut self, f: usize, size: u64) -> Vec<(u64, Pfn)> {
         let old = self.files[f].size;
+        assert!(size <= old, "truncate_commit grows file {f}");
         self.files[f].size = size;
-        if size > old {
-            return OpResult::Zero;
-        }
         // shmem_setattr: a truncate to the same size still zeroes the tail of the last page.
         let holebegin = size.div_ceil(PAGE_SIZE);
         if old.div_ceil(PAGE_SIZE) > holebegin {
             self.unmap_mapping_range(f, holebegin);
-        }
-        // truncate_inode_pages_range: drop the cache pages past the end, zero the partial one.
-        let gone: Vec<(u64, Pfn)> = self.files[f].cache.range(holebegin..).map(|(&i, &p)| (i, p)).collect();
-        for (i, pfn) in gone {
-            assert_eq!(self.frames.f[pfn as usize].maps, 0, "truncated page {pfn} still mapped");
-            self.files[f].cache.remove(&i);
-            self.put_frame(pfn);
         }
         let tail = (size % PAGE_SIZE) as usize;
         let last = size / PAGE_SIZE;
@@ -917,7 +811,32 @@ impl Machine {
         let file = &mut self.files[f];
         file.disk.retain(|&i, _| i < holebegin);
         file.pattern_end = file.pattern_end.min(size);
-        OpResult::Zero
+        file.cache.range(holebegin..).map(|(&i, &p)| (i, p)).collect()
+    }
+
+    /// truncate_inode_pages_range for one page past the end: dropped from the cache if it
+    /// is still there (reclaim may have taken it meanwhile). Caller holds its lock and a pin.
+    pub(crate) fn truncate_drop(&mut self, f: usize, index: u64, pfn: Pfn) {
+        assert!(
+            index >= self.files[f].size_pages(),
+            "truncating page {index} inside the file"
+        );
+        if self.files[f].cache.get(&index) == Some(&pfn) {
+            assert_eq!(self.frames.f[pfn as usize].maps, 0, "truncated page {pfn} still mapped");
+            self.files[f].cache.remove(&index);
+            self.put_frame(pfn);
+        }
+    }
+
+    /// The end of a truncate to `size`: nothing past it is cached or on disk (faults past
+    /// EOF give SIGBUS and writeback skips such pages, so nothing came back meanwhile).
+    pub(crate) fn truncate_done(&mut self, f: usize, size: u64) {
+        let holebegin = size.div_ceil(PAGE_SIZE);
+        let file = &self.files[f];
+        assert!(
+            file.cache.range(holebegin..).next().is_none() && file.disk.range(holebegin..).next().is_none(),
+            "file {f} has pages past its end after a truncate to {size}"
+        );
     }
 
     /// unmap_mapping_range(mapping, from page `index` to the end, even_cows): zaps every pte
@@ -997,7 +916,9 @@ impl Machine {
                 continue;
             };
             let f = file as usize;
-            if self.files[f].shmem || fr.maps != 1 || fr.refs != 2 {
+            // Only pages this mapping maps alone and nobody pins or has locked
+            // (folio_trylock).
+            if self.files[f].shmem || fr.maps != 1 || fr.refs != 2 || self.locks.busy(LockId::Page(e.pfn)) {
                 continue;
             }
             self.get_frame(e.pfn);
@@ -1073,11 +994,10 @@ impl Machine {
             self.flush_tlb_mm(mm);
         }
         self.oom = Oom::No;
-        self.tasks[child as usize] = super::Task {
-            mm: cm,
-            cpu,
-            state: TaskState::Alive,
-        };
+        let task = &mut self.tasks[child as usize];
+        task.mm = cm;
+        task.cpu = cpu;
+        task.state = TaskState::Alive;
         OpResult::Done
     }
 

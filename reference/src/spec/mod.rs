@@ -119,7 +119,7 @@ use object::{zero_page, Object, Page};
 use vma::{page_align, AnonVma, Flags, Mm, Proposal, Vma};
 
 use crate::{
-    Call, Config, Errno, FileId, FileInit, Oom, Op, OpResult, Prot, TaskInit, PAGE_SHIFT, PAGE_SIZE, USER_BASE,
+    Call, Config, Errno, FileId, FileInit, Oom, Op, OpResult, Prot, TaskId, TaskInit, PAGE_SHIFT, PAGE_SIZE, USER_BASE,
 };
 
 /// `MAX_RW_COUNT`: the most one read or write transfers.
@@ -216,6 +216,113 @@ impl Spec {
             mms,
             tasks: tasks.iter().map(|t| Some(t.mm)).collect(),
             next_anon_vma: 0,
+        }
+    }
+
+    /// A write's write_end that copied nothing at file offset `pos`: `i_size` still becomes
+    /// at least `pos` (6.18's generic_perform_write). One linearization point of a write
+    /// that runs concurrently with other operations.
+    pub fn write_grow(&mut self, file: FileId, pos: u64) {
+        let o = &mut self.objects[file as usize];
+        o.size = o.size.max(pos);
+    }
+
+    /// MAP_POPULATE's fault of the page at `addr` for task `task` (linearized on its own,
+    /// after the mmap itself).
+    pub fn populate_page(&mut self, task: TaskId, addr: u64) {
+        let mm = self.tasks[task as usize].unwrap_or_else(|| panic!("task {task} is not alive"));
+        self.populate(mm, addr, addr + PAGE_SIZE);
+    }
+
+    /// A fault of task `task` at `addr` (for a write or a read) that the machine resolved,
+    /// linearized on its own: its effects (a private copy, a huge page instantiated) happen
+    /// now. False if the flat spec says the access faults there (SIGSEGV or SIGBUS).
+    pub fn fault(&mut self, task: TaskId, addr: u64, write: bool) -> bool {
+        let mm = self.tasks[task as usize].unwrap_or_else(|| panic!("task {task} is not alive"));
+        match self.check(mm, addr, write) {
+            Ok(v) => {
+                if write {
+                    self.write_fault(mm, &v, addr);
+                } else {
+                    self.read_fault(mm, &v, addr);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// One run of the copy of a write or read `call`, linearized on its own: `n` bytes
+    /// between file offset `pos` and user address `user`, copied by the machine in one atomic
+    /// section. Returns what the flat spec gives for that run as a write or read of its own:
+    /// `Count(n)` unless the machine copied bytes it could not have.
+    pub fn copy_piece(&mut self, call: &Call, pos: u64, n: u64, user: u64) -> OpResult {
+        let op = match call.op {
+            Op::Write { file, .. } => Op::Write {
+                file,
+                off: pos,
+                len: n,
+                buf: user,
+            },
+            Op::Read { file, .. } => Op::Read {
+                file,
+                off: pos,
+                len: n,
+                buf: user,
+            },
+            _ => panic!("a copy run of {}", call.op.name()),
+        };
+        self.apply(&Call { task: call.task, op }, Oom::No)
+    }
+
+    /// The end of a write or read `call` whose copy runs have applied `done` bytes (each with
+    /// [`Spec::copy_piece`]): the rest of the operation is applied as one last piece, which
+    /// must copy nothing, and the result of the whole operation is returned (so a machine
+    /// that stopped early is told how many more bytes the flat spec copies). `oom` is the
+    /// machine's, counted from the operation's start.
+    pub fn finish_copy(&mut self, call: &Call, done: u64, oom: Oom) -> OpResult {
+        if done == 0 {
+            return self.apply(call, oom);
+        }
+        let (off, len, buf) = match call.op {
+            Op::Write { off, len, buf, .. } | Op::Read { off, len, buf, .. } => (off, len, buf),
+            _ => panic!("a copy of {}", call.op.name()),
+        };
+        let count = len.min(MAX_RW_COUNT);
+        assert!(
+            done <= count,
+            "{done} bytes copied of a {count}-byte {}",
+            call.op.name()
+        );
+        if done == count {
+            return OpResult::Count(done);
+        }
+        let rel = |n: u64| {
+            debug_assert_eq!(n, done, "memory ran out inside a copy run");
+            n.saturating_sub(done)
+        };
+        let oom = match oom {
+            Oom::No => Oom::No,
+            Oom::After(n) => Oom::After(rel(n)),
+            Oom::AfterGrow(n) => Oom::AfterGrow(rel(n)),
+            Oom::Fault(n) => Oom::Fault(rel(n)),
+        };
+        let mut rest = *call;
+        match &mut rest.op {
+            Op::Write {
+                off: o, len: l, buf: b, ..
+            }
+            | Op::Read {
+                off: o, len: l, buf: b, ..
+            } => {
+                (*o, *l, *b) = (off + done, count - done, buf + done);
+            }
+            _ => unreachable!(),
+        }
+        match self.apply(&rest, oom) {
+            OpResult::Count(k) => OpResult::Count(done + k),
+            OpResult::Err(_) => OpResult::Count(done),
+            r => r,
         }
     }
 

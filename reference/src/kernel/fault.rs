@@ -1,0 +1,91 @@
+//! The fault path with its locks: do_user_addr_fault (mmap_lock for reading around
+//! handle_mm_fault), filemap_fault's page lock, and the user accesses and kernel user-copies
+//! that fault through it.
+//!
+//! Invariants kept here: a fault never returns holding a lock; the access that follows a
+//! successful fault happens in the same atomic section as the walk that found the page, so
+//! the byte read or written is the one the page tables map at that instant (the access's
+//! linearization point). Lock order: mmap_lock -> page lock (mm/rmap.c).
+
+use super::{Kernel, Lin, Mode};
+use crate::machine::{FaultError, FaultStep, LockId, Pfn};
+use crate::{OpResult, TaskId};
+
+/// handle_mm_fault for `va` of `mm`. Caller holds mmap_lock (read; write for populate).
+pub(super) async fn handle_mm_fault(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
+    debug_assert!(
+        k.m().locks.holds(t, LockId::MmapLock(mm as u32)),
+        "fault without mmap_lock"
+    );
+    let step = k.m().fault_begin(mm, va, write);
+    match step {
+        FaultStep::Done(r) => r,
+        FaultStep::LockPage(page) => {
+            k.hold(t, page);
+            k.lock(t, LockId::Page(page), Mode::Write).await;
+            k.unhold(t, page);
+            let r = k.m().fault_locked(mm, va, write, page);
+            k.unlock(t, LockId::Page(page));
+            r
+        }
+    }
+}
+
+/// do_user_addr_fault: takes mmap_lock for reading around handle_mm_fault.
+async fn user_fault(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
+    let lock = LockId::MmapLock(mm as u32);
+    k.lock(t, lock, Mode::Read).await;
+    let r = handle_mm_fault(k, t, mm, va, write).await;
+    k.unlock(t, lock);
+    r
+}
+
+/// The frame mapped at `va` for a read or write by task `t`, faulting it in as needed. The
+/// caller accesses it before its next await. A retry is needed only when something changed
+/// the mapping meanwhile; retries with no other task run in between are a model bug.
+pub(super) async fn user_page(k: &Kernel, t: TaskId, va: u64, write: bool) -> Result<Pfn, FaultError> {
+    let (mm, cpu) = k.ctx(t);
+    let mut idle_retries = 0;
+    let mut faulted = false;
+    loop {
+        let others = {
+            let mut m = k.m();
+            if let Some(pfn) = m.walk(mm, cpu, va, write) {
+                if faulted {
+                    // The fault's effects (a copy on write, a huge page instantiated) are
+                    // visible whether or not the caller goes on to access the page.
+                    m.lin.push((t, Lin::Fault { va, write }));
+                }
+                return Ok(pfn);
+            }
+            if m.violation.is_some() {
+                return Err(FaultError::Segv);
+            }
+            m.polls_of_others(t)
+        };
+        user_fault(k, t, mm, va, write).await?;
+        faulted = true;
+        if k.m().polls_of_others(t) == others {
+            idle_retries += 1;
+            assert!(idle_retries < 4, "fault on {va:#x} of mm {mm} did not converge");
+        } else {
+            idle_retries = 0;
+        }
+    }
+}
+
+/// A one-byte user load (`store == None`) or store: the `load`/`store` operations.
+pub(super) async fn user_access(k: &Kernel, t: TaskId, va: u64, store: Option<u8>) -> OpResult {
+    match user_page(k, t, va, store.is_some()).await {
+        Ok(pfn) => {
+            let b = k.m().touch(pfn, va, store);
+            match store {
+                None => OpResult::Byte(b),
+                Some(_) => OpResult::Done,
+            }
+        }
+        Err(FaultError::Segv) => OpResult::Sigsegv,
+        Err(FaultError::Bus) => OpResult::Sigbus,
+        Err(FaultError::Oom) => OpResult::Oom,
+    }
+}

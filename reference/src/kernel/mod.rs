@@ -1,0 +1,194 @@
+//! The concurrent kernel: every operation runs as the kernel path Linux runs, written as an
+//! `async fn` whose `.await`s are exactly the places where the real kernel can switch tasks
+//! (taking or waiting for a sleeping lock, a preemption point of a long loop). Between two
+//! awaits a path runs the synchronous machine code of `machine/` as one atomic section.
+//!
+//! Mechanism: each task's current operation is a boxed future, polled by the scheduler in
+//! `run.rs` with a no-op waker; one poll is one scheduling step. A lock wait is a future that
+//! returns `Pending` once: after taking the lock (the step ends there) or after queueing for
+//! it (the task sleeps until a release hands it the lock: the scheduler asks the lock table
+//! who is runnable, so no wakers are needed). The machine lives in a `RefCell`; a path
+//! borrows it only between awaits, never across one (a borrow held across an await would be
+//! a model bug, caught by the `RefCell` at the next step).
+//!
+//! Invariants kept here: a path releases every lock and every pin it took before its
+//! operation returns (the scheduler asserts it); pins held across a scheduling point are
+//! recorded on the task (`hold`), so the refcount oracle can count them mid-operation; a
+//! path tells the scheduler its linearization points ([`Lin`]) for the flat spec.
+
+mod fault;
+mod rw;
+mod vm;
+
+use crate::machine::{LockId, Machine, Mode, Pfn};
+use crate::{CpuId, Op, OpResult, Oracle, TaskId, Violation};
+use std::cell::{RefCell, RefMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub(crate) use crate::machine::Lin;
+
+/// The kernel shared by every task's path.
+pub(crate) struct Kernel {
+    m: RefCell<Machine>,
+}
+
+/// A running operation: the kernel path of one task.
+pub(crate) type Path<'k> = Pin<Box<dyn Future<Output = OpResult> + 'k>>;
+
+impl Kernel {
+    pub fn new(m: Machine) -> Kernel {
+        Kernel { m: RefCell::new(m) }
+    }
+
+    pub fn into_machine(self) -> Machine {
+        self.m.into_inner()
+    }
+
+    /// The machine, for one atomic section (never held across an await).
+    pub fn m(&self) -> RefMut<'_, Machine> {
+        self.m.borrow_mut()
+    }
+
+    /// The address space and CPU of task `t`.
+    fn ctx(&self, t: TaskId) -> (usize, CpuId) {
+        let m = self.m();
+        let task = &m.tasks[t as usize];
+        (task.mm, task.cpu)
+    }
+
+    /// Takes the sleeping lock `id` (down_read/down_write/lock_page): a scheduling point.
+    /// The step ends once the task holds the lock, or sleeps in its queue until a release
+    /// hands it over. might_sleep() checks first; lockdep records the lock when granted.
+    fn lock(&self, t: TaskId, id: LockId, mode: Mode) -> Acquire<'_> {
+        assert!(!id.spinning(), "{id} is a spinlock");
+        Acquire {
+            k: self,
+            t,
+            id,
+            mode,
+            started: false,
+        }
+    }
+
+    fn unlock(&self, t: TaskId, id: LockId) {
+        self.m().locks.release(t, id);
+    }
+
+    /// A preemption point (cond_resched): the step ends here.
+    fn point(&self) -> Yield {
+        Yield(false)
+    }
+
+    /// A linearization point of task `t`'s operation.
+    fn lin(&self, t: TaskId, ev: Lin) {
+        self.m().lin.push((t, ev));
+    }
+
+    /// Task `t` keeps its pin of `pfn` across scheduling points.
+    fn hold(&self, t: TaskId, pfn: Pfn) {
+        self.m().tasks[t as usize].pins.push(pfn);
+    }
+
+    /// Task `t` no longer keeps the pin of `pfn` across scheduling points.
+    fn unhold(&self, t: TaskId, pfn: Pfn) {
+        let mut m = self.m();
+        let pins = &mut m.tasks[t as usize].pins;
+        let i = pins
+            .iter()
+            .rposition(|&p| p == pfn)
+            .unwrap_or_else(|| panic!("task {t} drops a pin of frame {pfn} it does not hold"));
+        pins.swap_remove(i);
+    }
+}
+
+/// The future of a sleeping lock acquisition (see [`Kernel::lock`]).
+pub(crate) struct Acquire<'k> {
+    k: &'k Kernel,
+    t: TaskId,
+    id: LockId,
+    mode: Mode,
+    started: bool,
+}
+
+impl Future for Acquire<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.started {
+            assert!(
+                self.k.m().locks.holds(self.t, self.id),
+                "task {} resumed without {}",
+                self.t,
+                self.id
+            );
+            return Poll::Ready(());
+        }
+        self.started = true;
+        let (t, id, mode) = (self.t, self.id, self.mode);
+        let mut m = self.k.m();
+        // might_sleep(): a sleeping lock is never taken with preemption off.
+        if let Some(spin) = m.locks.holds_spinlock(t) {
+            m.violation.get_or_insert(Violation {
+                oracle: Oracle::AtomicSleep,
+                message: format!("task {t} may sleep taking {id} while it holds {spin} (a spinlock)"),
+            });
+            return Poll::Pending;
+        }
+        m.locks.acquire(t, id, mode);
+        Poll::Pending
+    }
+}
+
+/// A future that is pending once: a scheduling point with nothing to wait for.
+pub(crate) struct Yield(bool);
+
+impl Future for Yield {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// The kernel path of operation `op` of task `t`.
+pub(crate) fn exec(k: &Kernel, t: TaskId, op: Op) -> Path<'_> {
+    Box::pin(async move {
+        match op {
+            Op::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                file,
+                off,
+            } => vm::sys_mmap(k, t, addr, len, prot, flags, file, off).await,
+            Op::Munmap { addr, len } => vm::sys_munmap(k, t, addr, len).await,
+            Op::Mprotect { addr, len, prot } => vm::sys_mprotect(k, t, addr, len, prot).await,
+            Op::Mremap {
+                addr,
+                old,
+                new,
+                flags,
+                to,
+            } => vm::sys_mremap(k, t, addr, old, new, flags, to.unwrap_or(0)).await,
+            Op::Write { file, off, len, buf } => rw::sys_write(k, t, file as usize, off, len, buf).await,
+            Op::Read { file, off, len, buf } => rw::sys_read(k, t, file as usize, off, len, buf).await,
+            Op::Truncate { file, size } => rw::sys_truncate(k, t, file as usize, size).await,
+            Op::Load { addr } => fault::user_access(k, t, addr, None).await,
+            Op::Store { addr, value } => fault::user_access(k, t, addr, Some(value)).await,
+            Op::Pageout { addr, len } => vm::sys_pageout(k, t, addr, len).await,
+            Op::Fork { task: child, cpu } => vm::sys_fork(k, t, child, cpu).await,
+            Op::Exit => vm::sys_exit(k, t).await,
+        }
+    })
+}
+
+/// Polls a path once (one scheduling step).
+pub(crate) fn poll(path: &mut Path<'_>) -> Poll<OpResult> {
+    path.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
