@@ -19,7 +19,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mm_reference::BugSet;
+use mm_reference::{BugSet, RunOptions};
 use mm_targets::engine::{fuzz, Crash, Finding, FuzzConfig, Mode, Stats};
 
 /// Without `--time` and `--runs`, the fuzzer runs this long.
@@ -45,6 +45,31 @@ pub struct Args {
     /// Which trace generator to use: sequential, concurrent, mixed (both) or conform.
     #[arg(long, default_value = "mixed")]
     mode: String,
+    /// Oracles to switch off, a comma list: lock-order (a lock inversion is then reported
+    /// only if it deadlocks), spec, tlb, leak, or rss (which also switches off refcount and
+    /// use-after-free: one walk checks all three).
+    #[arg(long, value_name = "LIST")]
+    without: Option<String>,
+}
+
+/// The oracles left on by `--without`.
+fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
+    let mut o = RunOptions::ALL;
+    for name in without.into_iter().flat_map(|w| w.split(',')).filter(|n| !n.is_empty()) {
+        match name {
+            "lock-order" => o.lock_order = false,
+            "spec" => o.spec = false,
+            "tlb" => o.tlb = false,
+            "leak" => o.leak = false,
+            "rss" | "refcount" | "use-after-free" => o.tables = false,
+            _ => {
+                return Err(format!(
+                    "--without: `{name}` cannot be switched off (lock-order, spec, tlb, leak, rss)"
+                ))
+            }
+        }
+    }
+    Ok(o)
 }
 
 fn parse_seed(s: &str) -> Result<u64, String> {
@@ -74,6 +99,7 @@ fn configure(args: &Args) -> Result<(FuzzConfig, Mode), String> {
         None => None,
     };
     let seed = args.seed.unwrap_or_else(clock_seed);
+    let options = oracles(args.without.as_deref())?;
     Ok((
         FuzzConfig {
             seed,
@@ -81,6 +107,7 @@ fn configure(args: &Args) -> Result<(FuzzConfig, Mode), String> {
             runs: args.runs,
             bugs,
             gen: mode.gens(),
+            options,
         },
         mode,
     ))
@@ -165,10 +192,15 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
         text.push('\n');
     }
     text.push_str(&format!(
-        "# found by: mmfuzz fuzz --seed {} --mode {} --bugs {} (run {})\n",
+        "# found by: mmfuzz fuzz --seed {} --mode {} --bugs {}{} (run {})\n",
         cfg.seed,
         mode.name(),
         cfg.bugs,
+        if cfg.options.lock_order {
+            ""
+        } else {
+            " --without lock-order"
+        },
         crash.run
     ));
     text.push_str(&crash.trace.to_string());
@@ -190,24 +222,17 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
         Finding::Panic(_) => {
             println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
         }
-        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path),
+        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path, &cfg.options),
     }
 }
 
 /// Minimizes a crash keeping its oracle (and bug switches) and saves it beside the raw one.
-fn minimize_crash(trace: &mm_targets::trace::Trace, oracle: mm_reference::Oracle, raw: &Path) {
-    use mm_reference::{Outcome, Reference, RunOptions};
+fn minimize_crash(trace: &mm_targets::trace::Trace, oracle: mm_reference::Oracle, raw: &Path, options: &RunOptions) {
+    use mm_reference::{Outcome, Reference};
     let mut reference = Reference::new();
     let bugs = trace.config.bugs;
     let small = mm_targets::minimize::minimize(trace, &mut |t| {
-        let r = reference.run(
-            &t.config,
-            &t.files,
-            &t.tasks,
-            &t.ops,
-            &t.schedule,
-            &RunOptions::default(),
-        );
+        let r = reference.run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, options);
         t.config.bugs == bugs && matches!(r.outcome, Outcome::Violation(v) if v.oracle == oracle)
     });
     let path = raw.with_extension("min.trace");

@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub tlb: bool,
     /// Only page cache is left when every task has exited (`leak`).
     pub leak: bool,
+    /// No two lock classes taken in both orders (`lock-order`). Off, a lock inversion that
+    /// deadlocks is reported as the `deadlock` it becomes.
+    pub lock_order: bool,
 }
 
 impl RunOptions {
@@ -34,12 +37,14 @@ impl RunOptions {
         tables: true,
         tlb: true,
         leak: true,
+        lock_order: true,
     };
     pub const NONE: RunOptions = RunOptions {
         spec: false,
         tables: false,
         tlb: false,
         leak: false,
+        lock_order: false,
     };
 }
 
@@ -250,7 +255,8 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             let violation = {
                 let mut m = self.k.m();
                 let v = m.violation.take();
-                v.or_else(|| m.locks.violation.take())
+                let order = m.locks.violation.take();
+                v.or(order.filter(|_| options.lock_order))
             };
             if let Some(v) = violation {
                 self.report.outcome = Outcome::Violation(v);

@@ -80,6 +80,8 @@ pub struct FuzzConfig {
     pub bugs: BugSet,
     /// The generator option sets; each run draws one uniformly. Empty means [`Mode::Mixed`].
     pub gen: Vec<GenOptions>,
+    /// The oracles that judge each run.
+    pub options: RunOptions,
 }
 
 impl FuzzConfig {
@@ -91,6 +93,7 @@ impl FuzzConfig {
             runs: None,
             bugs: BugSet::NONE,
             gen: Mode::Mixed.gens(),
+            options: RunOptions::ALL,
         }
     }
 }
@@ -197,7 +200,11 @@ pub fn run_trace(trace: &Trace) -> Result<RunReport, String> {
 /// As [`run_trace`], on a reference kept across runs (its memory is reused). After a panic the
 /// reference is replaced: a model that panicked mid-run is not trusted again.
 pub fn run_trace_on(reference: &mut Reference, trace: &Trace) -> Result<RunReport, String> {
-    let options = RunOptions::ALL;
+    run_trace_with(reference, trace, &RunOptions::ALL)
+}
+
+/// As [`run_trace_on`], judged by the oracles `options` names.
+pub fn run_trace_with(reference: &mut Reference, trace: &Trace, options: &RunOptions) -> Result<RunReport, String> {
     catch_unwind(AssertUnwindSafe(|| {
         reference.run(
             &trace.config,
@@ -205,7 +212,7 @@ pub fn run_trace_on(reference: &mut Reference, trace: &Trace) -> Result<RunRepor
             &trace.tasks,
             &trace.ops,
             &trace.schedule,
-            &options,
+            options,
         )
     }))
     .inspect_err(|_| *reference = Reference::new())
@@ -243,7 +250,7 @@ pub fn fuzz(cfg: &FuzzConfig, mut on_progress: impl FnMut(&Stats)) -> FuzzResult
         }
         let n = stats.execs;
         let trace = trace_for(cfg, n);
-        let result = run_trace_on(&mut reference, &trace);
+        let result = run_trace_with(&mut reference, &trace, &cfg.options);
         stats.execs += 1;
         stats.ops += trace.ops.len() as u64;
         let finding = match result {

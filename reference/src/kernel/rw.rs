@@ -37,7 +37,8 @@ pub(super) async fn sys_write(k: &Kernel, t: TaskId, f: usize, off: u64, len: u6
 ///
 /// With `write-fault-under-page-lock` the copy is the pre-2007 one: copy_from_user with
 /// faults enabled while the destination page is locked, which can sleep on mmap_lock and on
-/// the source's page lock with the destination's held (seed 001's three deadlocks).
+/// the source's page lock with the destination's held (seed 001's three deadlocks). Only
+/// the locking changes: a short copy goes on as the correct path's does.
 /// Caller holds i_rwsem.
 async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count: u64, buf: u64) -> OpResult {
     let (mm, cpu) = k.ctx(t);
@@ -95,10 +96,6 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
         k.unlock(t, LockId::Page(page));
         k.unhold(t, page);
         k.m().put_frame(page);
-        if bug && copied < bytes {
-            // The faulting copy already tried every byte: a short copy is final.
-            return k.m().copy_fault(written + copied);
-        }
         k.point().await; // cond_resched, balance_dirty_pages_ratelimited
         if copied == 0 {
             {
