@@ -325,7 +325,13 @@ pub(super) async fn sys_truncate(k: &Kernel, t: TaskId, f: usize, size: u64) -> 
     k.unlock(t, imap);
     // truncate_inode_pages_range: each page past the end under its lock.
     for (index, pfn) in gone {
-        k.m().get_frame(pfn);
+        {
+            let mut m = k.m();
+            if m.files[f].cache.get(&index) != Some(&pfn) {
+                continue; // reclaimed while we waited for an earlier page
+            }
+            m.get_frame(pfn);
+        }
         k.hold(t, pfn);
         k.lock(t, LockId::Page(pfn), Mode::Write).await;
         k.m().truncate_drop(f, index, pfn);

@@ -108,6 +108,11 @@ pub(crate) struct Mm {
     /// Tasks using the mm.
     pub users: u32,
     pub live: bool,
+    /// VMAs an unmap has detached but not yet unlinked from their files' i_mmap (it is
+    /// between clearing their ptes and flushing the TLBs); the rmap walks still see them.
+    pub unlinking: Vec<Vma>,
+    /// Unmaps between their pte changes and their TLB flush (mm->tlb_flush_pending).
+    pub tlb_flush_pending: u32,
 }
 
 impl Mm {
@@ -119,6 +124,8 @@ impl Mm {
             cpus: 0,
             users: 1,
             live: true,
+            unlinking: Vec::new(),
+            tlb_flush_pending: 0,
         }
     }
 

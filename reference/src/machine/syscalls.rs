@@ -326,6 +326,11 @@ impl Machine {
         if removed.is_empty() {
             return Ok(None);
         }
+        // tlb_gather_mmu: the flush is pending from now; the VMAs stay in i_mmap until
+        // free_pgtables.
+        let m = &mut self.mms[mm];
+        m.tlb_flush_pending += 1;
+        m.unlinking.extend(removed.iter().copied());
         let mut pages = Vec::new();
         for (_, slot, e) in self.mapped_ptes(mm, addr, end) {
             self.set_pte(slot, Entry::NONE);
@@ -347,6 +352,9 @@ impl Machine {
     /// tables nothing maps any more. Caller holds mmap_lock for writing.
     pub(crate) fn munmap_finish(&mut self, mm: usize, g: Gather) {
         self.flush_tlb_range(mm, g.start, g.end);
+        let m = &mut self.mms[mm];
+        m.tlb_flush_pending -= 1;
+        m.unlinking.retain(|v| v.end <= g.start || v.start >= g.end);
         for p in g.pages {
             self.put_frame(p);
         }
@@ -847,14 +855,22 @@ impl Machine {
             if !self.mms[mm].live {
                 continue;
             }
+            let maps = |v: &&Vma| v.file == Some(f as u32) && v.pgoff + v.pages() > index;
             let ranges: Vec<(u64, u64)> = self.mms[mm]
                 .vmas
                 .iter()
-                .filter(|v| v.file == Some(f as u32) && v.pgoff + v.pages() > index)
+                .filter(maps)
                 .map(|v| (v.start + index.saturating_sub(v.pgoff) * PAGE_SIZE, v.end))
                 .collect();
             for (s, e) in ranges {
                 self.zap_range(mm, s, e);
+            }
+            // tlb_finish_mmu's mm_tlb_flush_nested: a VMA of the file that another unmap
+            // has cleared but not flushed yet (its ptes are gone, so the zap above found
+            // nothing there) still has TLB entries: flush the whole mm.
+            let m = &self.mms[mm];
+            if m.tlb_flush_pending > 0 && m.unlinking.iter().any(|v| maps(&v)) {
+                self.flush_tlb_mm(mm);
             }
         }
     }
