@@ -144,6 +144,8 @@ struct Scheduler<'k, 'c> {
     program: Vec<Vec<usize>>,
     next: Vec<usize>,
     running: Vec<Option<Running<'k>>>,
+    /// The linearization points of the step being judged (a buffer kept across steps).
+    lin: Vec<(TaskId, Lin)>,
     report: RunReport,
 }
 
@@ -166,6 +168,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             program,
             next: vec![0; ntasks],
             running: (0..ntasks).map(|_| None).collect(),
+            lin: Vec::new(),
             report: RunReport {
                 completed: Vec::with_capacity(calls.len()),
                 outcome: Outcome::Ok,
@@ -293,8 +296,8 @@ impl<'k, 'c> Scheduler<'k, 'c> {
 
     /// Hands the linearization points of task `t`'s step to the flat spec, in order.
     fn linearize(&mut self, t: usize) -> Result<(), String> {
-        let events = std::mem::take(&mut self.k.m().lin);
-        for (lt, ev) in events {
+        std::mem::swap(&mut self.lin, &mut self.k.m().lin);
+        for (lt, ev) in self.lin.drain(..) {
             assert_eq!(lt as usize, t, "task {lt} linearized during task {t}'s step");
             let run = self.running[t].as_mut().expect("a linearizing task runs");
             let call = &self.calls[run.idx];
@@ -302,14 +305,13 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 Lin::Whole => {
                     assert!(run.expect.is_none(), "{} linearized twice", call.op.name());
                     let mut op = call.op;
-                    if let Op::Mmap { flags, .. } = &mut op {
-                        flags.populate = false; // each populated page linearizes on its own
-                    }
-                    let oom = self.k.m().tasks[t].oom;
-                    let oom = if matches!(call.op, Op::Mmap { .. }) {
+                    let oom = if let Op::Mmap { flags, .. } = &mut op {
+                        // Each populated page linearizes on its own, after the mmap, and
+                        // memory running out there does not change the mmap's result.
+                        flags.populate = false;
                         Oom::No
                     } else {
-                        oom
+                        self.k.m().tasks[t].oom
                     };
                     run.expect = Some(self.spec.apply(&Call { task: call.task, op }, oom));
                 }

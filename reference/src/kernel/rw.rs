@@ -22,7 +22,7 @@ pub(super) async fn sys_write(k: &Kernel, t: TaskId, f: usize, off: u64, len: u6
         Ok(c) => c,
         Err(e) => return OpResult::Err(e),
     };
-    let inode = LockId::IRwsem(f as u32);
+    let inode = k.m().inode_lock(f);
     k.lock(t, inode, Mode::Write).await;
     let r = generic_perform_write(k, t, f, off, count, buf).await;
     k.unlock(t, inode);

@@ -667,18 +667,13 @@ impl Machine {
             if !self.files[f].shmem || self.files[f].released {
                 continue;
             }
+            // A VMA an unmap has detached but not yet unlinked (it is between clearing its
+            // ptes and its flush) still holds the object: its file reference goes last.
             let used = self
                 .mms
                 .iter()
-                .any(|m| m.live && m.vmas.iter().any(|v| v.file == Some(f as u32)));
-            // An unmap between clearing its ptes and its flush still holds the object (the
-            // VMA's file reference goes after tlb_finish_mmu).
-            let cache = &self.files[f].cache;
-            let gathered = self
-                .tasks
-                .iter()
-                .any(|t| t.pins.iter().any(|p| cache.values().any(|c| c == p)));
-            if used || gathered {
+                .any(|m| m.live && m.vmas.iter().chain(&m.unlinking).any(|v| v.file == Some(f as u32)));
+            if used {
                 continue;
             }
             let cache = std::mem::take(&mut self.files[f].cache);

@@ -102,17 +102,33 @@ impl Machine {
 
     /// zap_page_range: clears every pte of `[start, end)`, flushes, then drops the pages.
     pub(crate) fn zap_range(&mut self, mm: usize, start: u64, end: u64) {
+        if let Some(pages) = self.zap_clear(mm, start, end) {
+            self.flush_tlb_range(mm, start, end);
+            for p in pages {
+                self.put_frame(p);
+            }
+        }
+    }
+
+    /// The first half of a zap (zap_pte_range): clears every pte of `[start, end)` and
+    /// unaccounts its page (map count, rss) at once; the pages' references are returned,
+    /// for the caller to drop after the TLB flush (the mmu_gather). `None`: nothing was
+    /// mapped, so nothing needs a flush.
+    fn zap_clear(&mut self, mm: usize, start: u64, end: u64) -> Option<Vec<Pfn>> {
         let ptes = self.mapped_ptes(mm, start, end);
         if ptes.is_empty() {
-            return;
+            return None;
         }
-        for &(_, slot, _) in &ptes {
+        let mut pages = Vec::with_capacity(ptes.len());
+        for (_, slot, e) in ptes {
             self.set_pte(slot, Entry::NONE);
+            if !e.special() {
+                self.get_frame(e.pfn);
+                self.unmap_accounting(mm, e);
+                pages.push(e.pfn);
+            }
         }
-        self.flush_tlb_range(mm, start, end);
-        for (_, _, e) in ptes {
-            self.unmap_accounting(mm, e);
-        }
+        Some(pages)
     }
 
     /// The highest free range of `len` bytes below the task size, at or above USER_BASE,
@@ -331,16 +347,7 @@ impl Machine {
         let m = &mut self.mms[mm];
         m.tlb_flush_pending += 1;
         m.unlinking.extend(removed.iter().copied());
-        let mut pages = Vec::new();
-        for (_, slot, e) in self.mapped_ptes(mm, addr, end) {
-            self.set_pte(slot, Entry::NONE);
-            if !e.special() {
-                // page_remove_rmap and the rss counter now; the reference after the flush.
-                self.get_frame(e.pfn);
-                self.unmap_accounting(mm, e);
-                pages.push(e.pfn);
-            }
-        }
+        let pages = self.zap_clear(mm, addr, end).unwrap_or_default();
         Ok(Some(Gather {
             start: addr,
             end,
