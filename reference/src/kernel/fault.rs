@@ -9,35 +9,76 @@
 
 use super::{Kernel, Lin, Mode};
 use crate::machine::{FaultError, FaultStep, LockId, Pfn};
-use crate::{OpResult, TaskId};
+use crate::{Bug, OpResult, TaskId};
+
+/// What [`handle_mm_fault`] did with mmap_lock.
+pub(super) enum Handled {
+    /// The fault resolved or failed; the caller still holds mmap_lock.
+    Done(Result<(), FaultError>),
+    /// VM_FAULT_RETRY: the fault dropped mmap_lock to sleep on a page lock; the caller
+    /// takes it again and redoes the fault.
+    Retry,
+}
 
 /// handle_mm_fault for `va` of `mm`. Caller holds mmap_lock (read; write for populate).
-pub(super) async fn handle_mm_fault(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
-    debug_assert!(
-        k.m().locks.holds(t, LockId::MmapLock(mm as u32)),
-        "fault without mmap_lock"
-    );
+/// `allow_retry` (FAULT_FLAG_ALLOW_RETRY): filemap_fault may drop mmap_lock rather than
+/// sleep on a locked page under it (lock_folio_maybe_drop_mmap, since 2.6.33); it then takes
+/// the page lock, releases it at once and returns [`Handled::Retry`]. Before that (the kernel
+/// of `write-fault-under-page-lock`, whose third deadlock needs it) a fault always slept on
+/// the page lock holding mmap_lock, as shmem_fault and page_mkwrite still do.
+pub(super) async fn handle_mm_fault(
+    k: &Kernel,
+    t: TaskId,
+    mm: usize,
+    va: u64,
+    write: bool,
+    allow_retry: bool,
+) -> Handled {
+    let mmap_lock = LockId::MmapLock(mm as u32);
+    assert!(k.m().locks.holds(t, mmap_lock), "fault without mmap_lock");
     let step = k.m().fault_begin(mm, va, write);
     match step {
-        FaultStep::Done(r) => r,
-        FaultStep::LockPage(page) => {
+        FaultStep::Done(r) => Handled::Done(r),
+        FaultStep::LockPage { page, filemap } => {
+            let lock = LockId::Page(page);
             k.hold(t, page);
-            k.lock(t, LockId::Page(page), Mode::Write).await;
+            let drop_mmap = {
+                let m = k.m();
+                allow_retry && filemap && !m.cfg.bugs.contains(Bug::WriteFaultUnderPageLock) && m.locks.busy(lock)
+            };
+            if drop_mmap {
+                // The trylock failed: drop mmap_lock, wait for the page, and retry the fault.
+                k.unlock(t, mmap_lock);
+                k.lock(t, lock, Mode::Write).await;
+                k.unlock(t, lock);
+                k.unhold(t, page);
+                k.m().put_frame(page);
+                return Handled::Retry;
+            }
+            k.lock(t, lock, Mode::Write).await;
             k.unhold(t, page);
             let r = k.m().fault_locked(mm, va, write, page);
-            k.unlock(t, LockId::Page(page));
-            r
+            k.unlock(t, lock);
+            Handled::Done(r)
         }
     }
 }
 
-/// do_user_addr_fault: takes mmap_lock for reading around handle_mm_fault.
+/// do_user_addr_fault: takes mmap_lock for reading around handle_mm_fault, and again for
+/// each retry (FAULT_FLAG_TRIED keeps ALLOW_RETRY since 5.7, so a fault may retry more
+/// than once).
 async fn user_fault(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool) -> Result<(), FaultError> {
     let lock = LockId::MmapLock(mm as u32);
-    k.lock(t, lock, Mode::Read).await;
-    let r = handle_mm_fault(k, t, mm, va, write).await;
-    k.unlock(t, lock);
-    r
+    loop {
+        k.lock(t, lock, Mode::Read).await;
+        match handle_mm_fault(k, t, mm, va, write, true).await {
+            Handled::Done(r) => {
+                k.unlock(t, lock);
+                return r;
+            }
+            Handled::Retry => {}
+        }
+    }
 }
 
 /// The frame mapped at `va` for a read or write by task `t`, faulting it in as needed. The

@@ -228,6 +228,7 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
         if left == 0 {
             break;
         }
+        k.point().await; // filemap_read's cond_resched between batches
         if stale {
             continue; // the file changed under the copy: look at it again
         }

@@ -10,7 +10,7 @@
 //! that stay allocated until the flush (asm-generic/tlb.h's order).
 //! Lock order: mmap_lock -> page lock -> i_mmap_rwsem -> ptl.
 
-use super::fault::handle_mm_fault;
+use super::fault::{handle_mm_fault, Handled};
 use super::{Kernel, Lin, Mode};
 use crate::machine::{FaultError, LockId};
 use crate::{CpuId, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE};
@@ -61,7 +61,11 @@ async fn mm_populate(k: &Kernel, t: TaskId, mm: usize, start: u64, end: u64) {
             if k.m().pte_grants(mm, va, write) {
                 break;
             }
-            match handle_mm_fault(k, t, mm, va, write).await {
+            // No retry: populate holds mmap_lock for writing throughout (see above).
+            let Handled::Done(r) = handle_mm_fault(k, t, mm, va, write, false).await else {
+                unreachable!("a fault without FAULT_FLAG_ALLOW_RETRY keeps mmap_lock")
+            };
+            match r {
                 Ok(()) => {}
                 Err(FaultError::Oom) => {
                     k.m().oom = Oom::No; // the mmap succeeded; the spec follows the pages
@@ -149,18 +153,20 @@ pub(super) async fn sys_fork(k: &Kernel, t: TaskId, child: TaskId, cpu: Option<C
     r
 }
 
-/// exit(2): the task goes; the last user of the mm tears it down (exit_mmap, under
-/// mmap_lock for writing).
+/// exit(2): exit_mm leaves the mm under mmap_lock for reading; the last user then tears it
+/// down (mmput -> exit_mmap, here all of it under mmap_lock for writing; no task can reach
+/// the mm any more, so only the lock's scheduling point is observable).
 pub(super) async fn sys_exit(k: &Kernel, t: TaskId) -> OpResult {
     let (mm, _) = k.ctx(t);
-    let last = k.m().mms[mm].users == 1;
+    let lock = LockId::MmapLock(mm as u32);
+    k.lock(t, lock, Mode::Read).await;
+    let last = k.m().exit_mm(t);
+    k.unlock(t, lock);
     if last {
-        let lock = LockId::MmapLock(mm as u32);
         k.lock(t, lock, Mode::Write).await;
-        let r = k.m().sys_exit(t);
+        k.m().teardown(mm);
         k.unlock(t, lock);
-        r
-    } else {
-        k.m().sys_exit(t)
     }
+    k.m().exit_done(t);
+    OpResult::Done
 }

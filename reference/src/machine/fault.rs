@@ -18,8 +18,10 @@ use crate::{CpuId, Oracle, Violation, PAGE_SIZE};
 pub(crate) enum FaultStep {
     /// The fault is resolved (or failed).
     Done(Result<(), FaultError>),
-    /// The fault needs this file page (pinned) locked before it goes on.
-    LockPage(Pfn),
+    /// The fault needs this file page (pinned) locked before it goes on. `filemap`: the
+    /// lock is filemap_fault's (lock_folio_maybe_drop_mmap, which may drop mmap_lock to
+    /// sleep for it); otherwise it is shmem_fault's or page_mkwrite's, taken under mmap_lock.
+    LockPage { page: Pfn, filemap: bool },
 }
 
 impl Machine {
@@ -57,7 +59,10 @@ impl Machine {
             };
             // filemap_fault: find (or read in) the page, then lock it.
             return match self.get_cache_page(f as usize, vma.index_of(va)) {
-                Ok(page) => FaultStep::LockPage(page),
+                Ok(page) => FaultStep::LockPage {
+                    page,
+                    filemap: !self.files[f as usize].shmem,
+                },
                 Err(err) => FaultStep::Done(Err(err)),
             };
         }
@@ -65,7 +70,10 @@ impl Machine {
             if vma.shared() && vma.file.is_some_and(|f| !self.files[f as usize].shmem) {
                 // do_page_mkwrite: filemap_page_mkwrite locks the page.
                 self.get_frame(e.pfn);
-                return FaultStep::LockPage(e.pfn);
+                return FaultStep::LockPage {
+                    page: e.pfn,
+                    filemap: false,
+                };
             }
             return FaultStep::Done(self.fault_wp(mm, vi, va));
         }

@@ -17,8 +17,9 @@
 //! - A lock is held by one writer, or by any number of readers, never both; a page lock,
 //!   i_rwsem and the spinlocks are only ever taken exclusively.
 //! - Waiters queue in FIFO order and a release hands the lock over (Linux's handoff): a
-//!   writer at the head gets it alone once it is free, readers at the head get it together.
-//!   A new reader queues behind any waiter, so a waiting writer holds back new readers (the
+//!   writer at the head gets it alone once it is free; a reader at the head gets it
+//!   together with every reader queued (rwsem_mark_wake since 5.3; the writers queued
+//!   among them keep their places). A new reader queues behind any waiter, so a waiting writer holds back new readers (the
 //!   fair rwsem of kernel/locking/rwsem.c, without reader lock stealing).
 //! - A task waits for at most one lock at a time, and holds what it took until it releases
 //!   it; nothing is held when an operation returns to user space (asserted by the caller).
@@ -285,16 +286,25 @@ impl Locks {
         let j = s.holders.iter().position(|&(h, _)| h == t).expect("holder recorded");
         s.holders.remove(j);
         let mut woken = Vec::new();
-        while let Some(&(w, mode)) = s.queue.front() {
-            if !s.free_for(mode) {
-                break;
+        match s.queue.front() {
+            Some(&(w, Mode::Write)) if s.free_for(Mode::Write) => {
+                s.queue.pop_front();
+                s.holders.push((w, Mode::Write));
+                woken.push(w);
             }
-            s.queue.pop_front();
-            s.holders.push((w, mode));
-            woken.push(w);
-            if mode == Mode::Write {
-                break;
+            Some(&(_, Mode::Read)) if s.free_for(Mode::Read) => {
+                // rwsem_mark_wake: a reader at the head wakes every queued reader, those
+                // behind a waiting writer too (since 5.3); the writers keep their places.
+                let holders = &mut s.holders;
+                s.queue.retain(|&(w, mode)| {
+                    if mode == Mode::Read {
+                        holders.push((w, mode));
+                        woken.push(w);
+                    }
+                    mode == Mode::Write
+                });
             }
+            _ => {}
         }
         if s.holders.is_empty() && s.queue.is_empty() {
             self.table.remove(&id);

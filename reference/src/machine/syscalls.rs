@@ -1024,19 +1024,27 @@ impl Machine {
         OpResult::Done
     }
 
-    /// exit(2): the task goes; with the last user of its mm, the mm is torn down.
-    pub(crate) fn sys_exit(&mut self, task: TaskId) -> OpResult {
+    /// exit_mm: the task leaves its mm; returns whether it was the mm's last user, whose
+    /// caller then tears the mm down ([`Machine::teardown`]) before the task is gone
+    /// ([`Machine::exit_done`]). Caller holds mmap_lock for reading.
+    pub(crate) fn exit_mm(&mut self, task: TaskId) -> bool {
         let mm = self.tasks[task as usize].mm;
-        self.tasks[task as usize].state = TaskState::Gone;
+        assert!(
+            self.tasks[task as usize].state == TaskState::Alive,
+            "task {task} exits twice"
+        );
         self.mms[mm].users -= 1;
-        if self.mms[mm].users == 0 {
-            self.teardown(mm);
-        }
-        OpResult::Done
+        self.mms[mm].users == 0
+    }
+
+    /// The end of exit(2): the task is gone. Caller holds no lock.
+    pub(crate) fn exit_done(&mut self, task: TaskId) {
+        self.tasks[task as usize].state = TaskState::Gone;
     }
 
     /// exit_mmap: unmaps everything, flushes the mm's TLB everywhere, frees every table.
-    fn teardown(&mut self, mm: usize) {
+    /// Caller holds mmap_lock for writing; no task uses the mm any more.
+    pub(crate) fn teardown(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
         let ptes = self.mapped_ptes(mm, 0, task_size);
         for &(_, slot, _) in &ptes {
