@@ -228,14 +228,12 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
         if left == 0 {
             break;
         }
-        k.point().await; // filemap_read's cond_resched between batches
-        if stale {
-            continue; // the file changed under the copy: look at it again
-        }
-        if copied < nr {
+        if !stale && copied < nr {
             // A destination fault (one that ran out of memory too) fails like a bad address.
             return k.m().copy_fault(done);
         }
+        // filemap_read's cond_resched between batches; a stale page is looked up again.
+        k.point().await;
     }
     k.m().oom = Oom::No;
     OpResult::Count(done)
