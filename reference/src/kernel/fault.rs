@@ -36,6 +36,51 @@ pub(super) async fn handle_mm_fault(
 ) -> Handled {
     let mmap_lock = LockId::MmapLock(mm as u32);
     assert!(k.m().locks.holds(t, mmap_lock), "fault without mmap_lock");
+    // `highpte-kmap-over-alloc`: the pte page is kmap()ed (a pool slot, not kmap_atomic)
+    // for the whole fault, the allocation of the new page and its reclaim included.
+    let pte_kmap = {
+        let m = k.m();
+        if m.cfg.bugs.contains(Bug::HighpteKmapOverAlloc) {
+            m.pte_slot(mm, va).map(|(table, _)| table)
+        } else {
+            None
+        }
+    };
+    if let Some(table) = pte_kmap {
+        k.hold(t, table);
+        k.kmap(t, table).await;
+    }
+    let oom = k.m().oom;
+    let r = loop {
+        let r = match handle_mm_fault_once(k, t, mm, va, write, allow_retry).await {
+            Handled::Done(r) => r,
+            Handled::Retry => {
+                if let Some(table) = pte_kmap {
+                    k.kunmap(t, table);
+                    k.unhold(t, table);
+                }
+                return Handled::Retry;
+            }
+        };
+        // The allocation found no free frame and nothing reclaim could take at once: direct
+        // reclaim that may sleep, or a wait for memory; then the fault is redone from the
+        // walk (the pte page is mapped again: seed 000's "regetting the mapping").
+        if r == Err(FaultError::Oom) && reclaim_or_wait(k, t).await {
+            k.m().oom = oom;
+            continue;
+        }
+        break r;
+    };
+    if let Some(table) = pte_kmap {
+        k.kunmap(t, table);
+        k.unhold(t, table);
+    }
+    Handled::Done(r)
+}
+
+/// One try of [`handle_mm_fault`]; an allocation failure comes back as `Oom`.
+async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool, allow_retry: bool) -> Handled {
+    let mmap_lock = LockId::MmapLock(mm as u32);
     let step = k.m().fault_begin(mm, va, write);
     match step {
         FaultStep::Done(r) => Handled::Done(r),
@@ -62,6 +107,29 @@ pub(super) async fn handle_mm_fault(
             Handled::Done(r)
         }
     }
+}
+
+/// The allocator's slow path, after an allocation found no free frame and reclaim nothing
+/// it could take without sleeping: the dirty highmem page reclaim passed over is locked
+/// (trylock), kmap()ed (sleeping while the pool is full) and written back, so that the
+/// retry can evict it; with none, the task sleeps until a frame is freed. True when the
+/// allocation is worth retrying. Caller holds no page lock (mmap_lock may be held).
+pub(super) async fn reclaim_or_wait(k: &Kernel, t: TaskId) -> bool {
+    let victim = k.m().take_reclaim_needs_kmap();
+    let Some((f, index, pfn)) = victim else {
+        return k.wait_memory(t).await;
+    };
+    let lock = LockId::Page(pfn);
+    k.m().get_frame(pfn);
+    k.hold(t, pfn);
+    k.lock(t, lock, Mode::Write).await;
+    k.kmap(t, pfn).await;
+    k.m().writeback_kmapped(f, index, pfn);
+    k.kunmap(t, pfn);
+    k.unlock(t, lock);
+    k.unhold(t, pfn);
+    k.m().put_frame(pfn);
+    true
 }
 
 /// do_user_addr_fault: takes mmap_lock for reading around handle_mm_fault, and again for
