@@ -369,7 +369,9 @@ fn pte_exceeds_vma(m: &Machine, v: &Vma, e: Entry) -> Option<&'static str> {
         if matches!(fr.owner, Owner::Cache { .. }) {
             return Some("lets a private mapping write the page cache");
         }
-        if fr.owner == Owner::Anon && (fr.refs != 1 || fr.maps != 1) {
+        // Pins a kernel path holds (get_user_pages) do not share the page.
+        let pinned = || m.tasks.iter().flat_map(|t| &t.pins).filter(|&&p| p == e.pfn).count() as u32;
+        if fr.owner == Owner::Anon && (fr.maps != 1 || (fr.refs != 1 && fr.refs != 1 + pinned())) {
             return Some("is writable though the anonymous page is shared (copy-on-write not broken)");
         }
     }

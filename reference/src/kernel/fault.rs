@@ -51,6 +51,7 @@ pub(super) async fn handle_mm_fault(
         k.kmap(t, table).await;
     }
     let oom = k.m().oom;
+    let mut retries = 0;
     let r = loop {
         let r = match handle_mm_fault_once(k, t, mm, va, write, allow_retry).await {
             Handled::Done(r) => r,
@@ -65,7 +66,7 @@ pub(super) async fn handle_mm_fault(
         // The allocation found no free frame and nothing reclaim could take at once: direct
         // reclaim that may sleep, or a wait for memory; then the fault is redone from the
         // walk (the pte page is mapped again: seed 000's "regetting the mapping").
-        if r == Err(FaultError::Oom) && reclaim_or_wait(k, t).await {
+        if r == Err(FaultError::Oom) && reclaim_or_wait(k, t, &mut retries).await {
             k.m().oom = oom;
             continue;
         }
@@ -114,10 +115,24 @@ async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: 
 /// (trylock), kmap()ed (sleeping while the pool is full) and written back, so that the
 /// retry can evict it; with none, the task sleeps until a frame is freed. True when the
 /// allocation is worth retrying. Caller holds no page lock (mmap_lock may be held).
-pub(super) async fn reclaim_or_wait(k: &Kernel, t: TaskId) -> bool {
+///
+/// `retries` counts the caller's tries of one allocation: after MAX_RECLAIM_RETRIES
+/// (should_reclaim_retry's bound) the allocation fails, so tasks that free and wait in turn
+/// (a huge page allocated in part and given back) cannot keep each other going forever.
+pub(super) async fn reclaim_or_wait(k: &Kernel, t: TaskId, retries: &mut u32) -> bool {
+    const MAX_RECLAIM_RETRIES: u32 = 16;
+    *retries += 1;
+    if *retries > MAX_RECLAIM_RETRIES {
+        return false;
+    }
     let victim = k.m().take_reclaim_needs_kmap();
     let Some((f, index, pfn)) = victim else {
-        return k.wait_memory(t).await;
+        if !k.wait_memory(t).await {
+            // The OOM path woke the task: one last try (which looks at everything again,
+            // i_size included), and then the allocation fails.
+            *retries = MAX_RECLAIM_RETRIES;
+        }
+        return true;
     };
     let lock = LockId::Page(pfn);
     k.m().get_frame(pfn);

@@ -88,13 +88,14 @@ impl Kernel {
     }
 
     /// kmap() of `pfn` for task `t`: maps a highmem page in the pool (lowmem needs no slot),
-    /// sleeping while every slot is in use. A scheduling point only when it sleeps.
+    /// sleeping while every slot is in use. A scheduling point, as a lock taken is.
     fn kmap(&self, t: TaskId, pfn: Pfn) -> KmapWait<'_> {
         KmapWait {
             k: self,
             t,
             pfn,
             checked: false,
+            mapped: false,
         }
     }
 
@@ -178,11 +179,15 @@ pub(crate) struct KmapWait<'k> {
     t: TaskId,
     pfn: Pfn,
     checked: bool,
+    mapped: bool,
 }
 
 impl Future for KmapWait<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.mapped {
+            return Poll::Ready(());
+        }
         let (t, pfn) = (self.t, self.pfn);
         let mut m = self.k.m();
         if !self.checked {
@@ -194,8 +199,10 @@ impl Future for KmapWait<'_> {
         }
         // Woken (or first try): page->virtual is looked at again, then a free slot.
         if m.kmap_try(t, pfn) {
+            // Like a lock taken, a kmap taken ends the step (another CPU may kmap now).
             m.tasks[t as usize].kmap_wait = None;
-            return Poll::Ready(());
+            self.mapped = true;
+            return Poll::Pending;
         }
         let w = m.kmap.wakeups;
         m.tasks[t as usize].kmap_wait = Some(w);

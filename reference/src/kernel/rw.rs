@@ -56,12 +56,13 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
     // another task explains is a model bug.
     let mut stalls = 0;
     let mut at_fault_in = (0, 0);
+    let mut retries = 0;
     while left > 0 {
         let bytes = page_rest(pos).min(left);
         let got = k.m().get_cache_page(f, pos / PAGE_SIZE);
         let page = match got {
             Ok(p) => p,
-            Err(_) if reclaim_or_wait(k, t).await => {
+            Err(_) if reclaim_or_wait(k, t, &mut retries).await => {
                 k.m().oom = Oom::No;
                 continue;
             }
@@ -266,6 +267,7 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
         return OpResult::Count(0);
     }
     let (mut pos, mut dst, mut left, mut done) = (off, buf, count, 0u64);
+    let mut retries = 0;
     loop {
         let got = {
             let mut m = k.m();
@@ -283,7 +285,7 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
             }
         };
         let Ok((page, nr)) = got else {
-            if reclaim_or_wait(k, t).await {
+            if reclaim_or_wait(k, t, &mut retries).await {
                 k.m().oom = Oom::No;
                 continue;
             }
