@@ -47,7 +47,7 @@ pub const CONFORM_WINDOW: (u64, u64) = (0x10_0000, 0x18_0000);
 /// How the generated trace's `config` is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigChoice {
-    /// `frames=65536` and `highmem` 0 or its default; everything else default. What a run on a
+    /// `frames=65536`, `highmem` 0 or its default, `highpte` on or off; everything else default. What a run on a
     /// real kernel can be compared with (memory never runs out).
     Conform,
     /// TRACE.md's defaults: 256 frames, so memory pressure and reclaim happen.
@@ -612,7 +612,13 @@ impl<'r, C: Choices> Gen<'r, C> {
             ConfigChoice::Conform => {
                 let frames = 65536;
                 let highmem = if self.pct(50) { 0 } else { frames / 2 };
-                Config { frames, highmem, ..d }
+                let highpte = self.pct(50);
+                Config {
+                    frames,
+                    highmem,
+                    highpte,
+                    ..d
+                }
             }
             ConfigChoice::Default => d,
             ConfigChoice::Fixed(c) => c,

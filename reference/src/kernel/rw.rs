@@ -173,8 +173,12 @@ async fn copy_kmap_nested(k: &Kernel, t: TaskId, page: Pfn, pos: u64, src: u64, 
     let Some(spfn) = k.m().walk(mm, cpu, src, false) else {
         return 0;
     };
-    k.m().get_frame(spfn);
-    k.hold(t, spfn);
+    // (The zero page needs neither a pin nor a kmap: it is lowmem and never freed.)
+    let pinned = spfn != ZERO_PFN;
+    if pinned {
+        k.m().get_frame(spfn);
+        k.hold(t, spfn);
+    }
     k.kmap(t, spfn).await;
     k.kmap(t, page).await;
     let n = page_rest(src).min(bytes);
@@ -207,8 +211,10 @@ async fn copy_kmap_nested(k: &Kernel, t: TaskId, page: Pfn, pos: u64, src: u64, 
     }
     k.kunmap(t, page);
     k.kunmap(t, spfn);
-    k.unhold(t, spfn);
-    k.m().put_frame(spfn);
+    if pinned {
+        k.unhold(t, spfn);
+        k.m().put_frame(spfn);
+    }
     copied
 }
 
