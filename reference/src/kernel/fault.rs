@@ -52,31 +52,22 @@ pub(super) async fn handle_mm_fault(
     }
     let oom = k.m().oom;
     let mut retries = 0;
-    let r = loop {
-        let r = match handle_mm_fault_once(k, t, mm, va, write, allow_retry).await {
-            Handled::Done(r) => r,
-            Handled::Retry => {
-                if let Some(table) = pte_kmap {
-                    k.kunmap(t, table);
-                    k.unhold(t, table);
-                }
-                return Handled::Retry;
-            }
-        };
+    let handled = loop {
+        let handled = handle_mm_fault_once(k, t, mm, va, write, allow_retry).await;
         // The allocation found no free frame and nothing reclaim could take at once: direct
         // reclaim that may sleep, or a wait for memory; then the fault is redone from the
         // walk (the pte page is mapped again: seed 000's "regetting the mapping").
-        if r == Err(FaultError::Oom) && reclaim_or_wait(k, t, &mut retries).await {
+        if matches!(handled, Handled::Done(Err(FaultError::Oom))) && reclaim_or_wait(k, t, &mut retries).await {
             k.m().oom = oom;
             continue;
         }
-        break r;
+        break handled;
     };
     if let Some(table) = pte_kmap {
         k.kunmap(t, table);
         k.unhold(t, table);
     }
-    Handled::Done(r)
+    handled
 }
 
 /// One try of [`handle_mm_fault`]; an allocation failure comes back as `Oom`.

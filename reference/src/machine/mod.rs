@@ -303,6 +303,11 @@ impl Machine {
         task.oom = self.oom;
     }
 
+    /// The task whose step is running, and its CPU.
+    fn running(&self) -> (TaskId, CpuId) {
+        (self.current, self.tasks[self.current as usize].cpu)
+    }
+
     /// might_sleep() for task `t` about to sleep (`what`): with a spinlock held or a
     /// kmap_atomic entry of its own on its CPU, that is an `atomic-sleep` violation
     /// (recorded; false returned).
@@ -324,8 +329,7 @@ impl Machine {
     /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
     /// recorded for the scheduler.
     pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
-        let t = self.current;
-        let cpu = self.tasks[t as usize].cpu;
+        let (t, cpu) = self.running();
         match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
             Ok(d) => d,
             Err(v) => {
@@ -337,8 +341,7 @@ impl Machine {
 
     /// kunmap_atomic of the running task's entry at `depth`.
     pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
-        let t = self.current;
-        let cpu = self.tasks[t as usize].cpu;
+        let (t, cpu) = self.running();
         if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
             self.violation.get_or_insert(v);
         }
@@ -384,7 +387,6 @@ impl Machine {
             self.kmap_atomic(cpu, Ctx::Irq, page).and_then(|d| {
                 let at = self.atomic_access(cpu, d, page)?;
                 self.frames.page_mut(at)[0] = 0xa5;
-                assert_eq!(self.frames.page_mut(at)[0], 0xa5);
                 self.kunmap_atomic(cpu, Ctx::Irq, d)
             })
         };
@@ -739,8 +741,7 @@ impl Machine {
                 if low_only && self.frames.is_highmem(pfn) {
                     continue;
                 }
-                // folio_trylock: a page another path has locked is skipped.
-                if fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn)) {
+                if self.reclaimable(pfn) {
                     if fr.dirty && self.frames.is_highmem(pfn) && !self.kmap.pool_has_room(pfn) {
                         self.reclaim_needs_kmap.get_or_insert(pfn);
                         continue;
@@ -761,9 +762,7 @@ impl Machine {
             let mapped = self.kmap_try(t, pfn);
             assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
-            if let Err(v) = self.kunmap(t, pfn) {
-                self.violation.get_or_insert(v);
-            }
+            self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");
         }
         self.files[f].cache.remove(&index);
         self.put_frame(pfn); // the cache's reference
@@ -781,22 +780,25 @@ impl Machine {
         let Owner::Cache { file, index } = fr.owner else {
             return None;
         };
-        if !fr.dirty || fr.refs != 1 + fr.maps || self.locks.busy(LockId::Page(pfn)) {
-            return None;
-        }
-        Some((file as usize, index, pfn))
+        (fr.dirty && self.reclaimable(pfn)).then_some((file as usize, index, pfn))
+    }
+
+    /// Whether reclaim may take cache page `pfn`: no kernel path holds it (a reference
+    /// beyond cache and maps) and it is not locked (folio_trylock would fail).
+    fn reclaimable(&self, pfn: Pfn) -> bool {
+        let fr = &self.frames.f[pfn as usize];
+        fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn))
     }
 
     /// pageout() of the locked, pinned, kmapped cache page `pfn` (`index` of file `f`) by
     /// direct reclaim: written back through the caller's kmap, so it is clean and can go.
     /// Caller holds the page lock and a kmap of it.
     pub fn writeback_kmapped(&mut self, f: usize, index: u64, pfn: Pfn) {
-        let t = self.current;
+        let (t, cpu) = self.running();
         assert!(
             self.locks.holds(t, LockId::Page(pfn)),
             "writeback without the page lock"
         );
-        let cpu = self.tasks[t as usize].cpu;
         let at = self.kmap_access(cpu, pfn);
         assert_eq!(at, pfn, "the kmap of frame {pfn} reaches frame {at}");
         if self.frames.f[pfn as usize].dirty && self.files[f].cache.get(&index) == Some(&pfn) {
