@@ -66,8 +66,8 @@ pub fn main(args: &Args) -> u8 {
         args.runs, args.seed
     );
     println!(
-        "{:<11} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "target", "decode/s", "all", "none", "spec", "tables", "tlb", "leak", "ops/run"
+        "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "target", "decode/s", "all", "walk", "cov", "none", "spec", "tables", "tlb", "leak", "order", "ops/run"
     );
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     for target in targets {
@@ -91,6 +91,24 @@ pub fn main(args: &Args) -> u8 {
         rate(&mut reference, &traces, &RunOptions::NONE);
         let all = rate(&mut reference, &traces, &RunOptions::ALL);
         let none = rate(&mut reference, &traces, &RunOptions::NONE);
+        // Every oracle, walking the tables at every step (no skip of unchanged state).
+        let walk = rate(
+            &mut reference,
+            &traces,
+            &RunOptions {
+                skip_unchanged: false,
+                ..RunOptions::ALL
+            },
+        );
+        // Every oracle and the coverage a guided engine records.
+        let cov = rate(
+            &mut reference,
+            &traces,
+            &RunOptions {
+                coverage: true,
+                ..RunOptions::ALL
+            },
+        );
         // The cost of an oracle: microseconds per run it adds to the others.
         let without = |o: RunOptions, reference: &mut Reference| {
             let r = rate(reference, &traces, &o);
@@ -124,19 +142,33 @@ pub fn main(args: &Args) -> u8 {
             },
             &mut reference,
         );
+        let order = without(
+            RunOptions {
+                lock_order: false,
+                ..RunOptions::ALL
+            },
+            &mut reference,
+        );
         println!(
-            "{:<11} {:>9.0} {:>10.0} {:>10.0} {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>7.1}",
+            "{:<11} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>7.1}",
             target.name(),
             decode_rate,
             all,
+            walk,
+            cov,
             none,
             spec,
             tables,
             tlb,
             leak,
+            order,
             ops
         );
     }
-    println!("(all/none: exec/s with every oracle / with none; an oracle's column: microseconds per run it costs)");
+    println!(
+        "(all: exec/s with every oracle; walk: the same, walking the tables at every step (no skip of unchanged \
+         state); cov: every oracle and coverage recorded; none: no oracle; an oracle's column: microseconds per \
+         run it costs)"
+    );
     0
 }

@@ -12,12 +12,14 @@
 //! never mixed.
 #![forbid(unsafe_code)]
 
+mod coverage;
 mod kernel;
 mod machine;
 mod oracle;
 mod run;
 pub mod spec;
 mod types;
+mod unchanged;
 
 pub use run::{run, Outcome, Reference, RunOptions, RunReport};
 pub use types::*;

@@ -6,10 +6,12 @@
 //! created), then the file-order rule; a step that finds no runnable task while some task is
 //! unfinished is a deadlock. The flat spec follows the linearization points in the order they
 //! happen; every step is judged by every oracle, and the first violation ends the run.
+use crate::coverage::Coverage;
 use crate::kernel::{self, Kernel, Lin, Path};
 use crate::machine::{Machine, Mode, Pools, TaskState};
 use crate::oracle::Checker;
 use crate::spec::Spec;
+use crate::unchanged::Unchanged;
 use crate::{Call, Config, FileInit, Oom, Op, OpResult, Oracle, SchedToken, TaskId, TaskInit, Violation};
 use std::task::Poll;
 
@@ -29,6 +31,11 @@ pub struct RunOptions {
     /// No two lock classes taken in both orders (`lock-order`). Off, a lock inversion that
     /// deadlocks is reported as the `deadlock` it becomes.
     pub lock_order: bool,
+    /// Record the run's model-level coverage in [`RunReport::features`] (`coverage.rs`).
+    pub coverage: bool,
+    /// Skip the `tables` and `tlb` walks at a step when nothing they read changed since they
+    /// last passed (`unchanged.rs`); the verdicts are the same either way.
+    pub skip_unchanged: bool,
 }
 
 impl RunOptions {
@@ -38,6 +45,8 @@ impl RunOptions {
         tlb: true,
         leak: true,
         lock_order: true,
+        coverage: false,
+        skip_unchanged: true,
     };
     pub const NONE: RunOptions = RunOptions {
         spec: false,
@@ -45,6 +54,8 @@ impl RunOptions {
         tlb: false,
         leak: false,
         lock_order: false,
+        coverage: false,
+        skip_unchanged: true,
     };
 }
 
@@ -67,6 +78,8 @@ pub struct RunReport {
     /// Completed operations in the order they completed: (index into `calls`, result).
     pub completed: Vec<(usize, OpResult)>,
     pub outcome: Outcome,
+    /// With [`RunOptions::coverage`]: the features the run reached, sorted (else empty).
+    pub features: Vec<u32>,
 }
 
 /// Runs `calls` (each task's operations in program order) under `schedule` (TRACE.md's
@@ -93,6 +106,8 @@ pub fn run(
 pub struct Reference {
     pools: Pools,
     checker: Option<Checker>,
+    coverage: Coverage,
+    unchanged: Unchanged,
 }
 
 impl Reference {
@@ -116,7 +131,17 @@ impl Reference {
             _ => Checker::new(config.frames as usize),
         };
         let kernel = Kernel::new(machine);
-        let report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut checker, schedule, options);
+        self.coverage.reset();
+        self.unchanged.reset();
+        let mut judge = Judge {
+            checker: &mut checker,
+            coverage: &mut self.coverage,
+            unchanged: &mut self.unchanged,
+        };
+        let mut report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut judge, schedule, options);
+        if options.coverage {
+            report.features = self.coverage.take();
+        }
         self.pools = kernel.into_machine().into_pools();
         self.checker = Some(checker);
         report
@@ -132,6 +157,15 @@ struct Running<'k> {
     expect: Option<OpResult>,
     /// Bytes a write or read has copied (and the spec applied) so far.
     copied: u64,
+    /// Scheduling steps it has run.
+    steps: u32,
+}
+
+/// The per-step judges: the checker, the coverage recorder, the skip of unchanged state.
+struct Judge<'a> {
+    checker: &'a mut Checker,
+    coverage: &'a mut Coverage,
+    unchanged: &'a mut Unchanged,
 }
 
 /// TRACE.md's scheduler over the kernel's task paths.
@@ -172,6 +206,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             report: RunReport {
                 completed: Vec::with_capacity(calls.len()),
                 outcome: Outcome::Ok,
+                features: Vec::new(),
             },
         }
     }
@@ -219,7 +254,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         self.report
     }
 
-    fn run(mut self, checker: &mut Checker, schedule: &[SchedToken], options: &RunOptions) -> RunReport {
+    fn run(mut self, judge: &mut Judge, schedule: &[SchedToken], options: &RunOptions) -> RunReport {
         let ntasks = self.program.len();
         let mut tokens = schedule.iter();
         let mut steps: u64 = 0;
@@ -239,6 +274,9 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                         SchedToken::Task(_) => {}
                         SchedToken::Irq(c) => {
                             if (c as usize) < m.cpus.len() {
+                                if options.coverage {
+                                    judge.coverage.irq(&m, c);
+                                }
                                 if let Err(v) = m.irq(c) {
                                     drop(m);
                                     self.report.outcome = Outcome::Violation(v);
@@ -274,11 +312,23 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                     path: kernel::exec(self.k, t as TaskId, self.calls[idx].op),
                     expect: None,
                     copied: 0,
+                    steps: 0,
                 });
             }
             self.k.m().switch_to(t as TaskId);
             let polled = kernel::poll(&mut self.running[t].as_mut().expect("running").path);
             self.k.m().switch_from(t as TaskId);
+            if options.coverage {
+                let run = self.running[t].as_mut().expect("running");
+                run.steps += 1;
+                let result = match &polled {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
+                };
+                judge
+                    .coverage
+                    .step(&self.k.m(), t as TaskId, &self.calls[run.idx].op, run.steps, result);
+            }
             let violation = {
                 let mut m = self.k.m();
                 let v = m.violation.take();
@@ -307,7 +357,16 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             }
             let checked = {
                 let m = self.k.m();
-                checker.check(&m, options.tables, options.tlb).and_then(|()| {
+                // Walk only what may have changed since the last passed check (unchanged.rs).
+                let skip = options.skip_unchanged;
+                let same = skip && judge.unchanged.tables_same(&m);
+                let tables = options.tables && !same;
+                let tlb = options.tlb && !(same && judge.unchanged.tlb_same(&m));
+                let r = judge.checker.check(&m, tables, tlb);
+                if skip && r.is_ok() && (tables || tlb) {
+                    judge.unchanged.record(&m);
+                }
+                r.and_then(|()| {
                     if options.leak {
                         crate::oracle::check_leak(&m)
                     } else {

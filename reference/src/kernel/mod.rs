@@ -125,12 +125,15 @@ impl Kernel {
 
     /// Task `t` keeps its pin of `pfn` across scheduling points.
     fn hold(&self, t: TaskId, pfn: Pfn) {
-        self.m().tasks[t as usize].pins.push(pfn);
+        let mut m = self.m();
+        m.epoch += 1; // unchanged.rs
+        m.tasks[t as usize].pins.push(pfn);
     }
 
     /// Task `t` no longer keeps the pin of `pfn` across scheduling points.
     fn unhold(&self, t: TaskId, pfn: Pfn) {
         let mut m = self.m();
+        m.epoch += 1; // unchanged.rs
         let pins = &mut m.tasks[t as usize].pins;
         let i = pins
             .iter()
@@ -164,8 +167,11 @@ impl Future for Acquire<'_> {
         self.started = true;
         let (t, id, mode) = (self.t, self.id, self.mode);
         let mut m = self.k.m();
-        // might_sleep(): a sleeping lock is never taken with preemption off.
-        if !m.might_sleep(t, &format!("taking {id}")) {
+        // might_sleep(): a sleeping lock is never taken with preemption off (the message is
+        // formatted only when it is needed).
+        let cpu = m.tasks[t as usize].cpu;
+        let atomic = m.locks.holds_spinlock(t).is_some() || m.kmap.in_atomic(t, cpu);
+        if atomic && !m.might_sleep(t, &format!("taking {id}")) {
             return Poll::Pending;
         }
         m.locks.acquire(t, id, mode);

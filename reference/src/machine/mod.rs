@@ -202,6 +202,9 @@ pub(crate) struct Machine {
     pub reclaims: u64,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
+    /// Bumped by every change of ptes, tables, frames, the page cache, TLB flushes and pins
+    /// (`unchanged.rs`: the checker skips its walk while this and a snapshot stay the same).
+    pub epoch: u64,
 }
 
 impl Machine {
@@ -241,6 +244,7 @@ impl Machine {
             violation: None,
             reclaims: 0,
             reclaim_needs_kmap: None,
+            epoch: 0,
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -378,6 +382,7 @@ impl Machine {
         let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
             return Ok(());
         };
+        self.epoch += 1; // unchanged.rs
         let stack = &mut self.kmap.stacks[cpu as usize];
         let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
             stack.last_mut().expect("non-empty").pfn = page;
@@ -475,6 +480,7 @@ impl Machine {
     }
 
     pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
+        self.epoch += 1; // unchanged.rs
         self.frames.table_mut(slot.0)[slot.1] = e;
     }
 
@@ -499,6 +505,7 @@ impl Machine {
             // pmd_populate/pud_populate under mm->page_table_lock.
             let lock = LockId::PageTableLock(mm as u32);
             self.spin_lock(lock);
+            self.epoch += 1; // unchanged.rs
             assert!(!self.frames.table(t)[i].mapped());
             self.frames.table_mut(t)[i] = Entry {
                 pfn: new,
@@ -542,6 +549,7 @@ impl Machine {
                 self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
+            self.epoch += 1; // unchanged.rs
             self.frames.table_mut(table)[i] = Entry::NONE;
             self.put_frame(child);
         }
@@ -562,6 +570,7 @@ impl Machine {
     pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
         loop {
             if let Some(pfn) = self.frames.alloc(zone, owner) {
+                self.epoch += 1; // unchanged.rs
                 return Ok(pfn);
             }
             if !self.reclaim_one(zone) {
@@ -576,6 +585,7 @@ impl Machine {
         if pfn == ZERO_PFN {
             return;
         }
+        self.epoch += 1; // unchanged.rs
         let fr = &mut self.frames.f[pfn as usize];
         assert!(fr.refs > 0, "put of frame {pfn} with no reference");
         fr.refs -= 1;
@@ -586,6 +596,7 @@ impl Machine {
 
     pub fn get_frame(&mut self, pfn: Pfn) {
         if pfn != ZERO_PFN {
+            self.epoch += 1; // unchanged.rs
             let fr = &mut self.frames.f[pfn as usize];
             assert!(fr.refs > 0 && fr.owner != Owner::Free, "get of free frame {pfn}");
             fr.refs += 1;
@@ -607,6 +618,7 @@ impl Machine {
     /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
     /// has run on. Called after the ptes are changed and before any frame is freed.
     pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
+        self.epoch += 1; // unchanged.rs
         let mask = self.mms[mm].cpus;
         let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
         for (c, cpu) in self.cpus.iter_mut().enumerate() {

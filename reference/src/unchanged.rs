@@ -1,0 +1,108 @@
+//! Skipping the per-step table walk when nothing it looks at has changed since it last
+//! passed (`RunOptions::skip_unchanged`).
+//!
+//! The `tables` part of the checker (`use-after-free`, `rss`, `refcount`, and the structural
+//! `spec` check of every pte against its VMA) and its `tlb` part are pure functions of machine
+//! state: if none of that state changed since a check found nothing, the same check finds
+//! nothing again. The scheduler still asks at the same points; this module only answers
+//! "nothing changed" when it can prove it, so every report is the same, bit for bit, with the
+//! skip on or off (`tests/unchanged.rs` runs generated traces both ways and compares them).
+//!
+//! Invariants kept here:
+//! - The proof has two halves. (1) `Machine::epoch`, bumped by the machine wherever ptes,
+//!   page tables, frames (allocation, freeing, reference counts), the page cache, TLB
+//!   flushes or a task's pins change (one-line hooks in `machine/mod.rs` and
+//!   `kernel/mod.rs`; map counts and rss change only next to a `set_pte` of the same step).
+//!   (2) A snapshot, compared here at every step, of the small state that changes elsewhere:
+//!   every mm's VMAs, liveness and rss counters, each task's state, each file's page-cache
+//!   size and the number of files, every CPU's TLB entries and which mms' `mmap_lock` is held
+//!   for writing (the `tlb` oracle waits for those).
+//! - The `kmap` and `leak` checks are cheap and always run.
+//! - A new kernel path that changes state the checker reads, anywhere else, must bump
+//!   `epoch` (or join the snapshot); the equality test is what catches a missing bump.
+
+use crate::machine::{LockId, Machine, TaskState, TlbEntry, Vma};
+
+/// What the machine looked like at the last check that found nothing.
+#[derive(Default)]
+pub(crate) struct Unchanged {
+    /// False before the first check of a run.
+    valid: bool,
+    epoch: u64,
+    vmas: Vec<Vma>,
+    /// Per mm: the end of its VMAs in `vmas`, its liveness and rss counters.
+    mms: Vec<(usize, bool, [u64; 3])>,
+    tasks: Vec<TaskState>,
+    /// Per file: how many pages its page cache holds.
+    cache: Vec<usize>,
+    tlb: Vec<TlbEntry>,
+    /// Per CPU: the end of its entries in `tlb`.
+    tlb_ends: Vec<usize>,
+    /// Per mm: whether its mmap_lock is held for writing.
+    write_held: Vec<bool>,
+}
+
+impl Unchanged {
+    /// Forgets the last run (a new run starts with a full check).
+    pub fn reset(&mut self) {
+        self.valid = false;
+    }
+
+    /// Whether the state the `tables` part reads is what it was at the last passed check.
+    pub fn tables_same(&self, m: &Machine) -> bool {
+        if !self.valid || self.epoch != m.epoch || self.mms.len() != m.mms.len() {
+            return false;
+        }
+        let mut start = 0;
+        for (mm, &(end, live, rss)) in m.mms.iter().zip(&self.mms) {
+            if mm.live != live || mm.rss != rss || mm.vmas[..] != self.vmas[start..end] {
+                return false;
+            }
+            start = end;
+        }
+        self.tasks.len() == m.tasks.len()
+            && m.tasks.iter().zip(&self.tasks).all(|(t, &s)| t.state == s)
+            && self.cache.len() == m.files.len()
+            && m.files.iter().zip(&self.cache).all(|(f, &n)| f.cache.len() == n)
+    }
+
+    /// Whether the state the `tlb` part reads beyond the tables is what it was.
+    pub fn tlb_same(&self, m: &Machine) -> bool {
+        if !self.valid || self.tlb_ends.len() != m.cpus.len() || self.write_held.len() != m.mms.len() {
+            return false;
+        }
+        let mut start = 0;
+        for (cpu, &end) in m.cpus.iter().zip(&self.tlb_ends) {
+            if cpu.tlb[..] != self.tlb[start..end] {
+                return false;
+            }
+            start = end;
+        }
+        (0..m.mms.len()).all(|mm| m.locks.write_held(LockId::MmapLock(mm as u32)) == self.write_held[mm])
+    }
+
+    /// Records the state after a check that found nothing.
+    pub fn record(&mut self, m: &Machine) {
+        self.valid = true;
+        self.epoch = m.epoch;
+        self.vmas.clear();
+        self.mms.clear();
+        for mm in &m.mms {
+            self.vmas.extend_from_slice(&mm.vmas);
+            self.mms.push((self.vmas.len(), mm.live, mm.rss));
+        }
+        self.tasks.clear();
+        self.tasks.extend(m.tasks.iter().map(|t| t.state));
+        self.cache.clear();
+        self.cache.extend(m.files.iter().map(|f| f.cache.len()));
+        self.tlb.clear();
+        self.tlb_ends.clear();
+        for cpu in &m.cpus {
+            self.tlb.extend_from_slice(&cpu.tlb);
+            self.tlb_ends.push(self.tlb.len());
+        }
+        self.write_held.clear();
+        self.write_held
+            .extend((0..m.mms.len()).map(|mm| m.locks.write_held(LockId::MmapLock(mm as u32))));
+    }
+}
