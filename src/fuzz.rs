@@ -1,9 +1,13 @@
-//! `mmfuzz fuzz`: the built-in fuzzer on the reference (`mm_targets::engine`).
+//! `mmfuzz fuzz`: the built-in fuzzer on the reference: the guided engine
+//! (`mm_targets::guided`: coverage-guided corpus, trace-aware mutations, swarm generation,
+//! `--jobs N` workers sharing one corpus) or, with `--engine random`, plain generation
+//! (`mm_targets::engine`).
 //!
 //! What it keeps true:
 //! - A run is reproducible: the seed is always printed (at the start, and in the name and
-//!   header of a crash file), and the same `--seed`, `--mode`, `--bugs` and `--runs` do the
-//!   same work. Without `--seed` the seed is taken from the clock (and printed).
+//!   header of a crash file), and the same `--seed`, `--mode`, `--bugs`, `--engine` and
+//!   `--runs` do the same work with one job. Without `--seed` the seed is taken from the
+//!   clock (and printed).
 //! - Limits: `--runs N` stops after N executions, `--time SECONDS` after that long; without
 //!   either it runs for 60 seconds. With both, whichever comes first.
 //! - A finding is never lost: the whole canonical trace, as run (its `config bugs=...`
@@ -12,15 +16,36 @@
 //!   written the trace goes to standard output instead.
 //! - Exit status: 0 no finding, 1 a violation (or a panic of the reference, a bug of the
 //!   model, reported the same way with `# model panic: ...`), 2 bad arguments.
-//! - Progress goes to standard error: a line rewritten in place every second on a terminal,
-//!   otherwise a plain line every 10 seconds.
+//! - Every finding is also minimized (same oracle, same bug switches) and saved beside the
+//!   raw one as `crash-SEED-RUN.min.trace`, with the command that replays it.
+//! - Progress goes to standard error as a status line rewritten in place every second
+//!   (elapsed, exec/s, corpus, features, crashes), only on a terminal; elsewhere only the
+//!   summary is printed.
+//! - Ctrl-C stops the engine between executions; what it found so far is saved and
+//!   reported as at any other end.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mm_reference::{BugSet, RunOptions};
-use mm_targets::engine::{fuzz, Crash, Finding, FuzzConfig, Mode, Stats};
+use mm_targets::engine::{fuzz_until, Crash, Finding, FuzzConfig, Mode};
+use mm_targets::guided::{guided, GuidedConfig, Status};
+
+/// Set by Ctrl-C: the engine stops between executions.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler (once per process).
+pub fn catch_interrupt() -> &'static AtomicBool {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        if let Err(e) = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::Relaxed)) {
+            eprintln!("warning: Ctrl-C will not stop cleanly: {e}");
+        }
+    });
+    &INTERRUPT
+}
 
 /// Without `--time` and `--runs`, the fuzzer runs this long.
 const DEFAULT_SECONDS: u64 = 60;
@@ -50,6 +75,38 @@ pub struct Args {
     /// use-after-free: one walk checks all three).
     #[arg(long, value_name = "LIST")]
     without: Option<String>,
+    /// The engine: guided (coverage feedback, a corpus, mutations) or random (generation only).
+    #[arg(long, default_value = "guided")]
+    engine: String,
+    /// Workers sharing one corpus (guided engine).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Go on after a finding, keeping each new one (oracle and message shape), until a limit.
+    #[arg(long)]
+    keep_going: bool,
+}
+
+/// Which engine `mmfuzz fuzz` runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Engine {
+    Guided,
+    Random,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Result<Engine, String> {
+        match s {
+            "guided" => Ok(Engine::Guided),
+            "random" => Ok(Engine::Random),
+            _ => Err(format!("unknown engine `{s}` (expected guided or random)")),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Guided => "guided",
+            Engine::Random => "random",
+        }
+    }
 }
 
 /// The oracles left on by `--without`.
@@ -81,8 +138,19 @@ fn parse_seed(s: &str) -> Result<u64, String> {
 }
 
 pub fn main(args: &Args) -> u8 {
+    let engine = match Engine::parse(&args.engine) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if args.jobs == 0 || (args.jobs > 1 && engine == Engine::Random) {
+        eprintln!("error: --jobs must be at least 1 (and 1 with --engine random)");
+        return 2;
+    }
     match configure(args) {
-        Ok((cfg, mode)) => run(&cfg, mode, &args.artifacts),
+        Ok((cfg, mode)) => run(&cfg, mode, engine, args, &args.artifacts),
         Err(e) => {
             eprintln!("error: {e}");
             2
@@ -121,69 +189,144 @@ fn clock_seed() -> u64 {
     x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
-fn status(s: &Stats) -> String {
+fn status(s: &Status) -> String {
+    let st = &s.stats;
     format!(
-        "fuzz: {:.0} s, {} execs, {:.0} exec/s, valid ops {:.1}%",
-        s.elapsed.as_secs_f64(),
-        s.execs,
-        s.exec_per_sec(),
-        100.0 * s.valid_share()
+        "fuzz: {:.0} s, {} execs, {:.0} exec/s, corpus {}, features {}, crashes {}",
+        st.elapsed.as_secs_f64(),
+        st.execs,
+        st.exec_per_sec(),
+        s.corpus,
+        s.features,
+        s.crashes
     )
 }
 
-fn run(cfg: &FuzzConfig, mode: Mode, artifacts: &Path) -> u8 {
-    eprintln!("fuzz: seed {}, mode {}, bugs {}", cfg.seed, mode.name(), cfg.bugs);
-    crate::warn_unmodelled(cfg.bugs);
-    let terminal = std::io::stderr().is_terminal();
-    let every = Duration::from_secs(if terminal { 1 } else { 10 });
-    let mut next = Instant::now() + every;
-    let mut shown = false;
-    let result = fuzz(cfg, |s| {
-        if Instant::now() < next {
-            return;
+/// The status line on a terminal, rewritten in place: `show` prints one, `done` ends it.
+pub struct StatusLine {
+    terminal: bool,
+    shown: bool,
+}
+
+impl StatusLine {
+    pub fn new() -> StatusLine {
+        StatusLine {
+            terminal: std::io::stderr().is_terminal(),
+            shown: false,
         }
-        next = Instant::now() + every;
-        let mut err = std::io::stderr().lock();
-        if terminal {
-            // Pad so a shorter line covers the previous one.
-            let _ = write!(err, "\r{:<72}", status(s));
-            let _ = err.flush();
-            shown = true;
-        } else {
-            let _ = writeln!(err, "{}", status(s));
-        }
-    });
-    if shown {
-        eprintln!();
     }
-    let s = &result.stats;
-    let summary = format!(
+    pub fn show(&mut self, line: &str) {
+        if self.terminal {
+            let mut err = std::io::stderr().lock();
+            // Pad so that a shorter line covers the previous one.
+            let _ = write!(err, "\r{line:<90}");
+            let _ = err.flush();
+            self.shown = true;
+        }
+    }
+    pub fn done(&mut self) {
+        if std::mem::take(&mut self.shown) {
+            eprintln!();
+        }
+    }
+}
+
+fn run(cfg: &FuzzConfig, mode: Mode, engine: Engine, args: &Args, artifacts: &Path) -> u8 {
+    eprintln!(
+        "fuzz: seed {}, mode {}, bugs {}, engine {}, jobs {}",
+        cfg.seed,
+        mode.name(),
+        cfg.bugs,
+        engine.name(),
+        args.jobs
+    );
+    crate::warn_unmodelled(cfg.bugs);
+    let interrupt = catch_interrupt();
+    let mut line = StatusLine::new();
+    let (status, crashes, interrupted) = match engine {
+        Engine::Guided => {
+            let gcfg = GuidedConfig {
+                seed: cfg.seed,
+                time: cfg.time,
+                runs: cfg.runs,
+                bugs: cfg.bugs,
+                mode,
+                options: cfg.options,
+                jobs: args.jobs,
+                keep_going: args.keep_going,
+            };
+            let r = guided(&gcfg, interrupt, Duration::from_secs(1), |s| line.show(&status(s)));
+            (r.status, r.crashes, r.interrupted)
+        }
+        Engine::Random => {
+            let every = Duration::from_secs(1);
+            let mut next = Instant::now() + every;
+            let r = fuzz_until(cfg, interrupt, |s| {
+                if Instant::now() >= next {
+                    next = Instant::now() + every;
+                    line.show(&status(&Status {
+                        stats: s.clone(),
+                        ..Status::default()
+                    }));
+                }
+            });
+            let status = Status {
+                stats: r.stats,
+                ..Status::default()
+            };
+            (status, r.crash.into_iter().collect(), interrupt.load(Ordering::Relaxed))
+        }
+    };
+    line.done();
+    let s = &status.stats;
+    let mut summary = format!(
         "{} executions in {:.1} s ({:.0} exec/s)",
         s.execs,
         s.elapsed.as_secs_f64(),
         s.exec_per_sec()
     );
+    if engine == Engine::Guided {
+        summary.push_str(&format!(", corpus {}, features {}", status.corpus, status.features));
+    }
+    if interrupted {
+        summary.push_str(", interrupted");
+    }
     eprintln!(
         "fuzz: valid ops {:.1}% ({} of {} generated operations completed without an error)",
         100.0 * s.valid_share(),
         s.valid,
         s.ops
     );
-    match &result.crash {
-        None => {
-            println!("fuzz: {summary}, no violation");
-            0
-        }
-        Some(crash) => {
-            report(cfg, mode, artifacts, crash);
-            println!("fuzz: {summary}");
-            1
-        }
+    let how = How {
+        seed: cfg.seed,
+        mode,
+        engine,
+        bugs: cfg.bugs,
+        options: cfg.options,
+    };
+    for crash in &crashes {
+        report(&how, artifacts, crash);
+    }
+    if crashes.is_empty() {
+        println!("fuzz: {summary}, no violation");
+        0
+    } else {
+        println!("fuzz: {summary}, {} finding(s)", crashes.len());
+        1
     }
 }
 
+/// How a finding was found (for its file's header).
+pub struct How {
+    pub seed: u64,
+    pub mode: Mode,
+    pub engine: Engine,
+    pub bugs: BugSet,
+    pub options: RunOptions,
+}
+
 /// Writes the crash trace and prints the finding and the command that replays it.
-fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
+pub fn report(how: &How, artifacts: &Path, crash: &Crash) {
     let mut text = String::new();
     let headline = crash.finding.to_string();
     for (i, line) in headline.lines().enumerate() {
@@ -192,11 +335,12 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
         text.push('\n');
     }
     text.push_str(&format!(
-        "# found by: mmfuzz fuzz --seed {} --mode {} --bugs {}{} (run {})\n",
-        cfg.seed,
-        mode.name(),
-        cfg.bugs,
-        if cfg.options.lock_order {
+        "# found by: mmfuzz fuzz --seed {} --mode {} --engine {} --bugs {}{} (execution {})\n",
+        how.seed,
+        how.mode.name(),
+        how.engine.name(),
+        how.bugs,
+        if how.options.lock_order {
             ""
         } else {
             " --without lock-order"
@@ -206,7 +350,7 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
     text.push_str(&crash.trace.to_string());
 
     println!("{headline}");
-    let path = artifacts.join(format!("crash-{}-{}.trace", cfg.seed, crash.run));
+    let path = artifacts.join(format!("crash-{}-{}.trace", how.seed, crash.run));
     let written = std::fs::create_dir_all(artifacts).and_then(|()| std::fs::write(&path, &text));
     match written {
         Ok(()) => {
@@ -222,7 +366,7 @@ fn report(cfg: &FuzzConfig, mode: Mode, artifacts: &Path, crash: &Crash) {
         Finding::Panic(_) => {
             println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
         }
-        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path, &cfg.options),
+        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path, &how.options),
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mm_reference::{BugSet, OpResult, Outcome, Reference, RunOptions, RunReport, Violation};
@@ -237,7 +238,12 @@ pub fn is_valid_result(r: &OpResult) -> bool {
 
 /// The fuzz loop. Calls `on_progress` after every run (it decides itself how often to show
 /// anything). Without `time` and `runs` it runs until it finds something.
-pub fn fuzz(cfg: &FuzzConfig, mut on_progress: impl FnMut(&Stats)) -> FuzzResult {
+pub fn fuzz(cfg: &FuzzConfig, on_progress: impl FnMut(&Stats)) -> FuzzResult {
+    fuzz_until(cfg, &AtomicBool::new(false), on_progress)
+}
+
+/// As [`fuzz`], stopping also (between runs) once `interrupt` is set.
+pub fn fuzz_until(cfg: &FuzzConfig, interrupt: &AtomicBool, mut on_progress: impl FnMut(&Stats)) -> FuzzResult {
     let start = Instant::now();
     let mut stats = Stats::default();
     let mut reference = Reference::new();
@@ -245,7 +251,7 @@ pub fn fuzz(cfg: &FuzzConfig, mut on_progress: impl FnMut(&Stats)) -> FuzzResult
         stats.elapsed = start.elapsed();
         let out_of_runs = cfg.runs.is_some_and(|n| stats.execs >= n);
         let out_of_time = cfg.time.is_some_and(|t| stats.elapsed >= t);
-        if out_of_runs || out_of_time {
+        if out_of_runs || out_of_time || interrupt.load(Ordering::Relaxed) {
             return FuzzResult { stats, crash: None };
         }
         let n = stats.execs;

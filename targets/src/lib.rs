@@ -5,6 +5,8 @@
 pub mod engine;
 pub mod exec;
 pub mod gen;
+pub mod guided;
 pub mod minimize;
+pub mod mutate;
 pub mod targets;
 pub mod trace;

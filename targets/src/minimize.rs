@@ -301,7 +301,7 @@ fn smaller_sizes(size: u64, huge: bool, hps: u64) -> Vec<u64> {
 
 /// The numeric arguments of an operation, by slot (`None` where the slot has none). Ids
 /// (files, tasks, CPUs) are not numbers to shrink.
-fn arg(op: &Op, slot: usize) -> Option<u64> {
+pub(crate) fn arg(op: &Op, slot: usize) -> Option<u64> {
     let v = match (op, slot) {
         (Op::Mmap { addr, .. }, 0) => *addr,
         (Op::Mmap { len, .. }, 1) => *len,
@@ -323,7 +323,7 @@ fn arg(op: &Op, slot: usize) -> Option<u64> {
     Some(v)
 }
 
-fn set_arg(op: &mut Op, slot: usize, v: u64) {
+pub(crate) fn set_arg(op: &mut Op, slot: usize, v: u64) {
     match (op, slot) {
         (Op::Mmap { addr, .. }, 0) => *addr = v,
         (Op::Mmap { len, .. }, 1) => *len = v,
@@ -363,7 +363,7 @@ fn renumber_tasks(t: &mut Trace, gone: u32) {
 
 /// The trace without the fork at op `i` (creating `child`) and everything `child` does
 /// (forks it makes go too, recursively).
-fn without_forked_task(t: &Trace, i: usize, child: u32) -> Trace {
+pub(crate) fn without_forked_task(t: &Trace, i: usize, child: u32) -> Trace {
     let mut cand = t.clone();
     cand.ops.remove(i);
     let mut gone = vec![child];

@@ -146,7 +146,7 @@ fn pct(c: &mut impl Choices, p: u32) -> bool {
 // The targets' option sets.
 
 /// The generator options of `target`, with the target's own choices answered by `c`.
-fn options(target: Target, c: &mut impl Choices, bugs: BugSet) -> GenOptions {
+pub fn options(target: Target, c: &mut impl Choices, bugs: BugSet) -> GenOptions {
     let opts = match target {
         Target::Sequential => focused(GenOptions::sequential()),
         Target::Concurrent => focused(GenOptions::concurrent()),
