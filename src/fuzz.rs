@@ -362,25 +362,41 @@ pub fn report(how: &How, artifacts: &Path, crash: &Crash) {
             print!("{text}");
         }
     }
-    match &crash.finding {
-        Finding::Panic(_) => {
-            println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
-        }
-        Finding::Violation(v) => minimize_crash(&crash.trace, v.oracle, &path, &how.options),
+    if let Finding::Panic(_) = &crash.finding {
+        println!("(a panic of the reference is a bug of the model, not of the modelled kernel)");
     }
+    minimize_crash(&crash.trace, &crash.finding, &path, &how.options);
 }
 
 /// Minimizes a crash keeping its oracle (and bug switches) and saves it beside the raw one.
-fn minimize_crash(trace: &mm_targets::trace::Trace, oracle: mm_reference::Oracle, raw: &Path, options: &RunOptions) {
+fn minimize_crash(trace: &mm_targets::trace::Trace, finding: &Finding, raw: &Path, options: &RunOptions) {
     use mm_reference::{Outcome, Reference};
+    use mm_targets::engine::run_trace_with;
+    use mm_targets::guided::signature;
     let mut reference = Reference::new();
     let bugs = trace.config.bugs;
+    let want = signature(finding);
+    // A panic is kept when the same assertion fails (its message, numbers blanked); the
+    // panic hook is silenced meanwhile so that every candidate's backtrace is not printed.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let small = mm_targets::minimize::minimize(trace, &mut |t| {
-        let r = reference.run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, options);
-        t.config.bugs == bugs && matches!(r.outcome, Outcome::Violation(v) if v.oracle == oracle)
+        if t.config.bugs != bugs {
+            return false;
+        }
+        match (finding, run_trace_with(&mut reference, t, options)) {
+            (Finding::Violation(v), Ok(r)) => matches!(r.outcome, Outcome::Violation(w) if w.oracle == v.oracle),
+            (Finding::Panic(_), Err(m)) => signature(&Finding::Panic(m)) == want,
+            _ => false,
+        }
     });
+    std::panic::set_hook(hook);
     let path = raw.with_extension("min.trace");
-    let text = format!("# minimized from {}: keeps violation {oracle}\n{small}", raw.display());
+    let keeps = match finding {
+        Finding::Violation(v) => format!("violation {}", v.oracle),
+        Finding::Panic(_) => "the same model panic".to_string(),
+    };
+    let text = format!("# minimized from {}: keeps {keeps}\n{small}", raw.display());
     match std::fs::write(&path, text) {
         Ok(()) => {
             println!(

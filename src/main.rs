@@ -7,6 +7,7 @@ mod bench;
 mod conform;
 mod decode;
 mod fuzz;
+mod hunt;
 mod minimize;
 mod replay;
 
@@ -39,6 +40,8 @@ enum Command {
     Minimize(minimize::Args),
     /// Executions per second of each fuzz target, with and without oracles, and each oracle's cost.
     Bench(bench::Args),
+    /// Time to each zoo bug: N engine runs per bug, found / min / median / max (and a random baseline).
+    Hunt(hunt::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::main(&args),
         Command::Minimize(args) => minimize::main(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Hunt(args) => hunt::main(&args),
     };
     ExitCode::from(status)
 }

@@ -43,8 +43,12 @@ use crate::trace::Trace;
 /// The most traces the corpus keeps.
 pub const MAX_CORPUS: usize = 20_000;
 
-/// Percent of executions that generate a fresh trace once the corpus is not empty.
+/// Percent of executions that generate a fresh trace once the corpus is not empty: more
+/// while the engine is young (the first [`YOUNG`] executions of a worker), when fresh traces
+/// still find new features fastest.
 const FRESH_PERCENT: u32 = 12;
+const YOUNG_FRESH_PERCENT: u32 = 50;
+const YOUNG: u64 = 2_000;
 
 /// What a guided run does.
 #[derive(Clone, Debug)]
@@ -230,8 +234,9 @@ impl Shared<'_> {
         }
     }
 
-    /// One worker's loop.
-    fn work(&self, worker: u64) {
+    /// One worker's loop; worker 0 runs on the calling thread and calls `on_status` about
+    /// every `every`.
+    fn work(&self, worker: u64, mut on_status: Option<(&mut dyn FnMut(&Status), Duration)>) {
         let cfg = self.cfg;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(worker);
@@ -241,7 +246,15 @@ impl Shared<'_> {
             ..cfg.options
         };
         let fresh_only = cfg.mode == Mode::Conform;
+        let mut next_status = Instant::now();
+        let mut mine = 0u64;
         loop {
+            if let Some((show, every)) = on_status.as_mut() {
+                if Instant::now() >= next_status {
+                    next_status = Instant::now() + *every;
+                    show(&self.status());
+                }
+            }
             if self.stopping() {
                 return;
             }
@@ -253,7 +266,13 @@ impl Shared<'_> {
             let picked = {
                 let c = self.corpus.lock().expect("corpus lock");
                 let len = c.entries.len();
-                if len == 0 || fresh_only || rng.gen_range(0..100) < FRESH_PERCENT {
+                let fresh = if mine < YOUNG {
+                    YOUNG_FRESH_PERCENT
+                } else {
+                    FRESH_PERCENT
+                };
+                mine += 1;
+                if len == 0 || fresh_only || rng.gen_range(0..100) < fresh {
                     None
                 } else {
                     let i = if len > 16 && rng.gen_bool(0.4) {
@@ -337,20 +356,13 @@ pub fn guided(
         interrupt,
     };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.jobs.max(1) as u64)
+        let handles: Vec<_> = (1..cfg.jobs.max(1) as u64)
             .map(|w| {
                 let shared = &shared;
-                s.spawn(move || shared.work(w))
+                s.spawn(move || shared.work(w, None))
             })
             .collect();
-        let mut next = Instant::now() + every;
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(20));
-            if Instant::now() >= next {
-                next += every;
-                on_status(&shared.status());
-            }
-        }
+        shared.work(0, Some((&mut on_status, every)));
         for h in handles {
             if let Err(p) = h.join() {
                 std::panic::resume_unwind(p);
