@@ -92,13 +92,57 @@ impl Minimizer<'_> {
         }
     }
 
+    /// Schedule tokens; then each interrupt moved earlier while that keeps the property (so
+    /// the tokens after it can go).
     fn schedule(&mut self) {
+        self.shrink_list(|t| &t.schedule, |t, s| t.schedule = s);
+        for p in 1..self.best.schedule.len() {
+            let mut q = p;
+            while q > 0 && matches!(self.best.schedule[q], SchedToken::Irq(_)) {
+                let mut cand = self.best.clone();
+                cand.schedule.swap(q - 1, q);
+                if !self.try_take(cand) {
+                    break;
+                }
+                q -= 1;
+            }
+        }
         self.shrink_list(|t| &t.schedule, |t, s| t.schedule = s);
     }
 
     /// Operations; a fork goes together with the task it creates (removed and renumbered).
+    /// An operation that cannot go alone is tried again with the first one to three schedule
+    /// tokens of its task (the steps it took: without them, the rest of the schedule keeps its
+    /// timing), and an mremap that moved a mapping with every later address in its new range
+    /// moved back to the old one.
     fn ops(&mut self) {
         self.shrink_list(|t| &t.ops, |t, o| t.ops = o);
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            let mut taken = false;
+            if !matches!(line.op, Op::Fork { .. }) {
+                for k in 1..=3 {
+                    let mut cand = self.best.clone();
+                    cand.ops.remove(i);
+                    if !drop_tokens(&mut cand.schedule, line.task, k) {
+                        break;
+                    }
+                    if self.try_take(cand) {
+                        taken = true;
+                        break;
+                    }
+                }
+            }
+            if !taken {
+                if let Some(cand) = without_mremap(&self.best, i) {
+                    taken = self.try_take(cand);
+                }
+            }
+            if !taken {
+                i += 1;
+            }
+        }
         let mut i = 0;
         while i < self.best.ops.len() {
             if let Op::Fork { task, .. } = self.best.ops[i].op {
@@ -342,6 +386,63 @@ pub(crate) fn set_arg(op: &mut Op, slot: usize, v: u64) {
         (Op::Store { value, .. }, 1) => *value = v.min(255) as u8,
         _ => unreachable!("slot {slot} has no number"),
     }
+}
+
+/// Removes the first `k` schedule tokens naming `task`; false if there are fewer.
+fn drop_tokens(s: &mut Vec<SchedToken>, task: u32, k: usize) -> bool {
+    let mut left = k;
+    let mut out = Vec::with_capacity(s.len());
+    for &tok in s.iter() {
+        if left > 0 && tok == SchedToken::Task(task) {
+            left -= 1;
+        } else {
+            out.push(tok);
+        }
+    }
+    *s = out;
+    left == 0
+}
+
+/// The trace without the moving mremap at op `i`, every later address of its task's mm
+/// inside the new range moved back into the old one (the mapping stays where it was).
+fn without_mremap(t: &Trace, i: usize) -> Option<Trace> {
+    let Op::Mremap {
+        addr,
+        new,
+        to: Some(to),
+        ..
+    } = t.ops[i].op
+    else {
+        return None;
+    };
+    let mut cand = t.clone();
+    cand.ops.remove(i);
+    let inside = |a: u64| a >= to && a - to < new;
+    for l in &mut cand.ops[i..] {
+        for slot in [0, 2, 3] {
+            if let Some(a) = arg(&l.op, slot) {
+                let is_addr = matches!(
+                    (&l.op, slot),
+                    (Op::Write { .. } | Op::Read { .. }, 2)
+                        | (Op::Mremap { .. }, 3)
+                        | (
+                            Op::Mmap { .. }
+                                | Op::Munmap { .. }
+                                | Op::Mprotect { .. }
+                                | Op::Pageout { .. }
+                                | Op::Mremap { .. }
+                                | Op::Load { .. }
+                                | Op::Store { .. },
+                            0
+                        )
+                );
+                if is_addr && inside(a) {
+                    set_arg(&mut l.op, slot, a - to + addr);
+                }
+            }
+        }
+    }
+    Some(cand)
 }
 
 /// Renumbers task ids above `gone` down by one (ops, forks, schedule).

@@ -1,0 +1,83 @@
+//! The guided engine finds every modelled zoo bug, and the minimizer shrinks each raw crash
+//! to no more lines than the bug's hand-minimized regression trace in
+//! `corpus/regressions/` plus one (the longest of them where a bug has several and none
+//! ends with the same oracle; else the shortest that does).
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use mm_reference::{Bug, BugSet, Oracle, Outcome, Reference, RunOptions};
+use mm_targets::engine::Finding;
+use mm_targets::guided::{guided, GuidedConfig};
+use mm_targets::minimize::{lines, minimize};
+use mm_targets::trace::{parse, Trace};
+
+fn outcome_oracle(r: &mut Reference, t: &Trace) -> Option<Oracle> {
+    match r
+        .run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, &RunOptions::ALL)
+        .outcome
+    {
+        Outcome::Violation(v) => Some(v.oracle),
+        Outcome::Ok => None,
+    }
+}
+
+/// The line budget for a minimized crash of `bug` ending with `oracle`.
+fn budget(bug: Bug, oracle: Oracle, r: &mut Reference) -> usize {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/regressions");
+    let mut same = Vec::new();
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).expect("corpus/regressions") {
+        let path = e.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with(bug.name()) {
+            continue;
+        }
+        let t = parse(&std::fs::read_to_string(&path).unwrap()).expect("a valid regression");
+        let n = lines(&t);
+        all.push(n);
+        if outcome_oracle(r, &t) == Some(oracle) {
+            same.push(n);
+        }
+    }
+    assert!(!all.is_empty(), "no regression for {}", bug.name());
+    same.into_iter().min().unwrap_or_else(|| all.into_iter().max().unwrap()) + 1
+}
+
+#[test]
+fn every_zoo_crash_minimizes_to_the_regression_size() {
+    let mut r = Reference::new();
+    for bug in Bug::ALL.into_iter().filter(|b| b.modelled()) {
+        let mut bugs = BugSet::NONE;
+        bugs.insert(bug);
+        let mut found = 0;
+        for seed in 1..=4 {
+            let cfg = GuidedConfig {
+                runs: Some(200_000),
+                bugs,
+                ..GuidedConfig::new(seed)
+            };
+            let res = guided(&cfg, &AtomicBool::new(false), Duration::from_secs(3600), |_| {});
+            let crash = res
+                .crashes
+                .first()
+                .unwrap_or_else(|| panic!("{} seed {seed}: not found", bug.name()));
+            let Finding::Violation(v) = &crash.finding else {
+                continue; // a panic of the model: reported by `mmfuzz fuzz`, not this test's subject
+            };
+            found += 1;
+            let oracle = v.oracle;
+            let small = minimize(&crash.trace, &mut |t| {
+                t.config.bugs == bugs && outcome_oracle(&mut r, t) == Some(oracle)
+            });
+            let max = budget(bug, oracle, &mut r);
+            assert!(
+                lines(&small) <= max,
+                "{} seed {seed}: minimized to {} lines, more than {max}:\n{small}",
+                bug.name(),
+                lines(&small)
+            );
+        }
+        assert!(found >= 3, "{}: only {found} of 4 seeds gave a violation", bug.name());
+    }
+}
