@@ -254,6 +254,7 @@ fn run(cfg: &FuzzConfig, mode: Mode, engine: Engine, args: &Args, artifacts: &Pa
                 options: cfg.options,
                 jobs: args.jobs,
                 keep_going: args.keep_going,
+                past_panics: false,
             };
             let r = guided(&gcfg, interrupt, Duration::from_secs(1), |s| line.show(&status(s)));
             (r.status, r.crashes, r.interrupted)

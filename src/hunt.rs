@@ -11,7 +11,8 @@
 //!   run is reproducible from its seed with `mmfuzz fuzz --bugs BUG --seed S`
 //!   (`--engine random` for the baseline).
 //! - A run that does not find the bug counts as the time limit in the median and maximum
-//!   (printed with `>`); a panic of the model is reported and counts as not found.
+//!   (printed with `>`). A panic of the model (a bug of the reference, not of the modelled
+//!   kernel) is reported on standard error and the run goes on past it.
 //! - Exit status: 0 when every run of the guided engine found its bug, 1 otherwise, 2 for
 //!   bad arguments.
 
@@ -19,8 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mm_reference::{Bug, BugSet, RunOptions};
-use mm_targets::engine::{fuzz_until, Finding, FuzzConfig, Mode};
+use std::time::Instant;
+
+use mm_reference::{Bug, BugSet, Outcome, Reference, RunOptions};
+use mm_targets::engine::{run_trace_with, trace_for, Finding, FuzzConfig, Mode};
 use mm_targets::guided::{guided, GuidedConfig};
 
 #[derive(clap::Args)]
@@ -57,7 +60,9 @@ struct Run {
 fn one_run(bug: Bug, seed: u64, time: Duration, mode: Mode, random: bool, interrupt: &AtomicBool) -> Run {
     let mut bugs = BugSet::NONE;
     bugs.insert(bug);
-    let (elapsed, execs, finding) = if random {
+    let report_panic = |m: &str| eprintln!("hunt: {} seed {seed}: model panic: {m}", bug.name());
+    if random {
+        // engine::fuzz's loop (run n is trace_for(cfg, n)), going on past panics of the model.
         let cfg = FuzzConfig {
             seed,
             time: Some(time),
@@ -66,29 +71,40 @@ fn one_run(bug: Bug, seed: u64, time: Duration, mode: Mode, random: bool, interr
             gen: mode.gens(),
             options: RunOptions::ALL,
         };
-        let r = fuzz_until(&cfg, interrupt, |_| {});
-        (r.stats.elapsed, r.stats.execs, r.crash.map(|c| c.finding))
-    } else {
-        let cfg = GuidedConfig {
-            time: Some(time),
-            bugs,
-            mode,
-            ..GuidedConfig::new(seed)
-        };
-        let r = guided(&cfg, interrupt, Duration::from_secs(3600), |_| {});
-        let finding = r.crashes.into_iter().next().map(|c| c.finding);
-        (r.status.stats.elapsed, r.status.stats.execs, finding)
-    };
-    match finding {
-        Some(Finding::Violation(_)) => Run {
-            found: Some((elapsed.as_secs_f64(), execs)),
-        },
-        Some(Finding::Panic(m)) => {
-            eprintln!("hunt: {} seed {seed}: model panic: {m}", bug.name());
-            Run { found: None }
+        let start = Instant::now();
+        let mut reference = Reference::new();
+        let mut n = 0;
+        while start.elapsed() < time && !interrupt.load(Ordering::Relaxed) {
+            let trace = trace_for(&cfg, n);
+            n += 1;
+            match run_trace_with(&mut reference, &trace, &cfg.options) {
+                Ok(r) if r.outcome != Outcome::Ok => {
+                    return Run {
+                        found: Some((start.elapsed().as_secs_f64(), n)),
+                    }
+                }
+                Ok(_) => {}
+                Err(m) => report_panic(&m),
+            }
         }
-        None => Run { found: None },
+        return Run { found: None };
     }
+    let cfg = GuidedConfig {
+        time: Some(time),
+        bugs,
+        mode,
+        past_panics: true,
+        ..GuidedConfig::new(seed)
+    };
+    let r = guided(&cfg, interrupt, Duration::from_secs(3600), |_| {});
+    let mut found = None;
+    for c in r.crashes {
+        match c.finding {
+            Finding::Violation(_) => found = Some((r.status.stats.elapsed.as_secs_f64(), r.status.stats.execs)),
+            Finding::Panic(m) => report_panic(&m),
+        }
+    }
+    Run { found }
 }
 
 /// Runs `n` seeds of one engine on `bug`, `jobs` at a time.

@@ -20,15 +20,9 @@ pub struct Args {
 }
 
 /// The oracle a trace's run ends with, if it ends with a violation.
+/// A candidate that makes the model panic keeps nothing (the panic is the model's bug).
 fn oracle_of(reference: &mut Reference, t: &Trace) -> Option<Oracle> {
-    let report = reference.run(
-        &t.config,
-        &t.files,
-        &t.tasks,
-        &t.ops,
-        &t.schedule,
-        &RunOptions::default(),
-    );
+    let report = mm_targets::engine::run_trace_with(reference, t, &RunOptions::default()).ok()?;
     match report.outcome {
         Outcome::Violation(v) => Some(v.oracle),
         Outcome::Ok => None,
@@ -63,10 +57,14 @@ pub fn main(args: &Args) -> u8 {
     };
     let bugs = trace.config.bugs;
     let mut tries = 0u64;
+    // Candidates that panic the model are rejected quietly.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let small = minimize(&trace, &mut |t| {
         tries += 1;
         t.config.bugs == bugs && oracle_of(&mut reference, t) == Some(oracle)
     });
+    std::panic::set_hook(hook);
     let text = format!("# minimized by mmfuzz minimize: keeps violation {oracle}\n{small}");
     if let Err(e) = std::fs::write(&args.output, text) {
         eprintln!("error: {}: {e}", args.output.display());

@@ -7,16 +7,15 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use mm_reference::{Bug, BugSet, Oracle, Outcome, Reference, RunOptions};
-use mm_targets::engine::Finding;
+use mm_targets::engine::{run_trace_with, Finding};
 use mm_targets::guided::{guided, GuidedConfig};
 use mm_targets::minimize::{lines, minimize};
 use mm_targets::trace::{parse, Trace};
 
+/// The oracle of the violation `t` ends with (`None` for ok, or a panic of the model: the
+/// minimizer must not trade the bug for the model's own).
 fn outcome_oracle(r: &mut Reference, t: &Trace) -> Option<Oracle> {
-    match r
-        .run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, &RunOptions::ALL)
-        .outcome
-    {
+    match run_trace_with(r, t, &RunOptions::ALL).ok()?.outcome {
         Outcome::Violation(v) => Some(v.oracle),
         Outcome::Ok => None,
     }

@@ -69,6 +69,9 @@ pub struct GuidedConfig {
     pub jobs: usize,
     /// Go on after a finding (keeping each new signature) instead of stopping.
     pub keep_going: bool,
+    /// Go on after a panic of the model (keeping it) even without `keep_going`: for
+    /// measuring the time to a violation on a model that also has a bug of its own.
+    pub past_panics: bool,
 }
 
 impl GuidedConfig {
@@ -82,6 +85,7 @@ impl GuidedConfig {
             options: RunOptions::ALL,
             jobs: 1,
             keep_going: false,
+            past_panics: false,
         }
     }
 }
@@ -117,6 +121,9 @@ struct Corpus {
     entries: Vec<Entry>,
     features: HashSet<u32>,
 }
+
+/// Worker 0's status callback and how often to call it.
+type StatusHook<'a> = (&'a mut dyn FnMut(&Status), Duration);
 
 /// What the workers share.
 struct Shared<'a> {
@@ -236,7 +243,7 @@ impl Shared<'_> {
 
     /// One worker's loop; worker 0 runs on the calling thread and calls `on_status` about
     /// every `every`.
-    fn work(&self, worker: u64, mut on_status: Option<(&mut dyn FnMut(&Status), Duration)>) {
+    fn work(&self, worker: u64, mut on_status: Option<StatusHook<'_>>) {
         let cfg = self.cfg;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(worker);
@@ -326,7 +333,9 @@ impl Shared<'_> {
                 if crashes.1.insert(sig) {
                     crashes.0.push(Crash { run: n, trace, finding });
                 }
-                if !cfg.keep_going {
+                let panic = matches!(crashes.0.last(), Some(c) if matches!(c.finding, Finding::Panic(_)));
+                let go_on = cfg.keep_going || (panic && cfg.past_panics);
+                if !go_on {
                     self.done.store(true, Ordering::Relaxed);
                 }
             }

@@ -14,6 +14,7 @@
 //!   trace that comes back equal is returned (the parser is the judge of validity, as in the
 //!   minimizer); after a few failed tries it gives up (`None`).
 //! - The bug switches never change: `config.bugs` is what the input had.
+//! - Mutants stay small: at most [`MAX_OPS`] operations and [`MAX_TOKENS`] schedule tokens.
 //! - Deterministic: every decision comes from the rng passed in.
 
 use mm_reference::{Config, MmapFlags, MremapFlags, Op, Prot, SchedToken, TaskId, PAGE_SIZE, USER_BASE};
@@ -25,6 +26,10 @@ use crate::trace::{parse, OpLine, Trace};
 
 /// Attempts at a valid mutant before [`mutate`] gives up.
 const TRIES: usize = 8;
+/// The most operation lines and schedule tokens a mutant may have (mutants that only ever
+/// grew would make every execution slower).
+pub const MAX_OPS: usize = 48;
+pub const MAX_TOKENS: usize = 192;
 
 /// Whether `t` is a valid trace (prints and parses back to itself).
 pub fn valid(t: &Trace) -> bool {
@@ -41,7 +46,8 @@ pub fn mutate(rng: &mut ChaCha8Rng, base: &Trace, other: Option<&Trace>) -> Opti
             mutate_once(rng, &mut t, other);
         }
         t.config.bugs = base.config.bugs;
-        if t != *base && valid(&t) {
+        t.schedule.truncate(MAX_TOKENS);
+        if t != *base && t.ops.len() <= MAX_OPS && valid(&t) {
             return Some(t);
         }
     }
