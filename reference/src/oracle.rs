@@ -1,5 +1,5 @@
-//! The oracles that judge the machine from outside after every step: `rss`, `refcount`,
-//! `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
+//! The oracles that judge the machine from outside after every step: `share-count`, `rss`,
+//! `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
 //! the flat spec is driven.
 //!
 //! Each oracle recomputes what must hold from the page tables and frames themselves, never
@@ -26,6 +26,8 @@ pub(crate) struct Checker {
     pins: Vec<u32>,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
+    /// Every pmd entry linking a pte table: (table, mm, base address of its range).
+    links: Vec<(u32, usize, u64)>,
 }
 
 impl Checker {
@@ -36,6 +38,7 @@ impl Checker {
             pins: vec![0; frames],
             touched: Vec::new(),
             rss: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -54,7 +57,8 @@ impl Checker {
                 }
             }
             let r = self
-                .census(m)
+                .check_share(m)
+                .and_then(|()| self.census(m))
                 .and_then(|()| self.check_rss(m))
                 .and_then(|()| self.check_refcount(m));
             for &pfn in &self.touched {
@@ -73,6 +77,108 @@ impl Checker {
             check_tlb(m)?;
         }
         check_kmap(m)
+    }
+
+    /// `share-count`, for pte tables: each table's share count equals the pmd entries
+    /// linking it, over every live mm; a table linked more than once is linked only from
+    /// VMAs that may share it: a file mapping (not hugetlb) that covers the table's whole
+    /// range, each mapping the same file page at the range's base, with the same flags.
+    /// (A VMA with an anon_vma must not share either; the ptes of a shared table are the
+    /// same for every sharer, so a private copy reaching another mm is judged by `spec`,
+    /// at the access that reads it.) Orphaned tables are judged in `check_refcount`.
+    fn check_share(&mut self, m: &Machine) -> Result<(), Violation> {
+        self.links.clear();
+        let span = m.entry_span(1);
+        for (mi, mm) in m.mms.iter().enumerate() {
+            if !mm.live {
+                continue;
+            }
+            for (i3, e3) in m.frames.table(mm.pgd).iter().enumerate() {
+                if !e3.mapped() || m.frames.f[e3.pfn as usize].owner != (Owner::Table { level: 2 }) {
+                    continue;
+                }
+                for (i2, e2) in m.frames.table(e3.pfn).iter().enumerate() {
+                    if !e2.mapped() || m.frames.f[e2.pfn as usize].owner != (Owner::Table { level: 1 }) {
+                        continue;
+                    }
+                    let base2 = i3 as u64 * m.entry_span(3) + i2 as u64 * m.entry_span(2);
+                    for (i1, e1) in m.frames.table(e2.pfn).iter().enumerate() {
+                        if e1.mapped() {
+                            self.links.push((e1.pfn, mi, base2 + i1 as u64 * span));
+                        }
+                    }
+                }
+            }
+        }
+        self.links.sort_unstable();
+        for group in self.links.chunk_by(|a, b| a.0 == b.0) {
+            let table = group[0].0;
+            let fr = &m.frames.f[table as usize];
+            if fr.owner != (Owner::Table { level: 0 }) {
+                continue; // the census reports what the entry reaches
+            }
+            let linked = || {
+                group
+                    .iter()
+                    .map(|&(_, mm, base)| format!("mm {mm} at {base:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if fr.maps as usize != group.len() + pending(m, table) {
+                return violation(
+                    Oracle::ShareCount,
+                    format!(
+                        "pte table frame {table} has share count {} but {} pmd entries link it ({}){}",
+                        fr.maps,
+                        group.len(),
+                        linked(),
+                        match pending(m, table) {
+                            0 => String::new(),
+                            n => format!(" and {n} links are pending"),
+                        }
+                    ),
+                );
+            }
+            if group.len() < 2 {
+                continue;
+            }
+            let mut first: Option<(u32, u64, u32)> = None;
+            for &(_, mm, base) in group {
+                let vmas = &m.mms[mm].vmas;
+                let v = m.mms[mm].find(base).map(|i| vmas[i]);
+                let why = match v {
+                    None => Some("no VMA maps the start of its range".to_string()),
+                    Some(v) if v.file.is_none() || v.hugetlb() => Some("its VMA is not a file mapping".to_string()),
+                    Some(v) if v.end < base + span => Some(format!(
+                        "its VMA [{:#x}, {:#x}) does not cover the table's range [{base:#x}, {:#x})",
+                        v.start,
+                        v.end,
+                        base + span
+                    )),
+                    Some(v) => {
+                        let this = (v.file.expect("a file mapping"), v.index_of(base), v.share_flags());
+                        match first {
+                            None => {
+                                first = Some(this);
+                                None
+                            }
+                            Some(f) if f.0 != this.0 || f.1 != this.1 => {
+                                Some(format!("it maps page {} of file {} there, not page {} of file {}", this.1, this.0, f.1, f.0))
+                            }
+                            Some(f) if f.2 != this.2 => Some("its VMA's flags differ from the other sharers'".to_string()),
+                            Some(_) => None,
+                        }
+                    }
+                };
+                if let Some(why) = why {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!("pte table frame {table} is shared ({}) but mm {mm} at {base:#x} may not share it: {why}", linked()),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     fn tally(&mut self, pfn: u32, table: bool) {
@@ -108,13 +214,30 @@ impl Checker {
             }
             self.tally(pgd, true);
             let mut cursor = 0;
-            self.walk(m, mi, pgd, 3, 0, &mut cursor)?;
+            self.walk(m, mi, pgd, 3, 0, &mut cursor, false)?;
+        }
+        // A table a task holds a share count on, and no mm links (its last linker left
+        // meanwhile): its ptes still map their pages.
+        for task in &m.tasks {
+            for &table in &task.share_pending {
+                if self.table_refs[table as usize] > 0 || m.frames.f[table as usize].owner != (Owner::Table { level: 0 }) {
+                    continue;
+                }
+                for e in m.frames.table(table).iter() {
+                    if e.mapped() && !e.special() {
+                        self.tally(e.pfn, false);
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     /// `cursor`: the index of the first VMA not ending at or below the last address visited
     /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
+    /// `again`: a shared pte table already walked from another entry (its ptes' maps are
+    /// tallied once).
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         m: &Machine,
@@ -123,6 +246,7 @@ impl Checker {
         level: u32,
         base: u64,
         cursor: &mut usize,
+        again: bool,
     ) -> Result<(), Violation> {
         let span = m.entry_span(level);
         for (i, &e) in m.frames.table(table).iter().enumerate() {
@@ -144,7 +268,10 @@ impl Checker {
                     );
                 }
                 self.tally(e.pfn, true);
-                self.walk(m, mm, e.pfn, level - 1, va, cursor)?;
+                // A shared pte table's ptes map their pages once, however many mms link it
+                // (each still counts them in its rss).
+                let again = level == 1 && self.table_refs[e.pfn as usize] > 1;
+                self.walk(m, mm, e.pfn, level - 1, va, cursor, again)?;
                 continue;
             }
             if e.special() {
@@ -195,7 +322,9 @@ impl Checker {
                     );
                 }
             }
-            self.tally(e.pfn, false);
+            if !again {
+                self.tally(e.pfn, false);
+            }
             self.rss[mm][m.rss_kind(e.pfn)] += 1;
         }
         Ok(())
@@ -233,6 +362,36 @@ impl Checker {
                 );
             }
         }
+        // Tables first: a table no entry links any more (its pages' counts still include
+        // its ptes) is the cause to report, not the counts it leaves behind.
+        for pfn in m.frames.allocated() {
+            let fr = &m.frames.f[pfn as usize];
+            if let Owner::Table { level } = fr.owner {
+                let linked = self.table_refs[pfn as usize] + pending(m, pfn) as u32;
+                if linked == 0 {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "{} table frame {pfn} (share count {}) is allocated but no entry links it: it was not freed with its last link",
+                            ["pte", "pmd", "pud", "pgd"][level as usize],
+                            fr.maps
+                        ),
+                    );
+                }
+                if fr.maps != linked {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!("page table frame {pfn} has share count {} but {linked} entries link it", fr.maps),
+                    );
+                }
+                if fr.refs != 1 {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("page table frame {pfn} has reference count {} (expected 1)", fr.refs),
+                    );
+                }
+            }
+        }
         for pfn in m.frames.allocated() {
             let fr = &m.frames.f[pfn as usize];
             let maps = self.maps[pfn as usize];
@@ -254,18 +413,8 @@ impl Checker {
                     }
                     (maps + 1 + pins, maps)
                 }
-                Owner::Table { .. } => {
-                    if self.table_refs[pfn as usize] != 1 {
-                        return violation(
-                            Oracle::Refcount,
-                            format!(
-                                "page table frame {pfn} is referenced by {} entries (expected 1)",
-                                self.table_refs[pfn as usize]
-                            ),
-                        );
-                    }
-                    (1, 0)
-                }
+                // Its map count is its share count, checked above with its reference.
+                Owner::Table { .. } => continue,
             };
             if fr.maps != want_maps || fr.refs != want_refs {
                 return violation(
@@ -298,6 +447,12 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Links to pte table `table` that running tasks have counted but not made yet (a share
+/// count raised across a scheduling point, `Task::share_pending`).
+fn pending(m: &Machine, table: u32) -> usize {
+    m.tasks.iter().flat_map(|t| &t.share_pending).filter(|&&p| p == table).count()
 }
 
 /// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation

@@ -425,14 +425,14 @@ impl Bug {
             | Bug::KmapNested
             | Bug::HighpteKmapOverAlloc
             | Bug::KmapAtomicUnordered
-            | Bug::KmapAtomicIrqSlot => true,
-            Bug::PtshareAnonVma
+            | Bug::KmapAtomicIrqSlot
+            | Bug::PtshareAnonVma
             | Bug::PtshareFlushOwnMm
             | Bug::PtshareCountRace
             | Bug::PtshareRss
             | Bug::PtshareEndWrap
-            | Bug::PtshareMremapNewrange
-            | Bug::HugetlbFaultUnlocked
+            | Bug::PtshareMremapNewrange => true,
+            Bug::HugetlbFaultUnlocked
             | Bug::HugetlbUnshareNoFlush => false,
         }
     }

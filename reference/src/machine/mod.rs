@@ -24,6 +24,7 @@ pub(crate) mod frames;
 mod kmap;
 mod locks;
 mod mm;
+mod ptshare;
 mod syscalls;
 
 pub(crate) use fault::{page_rest, FaultStep};
@@ -93,6 +94,9 @@ pub(crate) struct Task {
     pub mem_wait: Option<u64>,
     /// Woken from `mem_wait` by the OOM path, not by a free.
     pub mem_oom: bool,
+    /// Pte tables whose share count this task raised for a link it has not made yet
+    /// (`ptshare-count-race` holds one across a scheduling point).
+    pub share_pending: Vec<Pfn>,
 }
 
 impl Task {
@@ -107,6 +111,7 @@ impl Task {
             kmap_wait: None,
             mem_wait: None,
             mem_oom: false,
+            share_pending: Vec::new(),
         }
     }
 }
@@ -202,6 +207,9 @@ pub(crate) struct Machine {
     pub reclaims: u64,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
+    /// Shared pte tables: the (mm, base address) of every pmd entry linking each table
+    /// linked more than once (`ptshare.rs`).
+    pub ptshare: BTreeMap<Pfn, Vec<(usize, u64)>>,
 }
 
 impl Machine {
@@ -241,6 +249,7 @@ impl Machine {
             violation: None,
             reclaims: 0,
             reclaim_needs_kmap: None,
+            ptshare: BTreeMap::new(),
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -481,33 +490,7 @@ impl Machine {
     /// Walks to the pte of `va`, allocating missing tables (`__pte_alloc` and friends).
     /// Caller holds mmap_lock (read at least); each allocation may reclaim.
     pub fn pte_alloc(&mut self, mm: usize, va: u64) -> Result<(Pfn, usize), FaultError> {
-        let mut t = self.mms[mm].pgd;
-        for level in (1..=3u32).rev() {
-            let i = self.index(va, level);
-            let e = self.frames.table(t)[i];
-            if e.mapped() {
-                t = e.pfn;
-                continue;
-            }
-            let zone = if level == 1 && self.cfg.highpte {
-                Zone::High
-            } else {
-                Zone::Low
-            };
-            let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
-            // Reclaim never frees page tables, so the walk so far is still valid.
-            // pmd_populate/pud_populate under mm->page_table_lock.
-            let lock = LockId::PageTableLock(mm as u32);
-            self.spin_lock(lock);
-            assert!(!self.frames.table(t)[i].mapped());
-            self.frames.table_mut(t)[i] = Entry {
-                pfn: new,
-                flags: frames::E_PRESENT,
-            };
-            self.spin_unlock(lock);
-            t = new;
-        }
-        Ok((t, self.index(va, 0)))
+        self.table_alloc(mm, va, 0)
     }
 
     /// Frees every page table below the pgd of `mm` whose range no VMA overlaps any more
@@ -536,14 +519,15 @@ impl Machine {
             if self.mms[mm].overlaps(lo, hi) {
                 continue;
             }
-            // Nothing maps [lo, hi): the lower table must be empty now.
+            // Nothing maps [lo, hi): the lower table must be empty now, and no longer
+            // shared (the paths that unmap unshare first).
             let child = e.pfn;
             assert!(
                 self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
             self.frames.table_mut(table)[i] = Entry::NONE;
-            self.put_frame(child);
+            self.unlink_table(child);
         }
     }
 
@@ -552,7 +536,16 @@ impl Machine {
         let task_size = self.cfg.task_size();
         self.free_pgtables(mm, 0, task_size);
         let pgd = self.mms[mm].pgd;
-        self.put_frame(pgd);
+        self.unlink_table(pgd);
+    }
+
+    /// The last entry linking `table` (or an mm's pgd pointer) is gone: its share count
+    /// drops to 0 and the frame is freed.
+    fn unlink_table(&mut self, table: Pfn) {
+        let fr = &mut self.frames.f[table as usize];
+        assert_eq!(fr.maps, 1, "freeing page table {table} still shared");
+        fr.maps = 0;
+        self.put_frame(table);
     }
 
     // ---- frames -----------------------------------------------------------------------
@@ -697,11 +690,25 @@ impl Machine {
                 if !e.mapped() || e.pfn != pfn {
                     continue;
                 }
+                // A shared table is cleared once for all its sharers, and every one of them
+                // is flushed.
                 self.set_pte(slot, Entry::NONE);
-                self.flush_tlb_range(mm, va, va + PAGE_SIZE);
-                self.unmap_accounting(mm, e);
+                self.flush_links(mm, va, slot.0);
+                self.unmap_accounting_at(mm, va, slot.0, e);
             }
         }
+    }
+
+    /// [`Machine::unmap_accounting`] of a pte cleared in table `table` that `mm` reaches
+    /// at `va`: every other mm linking the table loses it from its rss too.
+    pub fn unmap_accounting_at(&mut self, mm: usize, va: u64, table: Pfn, e: Entry) {
+        if !e.special() && self.ptshare.contains_key(&table) {
+            let kind = self.rss_kind(e.pfn);
+            // Every link's counter but `mm`'s, which unmap_accounting takes.
+            self.rss_add_links(mm, va, table, kind, -1);
+            self.mms[mm].rss[kind] += 1;
+        }
+        self.unmap_accounting(mm, e);
     }
 
     /// The bookkeeping of one cleared pte: dirty bit to the page, map count, rss, reference.
