@@ -144,36 +144,28 @@ impl Checker {
             }
             let mut first: Option<(u32, u64, u32)> = None;
             for &(_, mm, base) in group {
-                let vmas = &m.mms[mm].vmas;
-                let v = m.mms[mm].find(base).map(|i| vmas[i]);
-                let why = match v {
-                    None => Some("no VMA maps the start of its range".to_string()),
-                    Some(v) if v.file.is_none() || v.hugetlb() => Some("its VMA is not a file mapping".to_string()),
-                    Some(v) if v.end < base + span => Some(format!(
-                        "its VMA [{:#x}, {:#x}) does not cover the table's range [{base:#x}, {:#x})",
-                        v.start,
-                        v.end,
-                        base + span
-                    )),
-                    Some(v) => {
-                        let this = (v.file.expect("a file mapping"), v.index_of(base), v.share_flags());
-                        match first {
-                            None => {
-                                first = Some(this);
-                                None
-                            }
-                            Some(f) if f.0 != this.0 || f.1 != this.1 => {
-                                Some(format!("it maps page {} of file {} there, not page {} of file {}", this.1, this.0, f.1, f.0))
-                            }
-                            Some(f) if f.2 != this.2 => Some("its VMA's flags differ from the other sharers'".to_string()),
-                            Some(_) => None,
+                let why = match covering(m, mm, base, span) {
+                    Err(why) => Some(why),
+                    Ok(this) => match first {
+                        None => {
+                            first = Some(this);
+                            None
                         }
-                    }
+                        Some(f) if f.0 != this.0 || f.1 != this.1 => Some(format!(
+                            "it maps page {} of file {} there, not page {} of file {}",
+                            this.1, this.0, f.1, f.0
+                        )),
+                        Some(f) if f.2 != this.2 => Some("its VMA's flags differ from the other sharers'".to_string()),
+                        Some(_) => None,
+                    },
                 };
                 if let Some(why) = why {
                     return violation(
                         Oracle::ShareCount,
-                        format!("pte table frame {table} is shared ({}) but mm {mm} at {base:#x} may not share it: {why}", linked()),
+                        format!(
+                            "pte table frame {table} is shared ({}) but mm {mm} at {base:#x} may not share it: {why}",
+                            linked()
+                        ),
                     );
                 }
             }
@@ -220,7 +212,9 @@ impl Checker {
         // meanwhile): its ptes still map their pages.
         for task in &m.tasks {
             for &table in &task.share_pending {
-                if self.table_refs[table as usize] > 0 || m.frames.f[table as usize].owner != (Owner::Table { level: 0 }) {
+                if self.table_refs[table as usize] > 0
+                    || m.frames.f[table as usize].owner != (Owner::Table { level: 0 })
+                {
                     continue;
                 }
                 for e in m.frames.table(table).iter() {
@@ -381,7 +375,10 @@ impl Checker {
                 if fr.maps != linked {
                     return violation(
                         Oracle::ShareCount,
-                        format!("page table frame {pfn} has share count {} but {linked} entries link it", fr.maps),
+                        format!(
+                            "page table frame {pfn} has share count {} but {linked} entries link it",
+                            fr.maps
+                        ),
                     );
                 }
                 if fr.refs != 1 {
@@ -449,10 +446,49 @@ impl Checker {
     }
 }
 
+/// What `mm` maps over a shared pte table's range `[base, base + span)`: (file, page at
+/// `base`, flags), if one file mapping covers the whole range (VMAs split inside it, as a
+/// split that a failed munmap leaves, count as long as they go on contiguously in the file
+/// with the same flags); else why not.
+fn covering(m: &Machine, mm: usize, base: u64, span: u64) -> Result<(u32, u64, u32), String> {
+    let vmas = &m.mms[mm].vmas;
+    let Some(i) = m.mms[mm].find(base) else {
+        return Err("no VMA maps the start of its range".to_string());
+    };
+    let v = vmas[i];
+    let (Some(file), false) = (v.file, v.hugetlb()) else {
+        return Err("its VMA is not a file mapping".to_string());
+    };
+    let what = (file, v.index_of(base), v.share_flags());
+    let mut end = v.end;
+    for w in &vmas[i + 1..] {
+        if end >= base + span || w.start != end {
+            break;
+        }
+        if w.file != v.file || w.share_flags() != what.2 || w.index_of(w.start) != what.1 + (w.start - base) / PAGE_SIZE
+        {
+            break;
+        }
+        end = w.end;
+    }
+    if end < base + span {
+        return Err(format!(
+            "its VMAs cover [{:#x}, {end:#x}) of the table's range [{base:#x}, {:#x}), not all of it",
+            v.start.max(base),
+            base + span
+        ));
+    }
+    Ok(what)
+}
+
 /// Links to pte table `table` that running tasks have counted but not made yet (a share
 /// count raised across a scheduling point, `Task::share_pending`).
 fn pending(m: &Machine, table: u32) -> usize {
-    m.tasks.iter().flat_map(|t| &t.share_pending).filter(|&&p| p == table).count()
+    m.tasks
+        .iter()
+        .flat_map(|t| &t.share_pending)
+        .filter(|&&p| p == table)
+        .count()
 }
 
 /// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation

@@ -432,8 +432,7 @@ impl Bug {
             | Bug::PtshareRss
             | Bug::PtshareEndWrap
             | Bug::PtshareMremapNewrange => true,
-            Bug::HugetlbFaultUnlocked
-            | Bug::HugetlbUnshareNoFlush => false,
+            Bug::HugetlbFaultUnlocked | Bug::HugetlbUnshareNoFlush => false,
         }
     }
 

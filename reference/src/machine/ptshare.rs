@@ -127,7 +127,11 @@ impl Machine {
                     continue;
                 }
                 if let Some((table, _)) = self.pte_slot(om, sbase) {
-                    return Some(Found { table, mm: om, base: sbase });
+                    return Some(Found {
+                        table,
+                        mm: om,
+                        base: sbase,
+                    });
                 }
             }
         }
@@ -168,7 +172,10 @@ impl Machine {
     /// do nothing else. Caller holds mmap_lock.
     pub(crate) fn pt_share_finish(&mut self, mm: usize, va: u64, found: Found) {
         let pending = &mut self.tasks[self.current as usize].share_pending;
-        let i = pending.iter().position(|&p| p == found.table).expect("a count raised by this task");
+        let i = pending
+            .iter()
+            .position(|&p| p == found.table)
+            .expect("a count raised by this task");
         pending.swap_remove(i);
         if self.pmd_entry(mm, va).is_some_and(|e| e.mapped()) {
             let fr = &mut self.frames.f[found.table as usize];
@@ -189,14 +196,20 @@ impl Machine {
         };
         let lock = LockId::PageTableLock(mm as u32);
         self.spin_lock(lock);
-        assert!(!self.frames.table(pmd)[i].mapped(), "pmd entry of {va:#x} populated under us");
+        assert!(
+            !self.frames.table(pmd)[i].mapped(),
+            "pmd entry of {va:#x} populated under us"
+        );
         self.frames.table_mut(pmd)[i] = Entry {
             pfn: found.table,
             flags: E_PRESENT,
         };
         self.spin_unlock(lock);
         let base = va & !(self.pte_span() - 1);
-        let theirs = self.pmd_entry(found.mm, found.base).is_some_and(|e| e.mapped() && e.pfn == found.table);
+        let theirs = self.mms[found.mm].live
+            && self
+                .pmd_entry(found.mm, found.base)
+                .is_some_and(|e| e.mapped() && e.pfn == found.table);
         let links = self.ptshare.entry(found.table).or_default();
         if links.is_empty() && theirs {
             links.push((found.mm, found.base));
