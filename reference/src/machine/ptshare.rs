@@ -81,7 +81,10 @@ impl Machine {
             let end = (base + span) & (self.cfg.task_size() - 1);
             v.start <= base && v.end >= end
         } else {
-            v.start <= base && v.end - 1 >= base + span - 1
+            // Hugh's `vma->vm_end - 1 >= end` with `end = base + span - 1`: no wrap.
+            #[allow(clippy::int_plus_one)]
+            let covers = v.end - 1 >= base + span - 1;
+            v.start <= base && covers
         }
     }
 
@@ -123,7 +126,7 @@ impl Machine {
                     continue;
                 }
                 let sbase = s.start + (index - s.pgoff) * PAGE_SIZE;
-                if sbase % span != 0 || !self.pt_shareable(s, sbase) {
+                if !sbase.is_multiple_of(span) || !self.pt_shareable(s, sbase) {
                     continue;
                 }
                 if let Some((table, _)) = self.pte_slot(om, sbase) {
