@@ -61,6 +61,7 @@ impl Kernel {
     /// Takes the sleeping lock `id` (down_read/down_write/lock_page): a scheduling point.
     /// The step ends once the task holds the lock, or sleeps in its queue until a release
     /// hands it over. might_sleep() checks first; lockdep records the lock when granted.
+    #[track_caller]
     fn lock(&self, t: TaskId, id: LockId, mode: Mode) -> Acquire<'_> {
         assert!(!id.spinning(), "{id} is a spinlock");
         Acquire {
@@ -69,15 +70,21 @@ impl Kernel {
             id,
             mode,
             started: false,
+            at: std::panic::Location::caller(),
         }
     }
 
+    #[track_caller]
     fn unlock(&self, t: TaskId, id: LockId) {
-        self.m().locks.release(t, id);
+        let mut m = self.m();
+        let woken = m.locks.release(t, id);
+        m.ev_unlock(t, id, &woken, std::panic::Location::caller());
     }
 
     /// A preemption point (cond_resched): the step ends here.
+    #[track_caller]
     fn point(&self) -> Yield {
+        self.m().ev_yield();
         Yield(false)
     }
 
@@ -110,6 +117,8 @@ pub(crate) struct Acquire<'k> {
     id: LockId,
     mode: Mode,
     started: bool,
+    /// Where the path takes the lock (for the event log).
+    at: &'static std::panic::Location<'static>,
 }
 
 impl Future for Acquire<'_> {
@@ -136,6 +145,7 @@ impl Future for Acquire<'_> {
             return Poll::Pending;
         }
         m.locks.acquire(t, id, mode);
+        m.ev_lock(t, id, mode, self.at);
         Poll::Pending
     }
 }

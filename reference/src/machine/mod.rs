@@ -103,7 +103,7 @@ impl Task {
 /// A linearization point of a running operation, handed to the flat spec in the order the
 /// points happen.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Lin {
+pub enum Lin {
     /// The whole operation takes effect now (its result is compared when it returns).
     Whole,
     /// A write or read copied `n` bytes between file offset `pos` and user address `user`.
@@ -187,6 +187,8 @@ pub(crate) struct Machine {
     /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
     /// model bug).
     pub reclaims: u64,
+    /// The event log, when the run records one (`events.rs`).
+    pub events: Option<Box<crate::events::Recorder>>,
 }
 
 impl Machine {
@@ -224,6 +226,7 @@ impl Machine {
             current: 0,
             violation: None,
             reclaims: 0,
+            events: None,
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -287,14 +290,18 @@ impl Machine {
 
     /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
     /// scheduling point), recorded for lockdep.
+    #[track_caller]
     pub fn spin_lock(&mut self, id: LockId) {
         let t = self.current;
         let got = self.locks.acquire(t, id, Mode::Write);
+        self.ev_lock(t, id, Mode::Write, std::panic::Location::caller());
         assert_eq!(got, locks::Acquired::Taken, "{id} is contended");
     }
 
+    #[track_caller]
     pub fn spin_unlock(&mut self, id: LockId) {
         let woken = self.locks.release(self.current, id);
+        self.ev_unlock(self.current, id, &woken, std::panic::Location::caller());
         assert!(woken.is_empty(), "a task slept on {id}");
     }
 
@@ -365,7 +372,9 @@ impl Machine {
         }
     }
 
+    #[track_caller]
     pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
+        self.ev_entry(slot.0, slot.1, e);
         self.frames.table_mut(slot.0)[slot.1] = e;
     }
 
@@ -395,6 +404,7 @@ impl Machine {
                 pfn: new,
                 flags: frames::E_PRESENT,
             };
+            self.ev_entry_set(t, i);
             self.spin_unlock(lock);
             t = new;
         }
@@ -433,6 +443,7 @@ impl Machine {
                 self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
+            self.ev_entry(table, i, Entry::NONE);
             self.frames.table_mut(table)[i] = Entry::NONE;
             self.put_frame(child);
         }
@@ -453,6 +464,7 @@ impl Machine {
     pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
         loop {
             if let Some(pfn) = self.frames.alloc(zone, owner) {
+                self.ev_alloc(pfn);
                 return Ok(pfn);
             }
             if !self.reclaim_one(zone) {
@@ -471,6 +483,7 @@ impl Machine {
         assert!(fr.refs > 0, "put of frame {pfn} with no reference");
         fr.refs -= 1;
         if fr.refs == 0 {
+            self.ev_free(pfn);
             self.frames.free(pfn);
         }
     }
@@ -497,7 +510,9 @@ impl Machine {
 
     /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
     /// has run on. Called after the ptes are changed and before any frame is freed.
+    #[track_caller]
     pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
+        self.ev_flush(mm, start, end);
         let mask = self.mms[mm].cpus;
         let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
         for (c, cpu) in self.cpus.iter_mut().enumerate() {
@@ -508,6 +523,7 @@ impl Machine {
     }
 
     /// flush_tlb_mm: every translation of `mm`, everywhere it ran.
+    #[track_caller]
     pub fn flush_tlb_mm(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
         self.flush_tlb_range(mm, 0, task_size);
