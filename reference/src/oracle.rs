@@ -72,7 +72,7 @@ impl Checker {
         if tlb {
             check_tlb(m)?;
         }
-        Ok(())
+        check_kmap(m)
     }
 
     fn tally(&mut self, pfn: u32, table: bool) {
@@ -369,7 +369,9 @@ fn pte_exceeds_vma(m: &Machine, v: &Vma, e: Entry) -> Option<&'static str> {
         if matches!(fr.owner, Owner::Cache { .. }) {
             return Some("lets a private mapping write the page cache");
         }
-        if fr.owner == Owner::Anon && (fr.refs != 1 || fr.maps != 1) {
+        // Pins a kernel path holds (get_user_pages) do not share the page.
+        let pinned = || m.tasks.iter().flat_map(|t| &t.pins).filter(|&&p| p == e.pfn).count() as u32;
+        if fr.owner == Owner::Anon && (fr.maps != 1 || (fr.refs != 1 && fr.refs != 1 + pinned())) {
             return Some("is writable though the anonymous page is shared (copy-on-write not broken)");
         }
     }
@@ -400,6 +402,48 @@ pub(crate) fn check_leak(m: &Machine) -> Result<(), Violation> {
                     Oracle::Leak,
                     format!("every task has exited but frame {pfn} is still allocated ({o:?})"),
                 )
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `kmap` oracle's pool rules: each slot's count is 0 (free: no page, in no kernel TLB)
+/// or 1 + the kmaps of its page that tasks hold; page->virtual and the slots agree; a CPU's
+/// kernel TLB entry of a slot names the page the slot maps (an entry that outlived a remap
+/// means a missing flush_all_zero_pkmaps).
+pub(crate) fn check_kmap(m: &Machine) -> Result<(), Violation> {
+    let k = &m.kmap;
+    for (slot, (&count, &page)) in k.count.iter().zip(&k.page).enumerate() {
+        let bad = match page {
+            None if count != 0 => Some(format!("pkmap slot {slot} has count {count} but maps no page")),
+            None => None,
+            Some(p) if count == 0 => Some(format!("pkmap slot {slot} is free but still maps frame {p}")),
+            Some(p) if k.virt.get(&p) != Some(&slot) => Some(format!(
+                "pkmap slot {slot} maps frame {p}, whose virtual address is elsewhere"
+            )),
+            Some(p) => {
+                let users = k.held.iter().flatten().filter(|&&q| q == p).count() as u32;
+                (count != 1 + users)
+                    .then(|| format!("pkmap slot {slot} of frame {p} has count {count} for {users} kmaps held"))
+            }
+        };
+        if let Some(message) = bad {
+            return violation(Oracle::Kmap, message);
+        }
+    }
+    for (cpu, tlb) in k.ktlb.iter().enumerate() {
+        for (slot, &e) in tlb.iter().enumerate() {
+            if let Some(p) = e {
+                if k.page[slot] != Some(p) {
+                    return violation(
+                        Oracle::Kmap,
+                        format!(
+                            "CPU {cpu}'s kernel TLB maps pkmap slot {slot} to frame {p}, but the slot maps {:?} (a count went to 0 without a flush)",
+                            k.page[slot]
+                        ),
+                    );
+                }
             }
         }
     }

@@ -205,9 +205,29 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         m.tasks[t].state == TaskState::Alive && (self.running[t].is_some() || self.next[t] < self.program[t].len())
     }
 
-    /// Whether task `t` can run a step now (it is not asleep on a lock).
+    /// Whether task `t` can run a step now: it is not asleep (on a lock, on the full kmap
+    /// pool, for memory), and its CPU is not held by another task's kmap_atomic
+    /// (preemption is off there).
     fn runnable(&self, m: &Machine, t: usize) -> bool {
-        self.unfinished(m, t) && m.locks.waiting(t as TaskId).is_none()
+        let task = &m.tasks[t];
+        self.unfinished(m, t)
+            && m.locks.waiting(t as TaskId).is_none()
+            && task.kmap_wait.is_none_or(|w| w != m.kmap.wakeups)
+            && task.mem_wait.is_none_or(|f| f != m.frames.frees)
+            && m.kmap.atomic_owner(task.cpu).is_none_or(|o| o as usize == t)
+    }
+
+    /// No task can run, but some sleep for memory: the OOM path wakes the first of them (in
+    /// file order) to fail its allocation, since nothing will free a frame.
+    fn oom_wake(&self) -> Option<usize> {
+        let mut m = self.k.m();
+        let t = (0..self.program.len())
+            .filter(|&t| self.unfinished(&m, t) && m.tasks[t].mem_wait.is_some())
+            .min_by_key(|&t| self.current_call(t))?;
+        let task = &mut m.tasks[t];
+        task.mem_wait = None;
+        task.mem_oom = true;
+        Some(t)
     }
 
     /// The call task `t` runs or will run next.
@@ -241,11 +261,15 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                             break;
                         }
                         SchedToken::Task(_) => {}
-                        SchedToken::Irq(cpu) => {
-                            m.ev_irq(cpu);
-                            // The interrupt handler's kmap_atomic of a page of its own needs
-                            // the highmem model; without it the handler touches nothing of
-                            // the mm state.
+                        SchedToken::Irq(c) => {
+                            if (c as usize) < m.cpus.len() {
+                                m.ev_irq(c);
+                                if let Err(v) = m.irq(c) {
+                                    drop(m);
+                                    self.report.outcome = Outcome::Violation(v);
+                                    return self.report;
+                                }
+                            }
                         }
                     }
                 }
@@ -255,7 +279,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                         .min_by_key(|&t| self.current_call(t))
                 })
             };
-            let Some(t) = chosen else {
+            let Some(t) = chosen.or_else(|| self.oom_wake()) else {
                 return match self.deadlock() {
                     Some(message) => self.end(Oracle::Deadlock, message),
                     None => self.report,
@@ -301,6 +325,10 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 self.k.m().lin.clear();
             }
             if let Poll::Ready(result) = polled {
+                if let Err(v) = self.kmaps_released(t) {
+                    self.report.outcome = Outcome::Violation(v);
+                    return self.report;
+                }
                 if let Err(message) = self.complete(t, result, options) {
                     return self.end(Oracle::Spec, message);
                 }
@@ -374,6 +402,28 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         Ok(())
     }
 
+    /// The `kmap` oracle's rule at the return to user space: task `t` holds no kmap (of
+    /// the pool, or kmap_atomic on its CPU).
+    fn kmaps_released(&self, t: usize) -> Result<(), Violation> {
+        let m = self.k.m();
+        let cpu = m.tasks[t].cpu;
+        let op = self.calls[self.running[t].as_ref().expect("a completing task runs").idx]
+            .op
+            .name();
+        let held = &m.kmap.held[t];
+        let message = if !held.is_empty() {
+            format!("task {t} returns from {op} holding a kmap of frames {held:?}")
+        } else if m.kmap.in_atomic(t as TaskId, cpu) {
+            format!("task {t} returns from {op} holding a kmap_atomic on CPU {cpu}")
+        } else {
+            return Ok(());
+        };
+        Err(Violation {
+            oracle: Oracle::Kmap,
+            message,
+        })
+    }
+
     /// Task `t`'s operation returned `result`: recorded and judged by the flat spec.
     fn complete(&mut self, t: usize, result: OpResult, options: &RunOptions) -> Result<(), String> {
         let run = self.running[t].take().expect("a completing task runs");
@@ -426,17 +476,19 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             return None;
         }
         let holds = |t: TaskId| -> String {
-            let held = m.locks.held(t);
-            if held.is_empty() {
+            let mut names: Vec<String> = m
+                .locks
+                .held(t)
+                .iter()
+                .map(|&(l, mode)| match mode {
+                    Mode::Read => format!("{l} (read)"),
+                    Mode::Write => l.to_string(),
+                })
+                .collect();
+            names.extend(m.kmap.held[t as usize].iter().map(|p| format!("a kmap of frame {p}")));
+            if names.is_empty() {
                 "holds nothing".to_string()
             } else {
-                let names: Vec<String> = held
-                    .iter()
-                    .map(|&(l, mode)| match mode {
-                        Mode::Read => format!("{l} (read)"),
-                        Mode::Write => l.to_string(),
-                    })
-                    .collect();
                 format!("holds {}", names.join(", "))
             }
         };
@@ -461,6 +513,12 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let t = t as TaskId;
                 match m.locks.waiting(t) {
                     Some(l) => format!("task {t} ({}) {}, waits for {l}", op(t), holds(t)),
+                    None if m.tasks[t as usize].kmap_wait.is_some() => format!(
+                        "task {t} ({}) {}, waits for a kmap slot (all {} in use)",
+                        op(t),
+                        holds(t),
+                        m.cfg.pkmap
+                    ),
                     None => format!("task {t} ({}) {}", op(t), holds(t)),
                 }
             })

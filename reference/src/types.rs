@@ -421,12 +421,12 @@ impl Bug {
     /// names the subsystem of each).
     pub const fn modelled(self) -> bool {
         match self {
-            Bug::WriteFaultUnderPageLock => true,
-            Bug::KmapNested
+            Bug::WriteFaultUnderPageLock
+            | Bug::KmapNested
             | Bug::HighpteKmapOverAlloc
             | Bug::KmapAtomicUnordered
-            | Bug::KmapAtomicIrqSlot
-            | Bug::PtshareAnonVma
+            | Bug::KmapAtomicIrqSlot => true,
+            Bug::PtshareAnonVma
             | Bug::PtshareFlushOwnMm
             | Bug::PtshareCountRace
             | Bug::PtshareRss

@@ -47,13 +47,13 @@ pub const CONFORM_WINDOW: (u64, u64) = (0x10_0000, 0x18_0000);
 /// How the generated trace's `config` is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigChoice {
-    /// `frames=65536` and `highmem` 0 or its default; everything else default. What a run on a
+    /// `frames=65536`, `highmem` 0 or its default, `highpte` on or off; everything else default. What a run on a
     /// real kernel can be compared with (memory never runs out).
     Conform,
     /// TRACE.md's defaults: 256 frames, so memory pressure and reclaim happen.
     Default,
-    /// Small random machines: `cpus` 1..4, `ptrs` 4 or 8, `frames` 128..512, `highmem`,
-    /// `pkmap` 1..8 and the `highpte`/`ptshare`/`hugeshare` switches vary.
+    /// Small random machines: `cpus` 1..4, `ptrs` 4 or 8, `frames` 32..512, `highmem`,
+    /// `pkmap` 1..8, `atomic` 2..16 and the `highpte`/`ptshare`/`hugeshare` switches vary.
     Varied,
     /// Exactly this config (its `bugs` are replaced by [`GenOptions::bugs`]); it must pass
     /// [`Config::check`].
@@ -612,12 +612,20 @@ impl<'r, C: Choices> Gen<'r, C> {
             ConfigChoice::Conform => {
                 let frames = 65536;
                 let highmem = if self.pct(50) { 0 } else { frames / 2 };
-                Config { frames, highmem, ..d }
+                let highpte = self.pct(50);
+                Config {
+                    frames,
+                    highmem,
+                    highpte,
+                    ..d
+                }
             }
             ConfigChoice::Default => d,
             ConfigChoice::Fixed(c) => c,
             ConfigChoice::Varied => {
-                let frames = self.pick(&[128, 256, 256, 512]);
+                // Few frames now and then: memory pressure, reclaim through kmaps, sleeping
+                // for memory.
+                let frames = self.pick(&[32, 48, 128, 256, 256, 512]);
                 let highmem = self.pick(&[frames / 2, frames / 2, frames - 8, frames / 4, 0]);
                 Config {
                     cpus: self.between(1, 4) as u32,
@@ -625,6 +633,7 @@ impl<'r, C: Choices> Gen<'r, C> {
                     frames,
                     highmem,
                     pkmap: self.pick(&[1, 2, 3, 4, 8, 8]),
+                    atomic: self.pick(&[2, 3, 4, 16]),
                     highpte: self.pct(85),
                     ptshare: self.pct(85),
                     hugeshare: self.pct(85),

@@ -176,6 +176,7 @@ fn conform_traces_keep_their_constraints() {
             Config {
                 frames: 256,
                 highmem: 128,
+                highpte: true,
                 ..t.config
             },
             Config::default(),

@@ -36,6 +36,43 @@ pub(super) async fn handle_mm_fault(
 ) -> Handled {
     let mmap_lock = LockId::MmapLock(mm as u32);
     assert!(k.m().locks.holds(t, mmap_lock), "fault without mmap_lock");
+    // `highpte-kmap-over-alloc`: the pte page is kmap()ed (a pool slot, not kmap_atomic)
+    // for the whole fault, the allocation of the new page and its reclaim included.
+    let pte_kmap = {
+        let m = k.m();
+        if m.cfg.bugs.contains(Bug::HighpteKmapOverAlloc) {
+            m.pte_slot(mm, va).map(|(table, _)| table)
+        } else {
+            None
+        }
+    };
+    if let Some(table) = pte_kmap {
+        k.hold(t, table);
+        k.kmap(t, table).await;
+    }
+    let oom = k.m().oom;
+    let mut retries = 0;
+    let handled = loop {
+        let handled = handle_mm_fault_once(k, t, mm, va, write, allow_retry).await;
+        // The allocation found no free frame and nothing reclaim could take at once: direct
+        // reclaim that may sleep, or a wait for memory; then the fault is redone from the
+        // walk (the pte page is mapped again: seed 000's "regetting the mapping").
+        if matches!(handled, Handled::Done(Err(FaultError::Oom))) && reclaim_or_wait(k, t, &mut retries).await {
+            k.m().oom = oom;
+            continue;
+        }
+        break handled;
+    };
+    if let Some(table) = pte_kmap {
+        k.kunmap(t, table);
+        k.unhold(t, table);
+    }
+    handled
+}
+
+/// One try of [`handle_mm_fault`]; an allocation failure comes back as `Oom`.
+async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool, allow_retry: bool) -> Handled {
+    let mmap_lock = LockId::MmapLock(mm as u32);
     let step = k.m().fault_begin(mm, va, write);
     match step {
         FaultStep::Done(r) => Handled::Done(r),
@@ -62,6 +99,43 @@ pub(super) async fn handle_mm_fault(
             Handled::Done(r)
         }
     }
+}
+
+/// The allocator's slow path, after an allocation found no free frame and reclaim nothing
+/// it could take without sleeping: the dirty highmem page reclaim passed over is locked
+/// (trylock), kmap()ed (sleeping while the pool is full) and written back, so that the
+/// retry can evict it; with none, the task sleeps until a frame is freed. True when the
+/// allocation is worth retrying. Caller holds no page lock (mmap_lock may be held).
+///
+/// `retries` counts the caller's tries of one allocation: after MAX_RECLAIM_RETRIES
+/// (should_reclaim_retry's bound) the allocation fails, so tasks that free and wait in turn
+/// (a huge page allocated in part and given back) cannot keep each other going forever.
+pub(super) async fn reclaim_or_wait(k: &Kernel, t: TaskId, retries: &mut u32) -> bool {
+    const MAX_RECLAIM_RETRIES: u32 = 16;
+    *retries += 1;
+    if *retries > MAX_RECLAIM_RETRIES {
+        return false;
+    }
+    let victim = k.m().take_reclaim_needs_kmap();
+    let Some((f, index, pfn)) = victim else {
+        if !k.wait_memory(t).await {
+            // The OOM path woke the task: one last try (which looks at everything again,
+            // i_size included), and then the allocation fails.
+            *retries = MAX_RECLAIM_RETRIES;
+        }
+        return true;
+    };
+    let lock = LockId::Page(pfn);
+    k.m().get_frame(pfn);
+    k.hold(t, pfn);
+    k.lock(t, lock, Mode::Write).await;
+    k.kmap(t, pfn).await;
+    k.m().writeback_kmapped(f, index, pfn);
+    k.kunmap(t, pfn);
+    k.unlock(t, lock);
+    k.unhold(t, pfn);
+    k.m().put_frame(pfn);
+    true
 }
 
 /// do_user_addr_fault: takes mmap_lock for reading around handle_mm_fault, and again for

@@ -21,7 +21,7 @@ mod rw;
 mod vm;
 
 use crate::machine::{LockId, Machine, Mode, Pfn};
-use crate::{CpuId, Op, OpResult, Oracle, TaskId, Violation};
+use crate::{CpuId, Op, OpResult, TaskId};
 use std::cell::{RefCell, RefMut};
 use std::future::Future;
 use std::pin::Pin;
@@ -88,6 +88,43 @@ impl Kernel {
         Yield(false)
     }
 
+    /// A point inside a preempt-disabled section (a kmap_atomic held): the step ends, other
+    /// CPUs and interrupts run, but this CPU runs no other task until the section ends.
+    fn atomic_point(&self) -> Yield {
+        Yield(false)
+    }
+
+    /// kmap() of `pfn` for task `t`: maps a highmem page in the pool (lowmem needs no slot),
+    /// sleeping while every slot is in use. A scheduling point, as a lock taken is.
+    fn kmap(&self, t: TaskId, pfn: Pfn) -> KmapWait<'_> {
+        KmapWait {
+            k: self,
+            t,
+            pfn,
+            checked: false,
+            mapped: false,
+        }
+    }
+
+    /// kunmap() of `pfn` by task `t`.
+    fn kunmap(&self, t: TaskId, pfn: Pfn) {
+        let mut m = self.m();
+        if let Err(v) = m.kunmap(t, pfn) {
+            m.violation.get_or_insert(v);
+        }
+    }
+
+    /// Sleeps until some frame is freed (the allocator's wait when reclaim found nothing to
+    /// take): true if one was, false if the OOM path woke the task because nothing else could
+    /// run (the allocation then fails).
+    fn wait_memory(&self, t: TaskId) -> MemWait<'_> {
+        MemWait {
+            k: self,
+            t,
+            slept: false,
+        }
+    }
+
     /// A linearization point of task `t`'s operation.
     fn lin(&self, t: TaskId, ev: Lin) {
         self.m().lin.push((t, ev));
@@ -137,15 +174,76 @@ impl Future for Acquire<'_> {
         let (t, id, mode) = (self.t, self.id, self.mode);
         let mut m = self.k.m();
         // might_sleep(): a sleeping lock is never taken with preemption off.
-        if let Some(spin) = m.locks.holds_spinlock(t) {
-            m.violation.get_or_insert(Violation {
-                oracle: Oracle::AtomicSleep,
-                message: format!("task {t} may sleep taking {id} while it holds {spin} (a spinlock)"),
-            });
+        if !m.might_sleep(t, &format!("taking {id}")) {
             return Poll::Pending;
         }
         m.locks.acquire(t, id, mode);
         m.ev_lock(t, id, mode, self.at);
+        Poll::Pending
+    }
+}
+
+/// The future of a kmap() (see [`Kernel::kmap`]).
+pub(crate) struct KmapWait<'k> {
+    k: &'k Kernel,
+    t: TaskId,
+    pfn: Pfn,
+    checked: bool,
+    mapped: bool,
+}
+
+impl Future for KmapWait<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.mapped {
+            return Poll::Ready(());
+        }
+        let (t, pfn) = (self.t, self.pfn);
+        let mut m = self.k.m();
+        if !self.checked {
+            self.checked = true;
+            // kmap() might_sleep()s whether or not it has to.
+            if !m.might_sleep(t, &format!("in kmap of frame {pfn}")) {
+                return Poll::Pending;
+            }
+        }
+        // Woken (or first try): page->virtual is looked at again, then a free slot.
+        if m.kmap_try(t, pfn) {
+            // Like a lock taken, a kmap taken ends the step (another CPU may kmap now).
+            m.tasks[t as usize].kmap_wait = None;
+            self.mapped = true;
+            return Poll::Pending;
+        }
+        let w = m.kmap.wakeups;
+        m.tasks[t as usize].kmap_wait = Some(w);
+        Poll::Pending
+    }
+}
+
+/// The future of a sleep until a frame is freed (see [`Kernel::wait_memory`]): true when
+/// woken by a free, false when the OOM path woke it (nothing else could run).
+pub(crate) struct MemWait<'k> {
+    k: &'k Kernel,
+    t: TaskId,
+    slept: bool,
+}
+
+impl Future for MemWait<'_> {
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<bool> {
+        let t = self.t;
+        let mut m = self.k.m();
+        if self.slept {
+            let task = &mut m.tasks[t as usize];
+            let freed = !std::mem::take(&mut task.mem_oom);
+            task.mem_wait = None;
+            return Poll::Ready(freed);
+        }
+        self.slept = true;
+        if m.might_sleep(t, "waiting for memory") {
+            let frees = m.frames.frees;
+            m.tasks[t as usize].mem_wait = Some(frees);
+        }
         Poll::Pending
     }
 }

@@ -10,7 +10,7 @@
 //! unmap, tail zeroed), then drops the pages past the end one page lock at a time.
 //! Lock order: i_rwsem -> mmap_lock -> page lock -> i_mmap_rwsem.
 
-use super::fault::user_page;
+use super::fault::{reclaim_or_wait, user_page};
 use super::{Kernel, Lin, Mode};
 use crate::machine::{page_rest, LockId, Pfn, ZERO_PFN};
 use crate::{Bug, Errno, Oom, OpResult, TaskId, PAGE_SIZE};
@@ -42,7 +42,13 @@ pub(super) async fn sys_write(k: &Kernel, t: TaskId, f: usize, off: u64, len: u6
 /// Caller holds i_rwsem.
 async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count: u64, buf: u64) -> OpResult {
     let (mm, cpu) = k.ctx(t);
-    let bug = k.m().cfg.bugs.contains(Bug::WriteFaultUnderPageLock);
+    let (bug, nested) = {
+        let bugs = k.m().cfg.bugs;
+        (
+            bugs.contains(Bug::WriteFaultUnderPageLock),
+            bugs.contains(Bug::KmapNested),
+        )
+    };
     let (mut pos, mut src, mut left, mut written) = (off, buf, count, 0u64);
     // Rounds without progress: under extreme memory pressure the source and the destination
     // can evict each other forever; the kernel's comment calls this severe memory pressure,
@@ -50,11 +56,16 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
     // another task explains is a model bug.
     let mut stalls = 0;
     let mut at_fault_in = (0, 0);
+    let mut retries = 0;
     while left > 0 {
         let bytes = page_rest(pos).min(left);
         let got = k.m().get_cache_page(f, pos / PAGE_SIZE);
         let page = match got {
             Ok(p) => p,
+            Err(_) if reclaim_or_wait(k, t, &mut retries).await => {
+                k.m().oom = Oom::No;
+                continue;
+            }
             Err(_) => {
                 let mut m = k.m();
                 // On a retry the first round's write_end has grown the file to pos.
@@ -74,8 +85,26 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
         k.lock(t, LockId::Page(page), Mode::Write).await;
         let copied = if bug {
             copy_from_user_faulting(k, t, f, page, pos, src, bytes).await
+        } else if nested {
+            copy_kmap_nested(k, t, page, pos, src, bytes).await
         } else {
-            let c = k.m().copy_from_user_atomic(mm, cpu, page, pos % PAGE_SIZE, src, bytes);
+            // copy_page_from_iter_atomic: the destination kmap_atomic()ed; other CPUs and
+            // interrupts may run while it is held, this CPU runs nothing else.
+            let depth = k.m().kmap_atomic_here(page);
+            if depth.is_some() {
+                k.atomic_point().await;
+            }
+            let c = {
+                let mut m = k.m();
+                match m.atomic_access(cpu, depth, page) {
+                    Ok(at) => m.copy_from_user_atomic(mm, cpu, at, pos % PAGE_SIZE, src, bytes),
+                    Err(v) => {
+                        m.violation.get_or_insert(v);
+                        0
+                    }
+                }
+            };
+            k.m().kunmap_atomic_here(depth);
             if c > 0 {
                 k.lin(t, Lin::Chunk { pos, n: c, user: src });
             }
@@ -134,6 +163,61 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
     OpResult::Count(written)
 }
 
+/// `kmap-nested`: the source page (present in the task's page tables, pinned as
+/// get_user_pages would) is kmap()ed and held while the locked destination `page` is
+/// kmap()ed too, both from the pool: with every slot held by a task that waits for its
+/// second, nobody can go on (seed 001's LAST_PKMAP deadlock). Copies up to the end of the
+/// source page; nothing if the source is not present (the caller faults it in).
+async fn copy_kmap_nested(k: &Kernel, t: TaskId, page: Pfn, pos: u64, src: u64, bytes: u64) -> u64 {
+    let (mm, cpu) = k.ctx(t);
+    let Some(spfn) = k.m().walk(mm, cpu, src, false) else {
+        return 0;
+    };
+    // (The zero page needs neither a pin nor a kmap: it is lowmem and never freed.)
+    let pinned = spfn != ZERO_PFN;
+    if pinned {
+        k.m().get_frame(spfn);
+        k.hold(t, spfn);
+    }
+    k.kmap(t, spfn).await;
+    k.kmap(t, page).await;
+    let n = page_rest(src).min(bytes);
+    let copied = {
+        let mut m = k.m();
+        // The source may have been unmapped while the task slept for a slot.
+        if m.walk(mm, cpu, src, false) == Some(spfn) {
+            let (from, to) = (m.kmap_access(cpu, spfn), m.kmap_access(cpu, page));
+            m.copy_bytes(
+                from,
+                (src % PAGE_SIZE) as usize,
+                to,
+                (pos % PAGE_SIZE) as usize,
+                n as usize,
+            );
+            n
+        } else {
+            0
+        }
+    };
+    if copied > 0 {
+        k.lin(
+            t,
+            Lin::Chunk {
+                pos,
+                n: copied,
+                user: src,
+            },
+        );
+    }
+    k.kunmap(t, page);
+    k.kunmap(t, spfn);
+    if pinned {
+        k.unhold(t, spfn);
+        k.m().put_frame(spfn);
+    }
+    copied
+}
+
 /// The pre-2007 copy (`write-fault-under-page-lock`): copy_from_user into the locked `page`
 /// at file offset `pos`, faulting the source in as it goes (mmap_lock, then the source's
 /// page lock) with the destination still locked. Each run copied commits as it lands.
@@ -189,6 +273,7 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
         return OpResult::Count(0);
     }
     let (mut pos, mut dst, mut left, mut done) = (off, buf, count, 0u64);
+    let mut retries = 0;
     loop {
         let got = {
             let mut m = k.m();
@@ -206,6 +291,10 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
             }
         };
         let Ok((page, nr)) = got else {
+            if reclaim_or_wait(k, t, &mut retries).await {
+                k.m().oom = Oom::No;
+                continue;
+            }
             k.m().oom = Oom::After(done);
             return if done == 0 {
                 OpResult::Err(Errno::ENOMEM)
@@ -258,6 +347,8 @@ async fn copy_to_user(k: &Kernel, t: TaskId, f: usize, dst: u64, page: Pfn, fpos
         if c == 0 {
             return (done, true);
         }
+        // copy_page_to_iter: the cache page kmap_atomic()ed for the copy.
+        let depth = m.kmap_atomic_here(page);
         m.copy_bytes(
             page,
             ((fpos + done) % PAGE_SIZE) as usize,
@@ -265,6 +356,7 @@ async fn copy_to_user(k: &Kernel, t: TaskId, f: usize, dst: u64, page: Pfn, fpos
             (d % PAGE_SIZE) as usize,
             c as usize,
         );
+        m.kunmap_atomic_here(depth);
         drop(m);
         k.lin(
             t,

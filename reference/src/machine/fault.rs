@@ -52,7 +52,10 @@ impl Machine {
             Ok(s) => s,
             Err(e) => return FaultStep::Done(Err(e)),
         };
+        // pte_offset_map: the pte page is kmap_atomic()ed to read the entry (highpte).
+        let d = self.kmap_atomic_here(slot.0);
         let e = self.frames.table(slot.0)[slot.1];
+        self.kunmap_atomic_here(d);
         if !e.mapped() {
             let Some(f) = vma.file else {
                 return FaultStep::Done(self.fault_anon(mm, vi, va, write));
@@ -144,6 +147,7 @@ impl Machine {
             return Ok(());
         }
         let page = self.alloc_frame(Zone::High, Owner::Anon)?;
+        self.clear_user_highpage(page);
         self.anon_vma_prepare(mm, vi);
         self.install_ref(mm, va, page, E_PRESENT | E_WRITE | E_DIRTY);
         Ok(())
@@ -164,7 +168,7 @@ impl Machine {
                 }
             };
             self.anon_vma_prepare(mm, vi);
-            self.frames.copy_page(page, copy);
+            self.copy_user_highpage(page, copy);
             self.put_frame(page);
             self.install_ref(mm, va, copy, E_PRESENT | E_WRITE | E_DIRTY);
             return Ok(());
@@ -188,6 +192,8 @@ impl Machine {
     /// (modelled) pte lock.
     fn install_ref(&mut self, mm: usize, va: u64, page: Pfn, bits: u8) {
         let slot = self.pte_slot(mm, va).expect("tables allocated by the caller");
+        // pte_offset_map_lock: the pte page kmap_atomic()ed (highpte), then its lock.
+        let d = self.kmap_atomic_here(slot.0);
         self.spin_lock(LockId::Ptl(slot.0));
         assert!(
             !self.frames.table(slot.0)[slot.1].mapped(),
@@ -198,6 +204,7 @@ impl Machine {
         let kind = self.rss_kind(page);
         self.mms[mm].rss[kind] += 1;
         self.spin_unlock(LockId::Ptl(slot.0));
+        self.kunmap_atomic_here(d);
     }
 
     /// do_wp_page: a write to a present read-only pte of a writable VMA.
@@ -239,7 +246,7 @@ impl Machine {
             }
         };
         self.anon_vma_prepare(mm, vi);
-        self.frames.copy_page(old, copy);
+        self.copy_user_highpage(old, copy);
         // The allocation may have reclaimed and unmapped the old page: re-check the pte.
         let slot = self.pte_slot(mm, va).expect("tables are never reclaimed");
         let now = self.frames.table(slot.0)[slot.1];
@@ -359,7 +366,7 @@ impl Machine {
                 self.files[f].cache.get(&(idx0 + i)).copied()
             };
             match src {
-                Some(p) => self.frames.copy_page(p, copy),
+                Some(p) => self.copy_user_highpage(p, copy),
                 None => self.frames.zero_page(copy),
             }
             if e.mapped() {

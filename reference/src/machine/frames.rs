@@ -125,6 +125,8 @@ pub(crate) struct Frames {
     ptrs: usize,
     /// One bit per frame, set while it is allocated (the oracles visit only these).
     allocated: Vec<u64>,
+    /// Frames freed so far (what a task sleeping for memory waits to see change).
+    pub frees: u64,
 }
 
 impl Frames {
@@ -160,6 +162,7 @@ impl Frames {
             table_pool: pools.tables,
             ptrs: cfg.ptrs as usize,
             allocated: pools.allocated,
+            frees: 0,
         }
     }
 
@@ -200,6 +203,14 @@ impl Frames {
 
     pub fn is_highmem(&self, pfn: Pfn) -> bool {
         pfn != ZERO_PFN && pfn >= self.low_count
+    }
+
+    /// Takes a free highmem frame only (`None` when highmem is exhausted).
+    pub fn alloc_highmem(&mut self, owner: Owner) -> Option<Pfn> {
+        if self.free_high.is_empty() {
+            return None;
+        }
+        self.alloc(Zone::High, owner)
     }
 
     /// Takes a free frame (refcount 1, zero content). `None` when the zone is exhausted.
@@ -251,6 +262,7 @@ impl Frames {
         fr.gen = fr.gen.wrapping_add(1);
         fr.owner = Owner::Free;
         fr.dirty = false;
+        self.frees += 1;
         match std::mem::replace(&mut fr.data, Data::Zero) {
             Data::Zero => {}
             Data::Bytes(b) => self.page_pool.push(b),

@@ -21,12 +21,14 @@
 
 mod fault;
 pub(crate) mod frames;
+mod kmap;
 mod locks;
 mod mm;
 mod syscalls;
 
 pub(crate) use fault::{page_rest, FaultStep};
 pub(crate) use frames::{Entry, Frames, Owner, Pfn, Pools, ZERO_PFN};
+pub(crate) use kmap::{Ctx, Kmap};
 pub(crate) use locks::{LockId, Locks, Mode};
 pub(crate) use mm::{Mm, Vma};
 
@@ -85,6 +87,12 @@ pub(crate) struct Task {
     pub oom: Oom,
     /// Scheduling steps this task has run.
     pub polls: u64,
+    /// Asleep in kmap() on a full pool since the pool's wakeup count was this.
+    pub kmap_wait: Option<u64>,
+    /// Asleep until a frame is freed, since the free count was this.
+    pub mem_wait: Option<u64>,
+    /// Woken from `mem_wait` by the OOM path, not by a free.
+    pub mem_oom: bool,
 }
 
 impl Task {
@@ -96,6 +104,9 @@ impl Task {
             pins: Vec::new(),
             oom: Oom::No,
             polls: 0,
+            kmap_wait: None,
+            mem_wait: None,
+            mem_oom: false,
         }
     }
 }
@@ -176,6 +187,8 @@ pub(crate) struct Machine {
     pub oom: Oom,
     /// Every lock held or waited for, and lockdep's record.
     pub locks: Locks,
+    /// The pkmap pool and the per-CPU kmap_atomic stacks.
+    pub kmap: Kmap,
     /// Linearization points reached in the current step, in order.
     pub lin: Vec<(TaskId, Lin)>,
     /// Scheduling steps run so far (all tasks).
@@ -189,6 +202,8 @@ pub(crate) struct Machine {
     pub reclaims: u64,
     /// The event log, when the run records one (`events.rs`).
     pub events: Option<Box<crate::events::Recorder>>,
+    /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
+    pub reclaim_needs_kmap: Option<Pfn>,
 }
 
 impl Machine {
@@ -221,12 +236,14 @@ impl Machine {
             next_anon_vma: 1,
             oom: Oom::No,
             locks: Locks::new(tasks.len()),
+            kmap: Kmap::new(cfg.pkmap, cfg.cpus, tasks.len()),
             lin: Vec::new(),
             polls: 0,
             current: 0,
             violation: None,
             reclaims: 0,
             events: None,
+            reclaim_needs_kmap: None,
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -265,6 +282,7 @@ impl Machine {
         assert_eq!(task as usize, self.tasks.len(), "tasks are created in order");
         self.tasks.push(Task::new(usize::MAX, 0, TaskState::Unborn));
         self.locks.add_task(task);
+        self.kmap.held.push(Vec::new());
     }
 
     /// Context switch: `cpu` now runs task `t` (switch_mm: its mm stays in the mm's cpumask
@@ -286,6 +304,97 @@ impl Machine {
         let task = &mut self.tasks[t as usize];
         task.polls += 1;
         task.oom = self.oom;
+    }
+
+    /// The task whose step is running, and its CPU.
+    fn running(&self) -> (TaskId, CpuId) {
+        (self.current, self.tasks[self.current as usize].cpu)
+    }
+
+    /// might_sleep() for task `t` about to sleep (`what`): with a spinlock held or a
+    /// kmap_atomic entry of its own on its CPU, that is an `atomic-sleep` violation
+    /// (recorded; false returned).
+    pub fn might_sleep(&mut self, t: TaskId, what: &str) -> bool {
+        let cpu = self.tasks[t as usize].cpu;
+        let held = match self.locks.holds_spinlock(t) {
+            Some(spin) => format!("{spin} (a spinlock)"),
+            None if self.kmap.in_atomic(t, cpu) => format!("a kmap_atomic on CPU {cpu}"),
+            None => return true,
+        };
+        self.violation.get_or_insert(Violation {
+            oracle: crate::Oracle::AtomicSleep,
+            message: format!("task {t} may sleep {what} while it holds {held}"),
+        });
+        false
+    }
+
+    /// kmap_atomic of `pfn` by the running task on its CPU (a kernel touch of the page's
+    /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
+    /// recorded for the scheduler.
+    pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
+        let (t, cpu) = self.running();
+        match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
+            Ok(d) => d,
+            Err(v) => {
+                self.violation.get_or_insert(v);
+                None
+            }
+        }
+    }
+
+    /// kunmap_atomic of the running task's entry at `depth`.
+    pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
+        let (t, cpu) = self.running();
+        if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
+            self.violation.get_or_insert(v);
+        }
+    }
+
+    /// copy_user_highpage: `src` to `dst` under two kmap_atomic entries, unmapped in reverse
+    /// order (with `kmap-atomic-unordered`, in the order they were mapped).
+    pub fn copy_user_highpage(&mut self, src: Pfn, dst: Pfn) {
+        let a = self.kmap_atomic_here(src);
+        let b = self.kmap_atomic_here(dst);
+        self.frames.copy_page(src, dst);
+        if self.cfg.bugs.contains(crate::Bug::KmapAtomicUnordered) {
+            self.kunmap_atomic_here(a);
+            self.kunmap_atomic_here(b);
+        } else {
+            self.kunmap_atomic_here(b);
+            self.kunmap_atomic_here(a);
+        }
+    }
+
+    /// clear_user_highpage of a fresh page (its contents start zero in the model; the
+    /// kmap_atomic is the kernel's touch).
+    pub fn clear_user_highpage(&mut self, pfn: Pfn) {
+        let d = self.kmap_atomic_here(pfn);
+        self.kunmap_atomic_here(d);
+    }
+
+    /// An interrupt on `cpu` (an `irqC` token): its handler allocates a highmem page of its
+    /// own (none free: it does nothing), kmap_atomic()s it on top of whatever the CPU's
+    /// stack holds, writes and reads it back through the mapping, kunmap_atomic()s it and
+    /// frees it. With `kmap-atomic-irq-slot` the handler's type-indexed slot is the one the
+    /// interrupted task's top entry uses: it remaps that slot and leaves it so.
+    pub fn irq(&mut self, cpu: CpuId) -> Result<(), Violation> {
+        let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
+            return Ok(());
+        };
+        let stack = &mut self.kmap.stacks[cpu as usize];
+        let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
+            stack.last_mut().expect("non-empty").pfn = page;
+            self.frames.page_mut(page)[0] = 0xa5;
+            Ok(())
+        } else {
+            self.kmap_atomic(cpu, Ctx::Irq, page).and_then(|d| {
+                let at = self.atomic_access(cpu, d, page)?;
+                self.frames.page_mut(at)[0] = 0xa5;
+                self.kunmap_atomic(cpu, Ctx::Irq, d)
+            })
+        };
+        self.put_frame(page);
+        r
     }
 
     /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
@@ -632,9 +741,12 @@ impl Machine {
 
     /// Evicts one page-cache page of a disk-backed file from `zone` (shrink_folio_list):
     /// unmaps it everywhere, writes it back if dirty, drops it. Pages held by a kernel path
-    /// (a reference beyond cache and maps) are skipped. False when nothing could be evicted.
+    /// (a reference beyond cache and maps) or locked are skipped, and so is a dirty highmem
+    /// page when no pool slot is free now (its writeback kmap()s it; `reclaim_needs_kmap`
+    /// remembers it for a caller that can sleep). False when nothing could be evicted.
     fn reclaim_one(&mut self, zone: Zone) -> bool {
         let low_only = zone == Zone::Low;
+        let t = self.current;
         let mut victim = None;
         'search: for (f, file) in self.files.iter().enumerate() {
             if file.shmem || file.huge {
@@ -645,8 +757,11 @@ impl Machine {
                 if low_only && self.frames.is_highmem(pfn) {
                     continue;
                 }
-                // folio_trylock: a page another path has locked is skipped.
-                if fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn)) {
+                if self.reclaimable(pfn) {
+                    if fr.dirty && self.frames.is_highmem(pfn) && !self.kmap.pool_has_room(pfn) {
+                        self.reclaim_needs_kmap.get_or_insert(pfn);
+                        continue;
+                    }
                     victim = Some((f, index, pfn));
                     break 'search;
                 }
@@ -660,13 +775,51 @@ impl Machine {
             "try_to_unmap left frame {pfn} mapped"
         );
         if self.frames.f[pfn as usize].dirty {
+            let mapped = self.kmap_try(t, pfn);
+            assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
+            self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");
         }
         self.files[f].cache.remove(&index);
         self.put_frame(pfn); // the cache's reference
         self.put_frame(pfn); // ours: frees it
         self.reclaims += 1;
         true
+    }
+
+    /// A dirty highmem cache page reclaim passed over for want of a pool slot, still
+    /// reclaimable but for that (the caller kmap()s it, sleeping if need be, and writes it
+    /// back: [`Machine::writeback_kmapped`]).
+    pub fn take_reclaim_needs_kmap(&mut self) -> Option<(usize, u64, Pfn)> {
+        let pfn = self.reclaim_needs_kmap.take()?;
+        let fr = &self.frames.f[pfn as usize];
+        let Owner::Cache { file, index } = fr.owner else {
+            return None;
+        };
+        (fr.dirty && self.reclaimable(pfn)).then_some((file as usize, index, pfn))
+    }
+
+    /// Whether reclaim may take cache page `pfn`: no kernel path holds it (a reference
+    /// beyond cache and maps) and it is not locked (folio_trylock would fail).
+    fn reclaimable(&self, pfn: Pfn) -> bool {
+        let fr = &self.frames.f[pfn as usize];
+        fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn))
+    }
+
+    /// pageout() of the locked, pinned, kmapped cache page `pfn` (`index` of file `f`) by
+    /// direct reclaim: written back through the caller's kmap, so it is clean and can go.
+    /// Caller holds the page lock and a kmap of it.
+    pub fn writeback_kmapped(&mut self, f: usize, index: u64, pfn: Pfn) {
+        let (t, cpu) = self.running();
+        assert!(
+            self.locks.holds(t, LockId::Page(pfn)),
+            "writeback without the page lock"
+        );
+        let at = self.kmap_access(cpu, pfn);
+        assert_eq!(at, pfn, "the kmap of frame {pfn} reaches frame {at}");
+        if self.frames.f[pfn as usize].dirty && self.files[f].cache.get(&index) == Some(&pfn) {
+            self.writeback(f, index, pfn);
+        }
     }
 
     /// A new anon_vma id (anon_vma_prepare when no neighbour's can be reused).

@@ -815,9 +815,12 @@ impl Machine {
         let last = size / PAGE_SIZE;
         if tail != 0 {
             if let Some(&pfn) = self.files[f].cache.get(&last) {
+                // zero_user_segment: the page kmap_atomic()ed for the zeroing.
+                let d = self.kmap_atomic_here(pfn);
                 if self.frames.bytes(pfn).is_some() {
                     self.frames.page_mut(pfn)[tail..].fill(0);
                 }
+                self.kunmap_atomic_here(d);
             }
             if let Some(Some(p)) = self.files[f].disk.get_mut(&last) {
                 p[tail..].fill(0);
