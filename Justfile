@@ -114,7 +114,7 @@ review:
 show FILE OUT:
     cargo run --release -- show {{FILE}} -o {{OUT}}
 
-# Print a trace's event log (steps, locks, ptes, TLBs, frames, the violation), then its replay output.
+# Print a trace's event log (steps, locks, ptes, TLBs, kmaps, frames, the violation), then its replay output.
 events +FILES:
     cargo run --release -- replay --events {{FILES}}
 

@@ -2,31 +2,34 @@
 //! scheduling step with its task and CPU; each operation's start, linearization points and
 //! end with its result; every lock taken, waited for, handed over and released, with the
 //! kernel function that did it; every page-table entry set or cleared; every TLB entry filled
-//! and dropped per CPU, and every flush; frames allocated and freed; interrupts; and the
-//! violation that ended the run, with a deadlock's wait-for cycle. `mmfuzz replay --events`
-//! prints it and `mmfuzz show` draws it.
+//! and dropped per CPU, and every flush; kmaps of the pool taken and released (with the
+//! sleepers a release wakes), its flushes (flush_all_zero_pkmaps), and sleeps on a full
+//! pool; kmap_atomic entries pushed and popped per CPU, by a task or an interrupt handler,
+//! and a handler's remap of a slot it does not own; sleeps for memory and OOM wakes;
+//! writebacks; frames allocated and freed; interrupts; and the violation that ended the run,
+//! with a deadlock's wait-for cycle. `mmfuzz replay --events` prints it and `mmfuzz show`
+//! draws it.
 //!
 //! What it keeps true:
 //! - Recording is off unless a run asks for it ([`crate::RunOptions::events`]). Each hook is an
 //!   inlined test of `Machine::events`, `None` while fuzzing: nothing is computed, allocated
 //!   or looked up then.
-//! - Events are recorded where things happen (the scheduler, the kernel paths' locks and
-//!   preemption points, the machine's pte writes, TLB walks and flushes, the frame
-//!   allocator), never rebuilt afterwards from the oracles, and in the order they happen
-//!   (a linearization point the kernel queued for the spec is logged before the next event).
+//! - Events are recorded where things happen (the scheduler, the kernel paths' locks, kmaps,
+//!   sleeps and preemption points, the machine's pte writes, TLB walks and flushes, the kmap
+//!   pool and stacks, writeback, the frame allocator), never rebuilt afterwards from the
+//!   oracles, and in the order they happen (a linearization point the kernel queued for the
+//!   spec is logged before the next event).
 //! - Recording changes nothing the run does: the hooks only read the machine.
 //! - The log is a pure function of the run: no clocks, no hash order. The same trace gives the
 //!   same events, bit for bit.
 //!
 //! Adding an event: a variant of [`Event`], a one-line hook where the thing happens (an
 //! `ev_*` method below), a line of the text log (`mm_targets::events`) and, if it belongs in
-//! the picture, `src/show/`. Not modelled yet, so not here: kmaps and atomic kmaps (a
-//! `Kmap`/`Kunmap` pair per pool slot and a `KmapAtomic`/`KunmapAtomic` pair per CPU stack
-//! entry, hooked in the kmap paths of issue 4) and shared page tables (`Share`/`Unshare` of
-//! a pte or pmd page, hooked where issue 5 links and unlinks a table).
+//! the picture, `src/show/`. Not modelled yet, so not here: shared page tables
+//! (`Share`/`Unshare` of a pte or pmd page, hooked where issue 5 links and unlinks a table).
 
 use crate::machine::frames::{E_DIRTY, E_PRESENT, E_PROTNONE, E_SPECIAL, E_WRITE};
-use crate::machine::{Entry, LockId, Machine, Mode, Owner, Pfn, ZERO_PFN};
+use crate::machine::{Ctx, Entry, LockId, Machine, Mode, Owner, Pfn, ZERO_PFN};
 use crate::{CpuId, Op, OpResult, Oracle, Outcome, TaskId, PAGE_SIZE};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,6 +101,72 @@ pub enum Event {
     TlbFlush(Flush),
     /// The flush before dropped this entry.
     TlbDrop(TlbEntry),
+    /// `task` kmap()s frame `pfn`: pool slot `slot` maps it (a new mapping of a free slot,
+    /// or one more user of the slot the page has), in `at`.
+    Kmap {
+        task: TaskId,
+        pfn: u32,
+        slot: u32,
+        at: &'static str,
+    },
+    /// `task` kunmap()s frame `pfn` from pool slot `slot`, in `at`. `woken`: the tasks asleep
+    /// on the full pool that this kunmap wakes (the slot's count dropped to 1).
+    Kunmap {
+        task: TaskId,
+        pfn: u32,
+        slot: u32,
+        woken: Vec<TaskId>,
+        at: &'static str,
+    },
+    /// flush_all_zero_pkmaps, run by `task`'s kmap when its scan of the pool wraps: every
+    /// slot no one uses is freed (`freed`: slot and the frame it mapped) and every CPU's
+    /// kernel TLB of the pool flushed.
+    KmapFlush { task: TaskId, freed: Vec<(u32, u32)> },
+    /// `task` sleeps in kmap() of frame `pfn`: every pool slot is in use, in `at`.
+    KmapSleep { task: TaskId, pfn: u32, at: &'static str },
+    /// kmap_atomic on `cpu` by `by`: the entry at `depth` of the CPU's stack maps frame `pfn`,
+    /// in `at`.
+    KmapAtomic {
+        cpu: CpuId,
+        by: AtomicBy,
+        pfn: u32,
+        depth: u32,
+        at: &'static str,
+    },
+    /// kunmap_atomic on `cpu` by `by` pops the entry at `depth`, which its holder mapped to
+    /// frame `pfn`, in `at`.
+    KunmapAtomic {
+        cpu: CpuId,
+        by: AtomicBy,
+        pfn: u32,
+        depth: u32,
+        at: &'static str,
+    },
+    /// The interrupt handler on `cpu` remaps the slot of the entry at `depth` (type-indexed
+    /// slots, `kmap-atomic-irq-slot`): `holder`'s entry of frame `was` now maps frame `pfn`,
+    /// and the handler leaves it so.
+    KmapAtomicRemap {
+        cpu: CpuId,
+        depth: u32,
+        holder: AtomicBy,
+        was: u32,
+        pfn: u32,
+    },
+    /// `task` sleeps until a frame is freed (its allocation found nothing free and nothing
+    /// reclaim could take), in `at`.
+    MemSleep { task: TaskId, at: &'static str },
+    /// No task could run: the OOM path wakes `task`, asleep for memory, for one last try
+    /// before its allocation fails.
+    OomWake { task: TaskId },
+    /// `task` writes dirty page-cache frame `pfn` (page `index` of `file`) back to disk, in
+    /// `at` (reclaim, direct reclaim through a kmap, pageout).
+    Writeback {
+        task: TaskId,
+        pfn: u32,
+        file: u32,
+        index: u64,
+        at: &'static str,
+    },
     /// Frame `pfn` was allocated for `owner` (`anon`, `file F page I`, `pte table`, ...).
     Alloc { pfn: u32, owner: String },
     /// Frame `pfn` lost its last reference and is free.
@@ -109,6 +178,33 @@ pub enum Event {
         message: String,
         cycle: Vec<(TaskId, Lock, TaskId)>,
     },
+}
+
+/// Who holds (or pushed, or popped) a kmap_atomic entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AtomicBy {
+    Task(TaskId),
+    /// The interrupt handler running on the CPU.
+    Irq,
+}
+
+impl From<Ctx> for AtomicBy {
+    fn from(c: Ctx) -> AtomicBy {
+        match c {
+            Ctx::Task(t) => AtomicBy::Task(t),
+            Ctx::Irq => AtomicBy::Irq,
+        }
+    }
+}
+
+impl fmt::Display for AtomicBy {
+    /// `task 3`, `the interrupt handler`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AtomicBy::Task(t) => write!(f, "task {t}"),
+            AtomicBy::Irq => f.write_str("the interrupt handler"),
+        }
+    }
 }
 
 /// A TLB entry of one CPU: `va` (a page) of `mm` -> `pfn`, filled by a read or a `write`.
@@ -546,6 +642,172 @@ impl Machine {
         }
         for e in dropped {
             self.record(e);
+        }
+    }
+
+    /// Task `t` has kmap()ed `pfn` into pool slot `slot`, at `at`.
+    #[inline]
+    pub(crate) fn ev_kmap(&mut self, t: TaskId, pfn: Pfn, slot: usize, at: &'static Location<'static>) {
+        if self.events.is_some() {
+            self.logged(|m| {
+                m.record(Event::Kmap {
+                    task: t,
+                    pfn,
+                    slot: slot as u32,
+                    at: function_at(at),
+                })
+            });
+        }
+    }
+
+    /// Task `t` has kunmap()ed `pfn` from pool slot `slot` at the caller's location; `woke`:
+    /// the slot's count dropped to 1 (the pool's wakeup count was just bumped).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn ev_kunmap(&mut self, t: TaskId, pfn: Pfn, slot: usize, woke: bool) {
+        if self.events.is_some() {
+            let at = Location::caller();
+            self.logged(|m| {
+                // The sleepers this wakeup wakes: those that went to sleep at the count before.
+                let before = Some(m.kmap.wakeups.wrapping_sub(1));
+                let woken = m
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, task)| woke && task.kmap_wait == before)
+                    .map(|(i, _)| i as TaskId)
+                    .collect();
+                m.record(Event::Kunmap {
+                    task: t,
+                    pfn,
+                    slot: slot as u32,
+                    woken,
+                    at: function_at(at),
+                });
+            });
+        }
+    }
+
+    /// The running task's kmap is about to run flush_all_zero_pkmaps (called before it does).
+    #[inline]
+    pub(crate) fn ev_kmap_flush(&mut self) {
+        if self.events.is_some() {
+            self.logged(|m| {
+                let freed = (0..m.kmap.count.len())
+                    .filter(|&s| m.kmap.count[s] == 1)
+                    .filter_map(|s| Some((s as u32, m.kmap.page[s]?)))
+                    .collect();
+                m.record(Event::KmapFlush { task: m.current, freed });
+            });
+        }
+    }
+
+    /// Task `t` sleeps in kmap() of `pfn` on a full pool, at `at`.
+    #[inline]
+    pub(crate) fn ev_kmap_sleep(&mut self, t: TaskId, pfn: Pfn, at: &'static Location<'static>) {
+        if self.events.is_some() {
+            self.logged(|m| {
+                m.record(Event::KmapSleep {
+                    task: t,
+                    pfn,
+                    at: function_at(at),
+                })
+            });
+        }
+    }
+
+    /// `ctx` has pushed an entry of `pfn` at `depth` of `cpu`'s kmap_atomic stack, at the
+    /// caller's location.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn ev_kmap_atomic(&mut self, cpu: CpuId, ctx: Ctx, pfn: Pfn, depth: usize) {
+        if self.events.is_some() {
+            let at = Location::caller();
+            self.logged(|m| {
+                m.record(Event::KmapAtomic {
+                    cpu,
+                    by: ctx.into(),
+                    pfn,
+                    depth: depth as u32,
+                    at: function_at(at),
+                })
+            });
+        }
+    }
+
+    /// `ctx` has popped its entry of `pfn` (the frame it mapped) at `depth` of `cpu`'s stack,
+    /// at the caller's location.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn ev_kunmap_atomic(&mut self, cpu: CpuId, ctx: Ctx, pfn: Pfn, depth: usize) {
+        if self.events.is_some() {
+            let at = Location::caller();
+            self.logged(|m| {
+                m.record(Event::KunmapAtomic {
+                    cpu,
+                    by: ctx.into(),
+                    pfn,
+                    depth: depth as u32,
+                    at: function_at(at),
+                })
+            });
+        }
+    }
+
+    /// The interrupt handler on `cpu` has remapped the slot of `holder`'s entry at `depth`
+    /// from `was` to `pfn`.
+    #[inline]
+    pub(crate) fn ev_kmap_remap(&mut self, cpu: CpuId, depth: usize, holder: Ctx, was: Pfn, pfn: Pfn) {
+        if self.events.is_some() {
+            self.logged(|m| {
+                m.record(Event::KmapAtomicRemap {
+                    cpu,
+                    depth: depth as u32,
+                    holder: holder.into(),
+                    was,
+                    pfn,
+                })
+            });
+        }
+    }
+
+    /// Task `t` sleeps for memory, at `at`.
+    #[inline]
+    pub(crate) fn ev_mem_sleep(&mut self, t: TaskId, at: &'static Location<'static>) {
+        if self.events.is_some() {
+            self.logged(|m| {
+                m.record(Event::MemSleep {
+                    task: t,
+                    at: function_at(at),
+                })
+            });
+        }
+    }
+
+    /// The OOM path has woken task `t` from its sleep for memory.
+    #[inline]
+    pub(crate) fn ev_oom_wake(&mut self, t: TaskId) {
+        if self.events.is_some() {
+            self.logged(|m| m.record(Event::OomWake { task: t }));
+        }
+    }
+
+    /// The running task writes cache page `pfn` (`index` of file `f`) back, at the caller's
+    /// location (called before the write).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn ev_writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
+        if self.events.is_some() {
+            let at = Location::caller();
+            self.logged(|m| {
+                m.record(Event::Writeback {
+                    task: m.current,
+                    pfn,
+                    file: f as u32,
+                    index,
+                    at: function_at(at),
+                })
+            });
         }
     }
 

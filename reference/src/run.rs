@@ -227,6 +227,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         let task = &mut m.tasks[t];
         task.mem_wait = None;
         task.mem_oom = true;
+        m.ev_oom_wake(t as TaskId);
         Some(t)
     }
 

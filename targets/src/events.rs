@@ -4,12 +4,12 @@
 //! What it keeps true: the text is a pure function of the trace and its events (the same run
 //! gives the same text, byte for byte); every event gives exactly one line (a deadlock's
 //! cycle adds one line per edge after its violation); a step's events are indented under its
-//! `step N` line, and what happens between steps (the first frames, interrupts, the
-//! violation) is not.
+//! `step N` line and an interrupt handler's under its `irq` line, and what happens between
+//! steps (the first frames, the interrupt itself, an OOM wake, the violation) is not.
 
 use crate::trace::{print_op, Trace};
 use mm_reference::events::{frame_name, Event, Lin, LockMode, Pte, LEVEL_NAMES};
-use mm_reference::{Call, RunReport};
+use mm_reference::{Call, RunReport, TaskId};
 use std::fmt::Write;
 
 fn mode(m: LockMode) -> &'static str {
@@ -123,19 +123,92 @@ pub fn event_line(trace: &Trace, e: &Event) -> String {
             t.va,
             frame_name(t.pfn)
         ),
+        Event::Kmap { task, pfn, slot, at } => format!("task {task} kmaps frame {pfn} in pkmap slot {slot} in {at}"),
+        Event::Kunmap {
+            task,
+            pfn,
+            slot,
+            woken,
+            at,
+        } => {
+            let mut line = format!("task {task} kunmaps frame {pfn} from pkmap slot {slot} in {at}");
+            if !woken.is_empty() {
+                let _ = write!(line, ", waking {}", tasks_text(woken));
+            }
+            line
+        }
+        Event::KmapFlush { task, freed } => {
+            let freed: Vec<String> = freed
+                .iter()
+                .map(|(slot, pfn)| format!("slot {slot} (frame {pfn})"))
+                .collect();
+            format!(
+                "task {task} flushes the pkmap pool (flush_all_zero_pkmaps): {}",
+                if freed.is_empty() {
+                    "no slot freed".to_string()
+                } else {
+                    format!("frees {}", freed.join(", "))
+                }
+            )
+        }
+        Event::KmapSleep { task, pfn, at } => {
+            format!("task {task} sleeps in kmap of frame {pfn}, every pkmap slot in use, in {at}")
+        }
+        Event::KmapAtomic {
+            cpu,
+            by,
+            pfn,
+            depth,
+            at,
+        } => format!("CPU {cpu} kmap_atomic depth {depth}: frame {pfn} by {by} in {at}"),
+        Event::KunmapAtomic {
+            cpu,
+            by,
+            pfn,
+            depth,
+            at,
+        } => format!("CPU {cpu} kunmap_atomic depth {depth}: frame {pfn} by {by} in {at}"),
+        Event::KmapAtomicRemap {
+            cpu,
+            depth,
+            holder,
+            was,
+            pfn,
+        } => format!(
+            "CPU {cpu} the interrupt handler remaps kmap_atomic depth {depth} ({holder}'s frame {was}) to frame {pfn}"
+        ),
+        Event::MemSleep { task, at } => format!("task {task} sleeps for memory in {at}"),
+        Event::OomWake { task } => format!("OOM: task {task} woken to fail its allocation"),
+        Event::Writeback {
+            task,
+            pfn,
+            file,
+            index,
+            at,
+        } => format!("task {task} writes back frame {pfn} (file {file} page {index}) in {at}"),
         Event::Alloc { pfn, owner } => format!("alloc frame {pfn}: {owner}"),
         Event::Free { pfn } => format!("free frame {pfn}"),
         Event::Violation { oracle, message, .. } => format!("violation {oracle}: {message}"),
     }
 }
 
+/// `task 1`, `tasks 1, 2`.
+fn tasks_text(tasks: &[TaskId]) -> String {
+    let ids: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
+    format!("task{} {}", if ids.len() == 1 { "" } else { "s" }, ids.join(", "))
+}
+
 /// The whole log of `report` (recorded with `RunOptions::events`), one line per event.
 pub fn events_text(trace: &Trace, report: &RunReport) -> String {
     let mut out = String::new();
-    let mut in_step = false;
+    // Inside a step or an interrupt: its events are indented under its line.
+    let mut inside = false;
     for e in &report.events {
-        let between = matches!(e, Event::Step { .. } | Event::Irq { .. } | Event::Violation { .. });
-        let indent = if in_step && !between { "  " } else { "" };
+        let between = matches!(
+            e,
+            Event::Step { .. } | Event::Irq { .. } | Event::OomWake { .. } | Event::Violation { .. }
+        );
+        let indent = if inside && !between { "  " } else { "" };
         let _ = writeln!(out, "{indent}{}", event_line(trace, e));
         if let Event::Violation { cycle, .. } = e {
             for (t, lock, on) in cycle {
@@ -143,7 +216,7 @@ pub fn events_text(trace: &Trace, report: &RunReport) -> String {
             }
         }
         if between {
-            in_step = matches!(e, Event::Step { .. });
+            inside = matches!(e, Event::Step { .. } | Event::Irq { .. });
         }
     }
     out

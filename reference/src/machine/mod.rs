@@ -331,6 +331,7 @@ impl Machine {
     /// kmap_atomic of `pfn` by the running task on its CPU (a kernel touch of the page's
     /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
     /// recorded for the scheduler.
+    #[track_caller]
     pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
         let (t, cpu) = self.running();
         match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
@@ -343,6 +344,7 @@ impl Machine {
     }
 
     /// kunmap_atomic of the running task's entry at `depth`.
+    #[track_caller]
     pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
         let (t, cpu) = self.running();
         if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
@@ -381,9 +383,14 @@ impl Machine {
         let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
             return Ok(());
         };
+        self.ev_alloc(page);
         let stack = &mut self.kmap.stacks[cpu as usize];
         let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
-            stack.last_mut().expect("non-empty").pfn = page;
+            let depth = stack.len() - 1;
+            let top = stack.last_mut().expect("non-empty");
+            let (holder, was) = (top.ctx, top.pfn);
+            top.pfn = page;
+            self.ev_kmap_remap(cpu, depth, holder, was, page);
             self.frames.page_mut(page)[0] = 0xa5;
             Ok(())
         } else {
@@ -679,11 +686,13 @@ impl Machine {
     /// Writes a dirty cache page back to disk (the whole page, as the block layer would); a
     /// page wholly past EOF (a truncate is dropping it) is not written
     /// (block_write_full_folio).
+    #[track_caller]
     fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
         if index >= self.files[f].size_pages() {
             self.frames.f[pfn as usize].dirty = false;
             return;
         }
+        self.ev_writeback(f, index, pfn);
         let content = self.frames.bytes(pfn).map(|p| {
             let mut b = Box::new([0u8; frames::PAGE]);
             b.copy_from_slice(p);
@@ -775,7 +784,7 @@ impl Machine {
             "try_to_unmap left frame {pfn} mapped"
         );
         if self.frames.f[pfn as usize].dirty {
-            let mapped = self.kmap_try(t, pfn);
+            let mapped = self.kmap_try(t, pfn, std::panic::Location::caller());
             assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
             self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");
