@@ -110,9 +110,9 @@ ci:
 review:
     cargo insta review
 
-# Draw a trace's run as a picture: OUT ends in .svg, or .html for a page with details on hover and the event log.
-show FILE OUT:
-    cargo run --release -- show {{FILE}} -o {{OUT}}
+# Draw a trace's run as a picture: OUT ends in .svg, or .html for a page with details on hover and the event log (add e.g. `--without lock-order`).
+show FILE OUT *ARGS:
+    cargo run --release -- show {{FILE}} -o {{OUT}} {{ARGS}}
 
 # Print a trace's event log (steps, locks, ptes, TLBs, kmaps, frames, the violation), then its replay output.
 events +FILES:

@@ -54,8 +54,8 @@ pub struct Args {
     without: Option<String>,
 }
 
-/// The oracles left on by `--without`.
-fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
+/// The oracles left on by `--without` (also `show`'s).
+pub fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
     let mut o = RunOptions::ALL;
     for name in without.into_iter().flat_map(|w| w.split(',')).filter(|n| !n.is_empty()) {
         match name {
@@ -251,12 +251,13 @@ fn minimize_crash(trace: &mm_targets::trace::Trace, oracle: mm_reference::Oracle
         }
         Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
     }
-    // Its picture beside it (`mmfuzz show`).
+    // Its picture beside it (`mmfuzz show`, with the oracles of this run: the violation it
+    // keeps is the one drawn).
     let picture = raw.with_extension("min.svg");
     let title = path
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-    match crate::show::write_picture(&small, &title, &picture) {
+    match crate::show::write_picture(&small, &title, &picture, options) {
         Ok(()) => println!("picture: {}", picture.display()),
         Err(e) => eprintln!("error: {e}"),
     }

@@ -6,7 +6,9 @@
 //! What it keeps true:
 //! - The input is read exactly as `replay` reads it (`replay::Source`: trace text or a raw
 //!   input for `--target`, `--bugs`); an invalid one is `error: line N: ...` on standard
-//!   error with exit status 2, and nothing is written.
+//!   error with exit status 2, and nothing is written. Every oracle judges the run, but those
+//!   `--without` switches off (as `fuzz --without` does), so a crash's picture shows the
+//!   violation the fuzzer found.
 //! - The picture is a pure function of the trace (the run is deterministic, and so are the
 //!   timeline and the drawing): the same trace gives the same bytes.
 //! - `.svg` is a standalone SVG; `.html` a self-contained page (no outside resources) with
@@ -34,6 +36,10 @@ pub struct Args {
     out: PathBuf,
     #[command(flatten)]
     source: crate::replay::Source,
+    /// Oracles to switch off, as `mmfuzz fuzz --without` (the picture of a crash found with
+    /// `--without lock-order` draws the deadlock it found).
+    #[arg(long, value_name = "LIST")]
+    without: Option<String>,
 }
 
 /// The two things `show` can write.
@@ -54,11 +60,12 @@ impl Format {
     }
 }
 
-/// The picture of a run of `trace`, titled `title`, as `format`.
-pub fn picture(trace: &Trace, title: &str, format: Format) -> String {
+/// The picture of a run of `trace` with the oracles of `oracles`, titled `title`, as
+/// `format`.
+pub fn picture(trace: &Trace, title: &str, format: Format, oracles: &RunOptions) -> String {
     let options = RunOptions {
         events: true,
-        ..RunOptions::ALL
+        ..*oracles
     };
     let report = run_trace(trace, &options);
     let tl = timeline::Timeline::build(trace, &report);
@@ -69,14 +76,23 @@ pub fn picture(trace: &Trace, title: &str, format: Format) -> String {
     }
 }
 
-/// Writes the picture of `trace`, titled `title`, to `out` (its format by its extension).
-pub fn write_picture(trace: &Trace, title: &str, out: &Path) -> Result<(), String> {
+/// Writes the picture of `trace` run with `oracles`, titled `title`, to `out` (its format
+/// by its extension).
+pub fn write_picture(trace: &Trace, title: &str, out: &Path, oracles: &RunOptions) -> Result<(), String> {
     let format =
         Format::of(out).ok_or_else(|| format!("-o {}: the output must end in .svg or .html", out.display()))?;
-    std::fs::write(out, picture(trace, title, format)).map_err(|e| format!("cannot write {}: {e}", out.display()))
+    std::fs::write(out, picture(trace, title, format, oracles))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 pub fn main(args: &Args) -> u8 {
+    let oracles = match crate::fuzz::oracles(args.without.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let Some(traces) = args.source.load(std::slice::from_ref(&args.file)) else {
         return 2;
     };
@@ -84,7 +100,7 @@ pub fn main(args: &Args) -> u8 {
         .file
         .file_name()
         .map_or_else(|| args.file.display().to_string(), |s| s.to_string_lossy().into_owned());
-    match write_picture(&traces[0], &title, &args.out) {
+    match write_picture(&traces[0], &title, &args.out, &oracles) {
         Ok(()) => {
             println!("wrote {}", args.out.display());
             0

@@ -1,7 +1,8 @@
 //! `mmfuzz show` as a user runs it: every corpus trace (each regression and each seed) drawn
 //! as an SVG that is well-formed XML and names each task, each CPU and the oracle; the HTML
 //! page around the same picture; the same picture for the same trace; a fuzzing crash drawn
-//! beside its minimized trace; and an invalid trace rejected like `replay` rejects it.
+//! beside its minimized trace, with the oracles it was found with; and an invalid trace (or
+//! output, or `--without`) rejected like `replay` rejects it.
 
 mod common;
 
@@ -194,6 +195,18 @@ fn an_invalid_trace_is_rejected_with_its_line() {
     ]);
     assert_eq!(code, 2);
     assert!(stderr.contains(".svg or .html"), "{stderr}");
+    let out = dir.join("y.svg");
+    let (code, _, stderr) = mmfuzz(&[
+        "show",
+        good.to_str().unwrap(),
+        "--without",
+        "deadlock",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot be switched off"), "{stderr}");
+    assert!(!out.exists());
 }
 
 #[test]
@@ -226,6 +239,17 @@ fn a_fuzzing_crash_gets_its_picture_beside_it() {
         texts.iter().any(|t| t == "violation deadlock"),
         "the picture names the oracle"
     );
-    // It is the picture of the minimized trace, as `show` draws it.
-    assert_eq!(show(&min, &dir.join("again.svg")), svg);
+    // It is the picture of the minimized trace, as `show` draws it with the fuzz run's
+    // oracles (with lock-order on, the same trace is a lock-order violation instead).
+    let again = dir.join("again.svg");
+    let (code, _, stderr) = mmfuzz(&[
+        "show",
+        min.to_str().unwrap(),
+        "--without",
+        "lock-order",
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), svg);
 }
