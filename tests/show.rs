@@ -1,8 +1,9 @@
 //! `mmfuzz show` as a user runs it: every corpus trace (each regression and each seed) drawn
 //! as an SVG that is well-formed XML and names each task, each CPU and the oracle; the HTML
 //! page around the same picture; the same picture for the same trace; a fuzzing crash drawn
-//! beside its minimized trace, with the oracles it was found with; and an invalid trace (or
-//! output, or `--without`) rejected like `replay` rejects it.
+//! beside its minimized trace, with the oracles it was found with; the kmaps of the kmap
+//! regressions drawn with what their violation involves; and an invalid trace (or output, or
+//! `--without`) rejected like `replay` rejects it.
 
 mod common;
 
@@ -151,6 +152,63 @@ fn a_deadlock_draws_its_cycle() {
         .iter()
         .any(|t| t == "task 0 waits for mmap_lock of mm 0 queued behind task 1"));
     assert!(svg.contains("url(#arrow-red)"));
+}
+
+/// The texts of the picture of regression `name`.
+fn regression_texts(name: &str) -> Vec<String> {
+    let path = corpus(&format!("regressions/{name}.trace"));
+    let svg = show(&path, &out_dir().join(format!("{name}.svg")));
+    texts(&svg, &path)
+}
+
+fn has(texts: &[String], want: &str, what: &str) {
+    assert!(texts.iter().any(|t| t == want), "{what}: no {want:?} in {texts:#?}");
+}
+
+#[test]
+fn the_kmap_regressions_draw_their_kmaps_and_what_the_violation_involves() {
+    // The interrupt handler's remap of the slot task 0's write holds, named at the right.
+    let t = regression_texts("kmap-atomic-irq-slot");
+    has(&t, "kmap_atomic depth 0", "irq-slot");
+    has(
+        &t,
+        "the interrupt handler on CPU 0 before step 8 remaps the slot of depth 0: task 0's kmap_atomic of frame 130 reaches frame 131 from then on",
+        "irq-slot",
+    );
+    has(&t, "t0 kmap_atomic f130 → irq's f131", "irq-slot");
+    // Both entries of the copy: the source never popped, the destination popped first.
+    let t = regression_texts("kmap-atomic-unordered");
+    has(&t, "kmap_atomic depth 1", "unordered");
+    has(&t, "t0 kmap_atomic f129, held", "unordered");
+    has(&t, "t0 kmap_atomic f130, popped", "unordered");
+    // Each task holds one slot of two and sleeps for another: arrows to both slots.
+    let t = regression_texts("kmap-nested");
+    for label in ["kmap pool", "pkmap slot 0", "pkmap slot 1", "sleeps"] {
+        has(&t, label, "nested");
+    }
+    has(&t, "task 0 holds kmap of f132", "nested");
+    has(&t, "task 1 holds kmap of f129", "nested");
+    has(&t, "task 0 sleeps for kmap of f133", "nested");
+    has(&t, "task 1 sleeps for kmap of f130", "nested");
+    has(
+        &t,
+        "task 0 sleeps for a pkmap slot: slot 1 is held by task 1 (frame 129)",
+        "nested",
+    );
+    has(
+        &t,
+        "task 1 sleeps for a pkmap slot: slot 0 is held by task 0 (frame 132)",
+        "nested",
+    );
+    // The fault's own kmap of its pte page holds the only slot its reclaim needs.
+    let t = regression_texts("highpte-kmap-over-alloc");
+    has(&t, "task 0 holds kmap of f8", "highpte");
+    has(&t, "task 0 sleeps for kmap of f9", "highpte");
+    has(
+        &t,
+        "task 0 sleeps for a pkmap slot: slot 0 is held by task 0 (frame 8)",
+        "highpte",
+    );
 }
 
 #[test]

@@ -1,18 +1,22 @@
 //! Draws a [`Timeline`] as one SVG picture, by hand: time flows right in scheduling steps;
-//! a swimlane per task (its operations as bars from start to end with their results, and a
-//! row per lock: holding solid, waiting hatched with an arrow to the holder), then a lane per
-//! CPU (the task each step ran, interrupts, the TLB entries of the pages that matter with
-//! their flushes); the violation is a red line where the oracle fired, with its message in
-//! the header, the lanes it names tinted, and a deadlock's cycle drawn as red arrows from
-//! each waiter to the task it waits on. Every shape has a `<title>`: the browser shows it on
-//! hover (and `show`'s `.html` page in its detail panel).
+//! a swimlane per task (its operations as bars from start to end with their results, its
+//! sleeps on the kmap pool and for memory, and a row per lock: holding solid, waiting and
+//! sleeping hatched with an arrow to the holder), the kmap pool (a row per slot, each kmap a
+//! span in its task's colour, flushes as dashed lines), then a lane per CPU (the task each
+//! step ran, interrupts, the kmap_atomic stack with a track per depth, an interrupt's remap
+//! of a task's slot hatched red, the TLB entries of the pages that matter with their
+//! flushes); the violation is a red line where the oracle fired, with its message in the
+//! header, the lanes it names tinted, the kmaps and entries it involves outlined red, and a
+//! deadlock's cycle drawn as red arrows from each waiter to the task it waits on. Every
+//! shape has a `<title>`: the browser shows it on hover (and `show`'s `.html` page in its
+//! detail panel).
 //!
 //! What it keeps true: the output is well-formed XML (every text and attribute escaped,
 //! every element closed) and a pure function of the timeline; every task and CPU of the run
 //! is named in a lane label (`task N`, `CPU N`) and the oracle in the header.
 
-use super::timeline::{Column, LockRow, SpanKind, TaskLane, Timeline};
-use mm_reference::events::{frame_name, LockMode};
+use super::timeline::{AtomicSpan, Column, LockRow, Pool, Sleep, SleepKind, SpanKind, TaskLane, Timeline};
+use mm_reference::events::{frame_name, AtomicBy, LockMode};
 use mm_reference::{OpResult, TaskId};
 use std::fmt::Write;
 
@@ -29,13 +33,21 @@ const GAP_W: f64 = 26.0;
 const CYCLE_STEP: f64 = 44.0;
 /// The width the columns share when they are few.
 const COLUMNS_W: f64 = 1100.0;
+/// The widest a step's column gets (when the steps are few).
+const STEP_W_MAX: f64 = 88.0;
+/// The width of a character of a note (10px bold).
+const NOTE_CHAR_W: f64 = 6.3;
 
-/// The legend's width (its last item ends before it).
+/// The picture's least width (the legend's rows end before it).
 const LEGEND_W: f64 = 1120.0;
+/// The height of a row of the legend.
+const LEGEND_ROW: f64 = 18.0;
 const PALETTE: [&str; 8] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#c9a227", "#e15759", "#9c755f",
 ];
 const RED: &str = "#c0392b";
+/// The colour of what an interrupt handler does.
+const IRQ: &str = "#e67e22";
 
 /// Escapes text for XML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -103,7 +115,7 @@ impl Xs {
     fn new(tl: &Timeline) -> Xs {
         let steps = tl.columns.iter().filter(|c| matches!(c, Column::Step(_))).count();
         let gaps = tl.columns.len() - steps;
-        let step_w = ((COLUMNS_W - gaps as f64 * GAP_W) / steps.max(1) as f64).clamp(14.0, 64.0);
+        let step_w = ((COLUMNS_W - gaps as f64 * GAP_W) / steps.max(1) as f64).clamp(14.0, STEP_W_MAX);
         let mut xs = Xs {
             col_x: Vec::new(),
             col_w: Vec::new(),
@@ -149,6 +161,8 @@ impl Xs {
 struct TaskYs {
     top: f64,
     op: f64,
+    /// The top of the sleeps row, if the task slept (on the kmap pool, for memory).
+    sleep: Option<f64>,
     /// Per lock row, per track: the track's top.
     tracks: Vec<Vec<f64>>,
     bottom: f64,
@@ -157,6 +171,10 @@ struct TaskYs {
 fn task_ys(lane: &TaskLane, top: f64) -> TaskYs {
     let op = top + LANE_PAD;
     let mut y = op + OP_H + 4.0;
+    let sleep = (!lane.sleeps.is_empty()).then(|| {
+        y += TRACK_H;
+        y - TRACK_H
+    });
     let tracks = lane
         .locks
         .iter()
@@ -172,9 +190,49 @@ fn task_ys(lane: &TaskLane, top: f64) -> TaskYs {
     TaskYs {
         top,
         op,
+        sleep,
         tracks,
         bottom: y + LANE_PAD,
     }
+}
+
+/// The y of each row of the pool lane.
+struct PoolYs {
+    top: f64,
+    /// Per slot row, per track: the track's top.
+    tracks: Vec<Vec<f64>>,
+    bottom: f64,
+}
+
+fn pool_ys(pool: &Pool, top: f64) -> PoolYs {
+    let mut y = top + LANE_PAD + 18.0;
+    let tracks = pool
+        .rows
+        .iter()
+        .map(|row| {
+            (0..row.tracks)
+                .map(|_| {
+                    y += TRACK_H;
+                    y - TRACK_H
+                })
+                .collect()
+        })
+        .collect();
+    PoolYs {
+        top,
+        tracks,
+        bottom: y + LANE_PAD,
+    }
+}
+
+/// The y (middle) of the pool span of `task`'s kmap of `pfn` in `slot` that covers step `at`.
+fn pool_span_y(pool: &Pool, ys: &PoolYs, slot: u32, task: TaskId, pfn: u32, at: usize) -> Option<f64> {
+    let r = pool.rows.iter().position(|r| r.slot == slot)?;
+    let span = pool.rows[r]
+        .spans
+        .iter()
+        .find(|s| s.task == task && s.pfn == pfn && s.from <= at && s.to.is_none_or(|to| to >= at))?;
+    Some(ys.tracks[r][span.track] + TRACK_H / 2.0)
 }
 
 /// The y (middle) of the track where `lane`'s span on `lock` that covers step `at` sits;
@@ -205,8 +263,8 @@ pub fn render(tl: &Timeline, title: &str) -> String {
     let xs = Xs::new(tl);
     let cycle_len = tl.violation.as_ref().map_or(0, |v| v.cycle.len());
     let right = 150.0 + CYCLE_STEP * cycle_len as f64;
-    let width = (xs.end + right).max(LEGEND_W);
-    let text_chars = ((width - 2.0 * MARGIN) / CHAR_W) as usize;
+    let base_width = (xs.end + right).max(LEGEND_W);
+    let text_chars = ((base_width - 2.0 * MARGIN) / CHAR_W) as usize;
 
     // Header: title, outcome and message, legend.
     let mut head: Vec<(String, &str)> = vec![(format!("mmfuzz show: {title}"), "title")];
@@ -220,7 +278,9 @@ pub fn render(tl: &Timeline, title: &str) -> String {
         None => head.push(("outcome: ok".to_string(), "good")),
     }
     let legend_y = MARGIN + 22.0 * head.len() as f64 + 4.0;
-    let axis_y = legend_y + 30.0;
+    let items = legend_items(tl);
+    let (places, legend_rows) = legend_layout(&items, LEGEND_W);
+    let axis_y = legend_y + LEGEND_ROW * legend_rows as f64 + 12.0;
     let lanes_top = axis_y + 22.0;
 
     let mut y = lanes_top;
@@ -233,6 +293,11 @@ pub fn render(tl: &Timeline, title: &str) -> String {
             ys
         })
         .collect();
+    let pool_rows = tl.pool.as_ref().map(|pool| {
+        let ys = pool_ys(pool, y);
+        y = ys.bottom;
+        ys
+    });
     let cpu_rows: Vec<(f64, f64)> = tl
         .cpus
         .iter()
@@ -240,6 +305,7 @@ pub fn render(tl: &Timeline, title: &str) -> String {
             let top = y;
             y += LANE_PAD
                 + 18.0
+                + TRACK_H * cpu.depths as f64
                 + TRACK_H * cpu.tlb.len() as f64
                 + if cpu.tlb_hidden > 0 { TRACK_H } else { 0.0 }
                 + LANE_PAD;
@@ -247,6 +313,17 @@ pub fn render(tl: &Timeline, title: &str) -> String {
         })
         .collect();
     let lanes_bottom = y;
+    // The kmaps the violation involves, named right of the lanes (past the cycle's arrows).
+    let notes = kmap_notes(tl, &task_rows, pool_rows.as_ref(), &cpu_rows);
+    let notes_x = xs.end
+        + 12.0
+        + if cycle_len > 0 {
+            40.0 + CYCLE_STEP * cycle_len as f64
+        } else {
+            0.0
+        };
+    let notes_w = notes.iter().map(|(_, t, _)| t.chars().count()).max().unwrap_or(0) as f64 * NOTE_CHAR_W;
+    let width = base_width.max(notes_x + notes_w + MARGIN);
     let mut foot: Vec<String> = Vec::new();
     if let Some(v) = &tl.violation {
         for (t, lock, on) in &v.cycle {
@@ -284,16 +361,22 @@ pub fn render(tl: &Timeline, title: &str) -> String {
             esc(line)
         );
     }
-    legend(&mut s, legend_y);
+    legend(&mut s, &items, &places, legend_y);
     axis(&mut s, tl, &xs, axis_y, lanes_bottom);
 
     for (lane, ys) in tl.tasks.iter().zip(&task_rows) {
         task_lane(&mut s, tl, lane, ys, &xs);
     }
+    if let (Some(pool), Some(ys)) = (&tl.pool, &pool_rows) {
+        pool_lane(&mut s, tl, pool, ys, &xs);
+    }
     for (cpu, &(top, bottom)) in tl.cpus.iter().zip(&cpu_rows) {
         cpu_lane(&mut s, tl, cpu.id as usize, top, bottom, &xs);
     }
     wait_arrows(&mut s, tl, &task_rows, &xs);
+    if let (Some(pool), Some(ys)) = (&tl.pool, &pool_rows) {
+        sleep_arrows(&mut s, tl, &task_rows, pool, ys, &xs);
+    }
     if let Some(v) = &tl.violation {
         let x = xs.end + 3.0;
         let _ = writeln!(
@@ -306,6 +389,15 @@ pub fn render(tl: &Timeline, title: &str) -> String {
             v.oracle
         );
         cycle_arrows(&mut s, tl, &task_rows, &xs);
+    }
+    for (y, text, detail) in &notes {
+        let _ = writeln!(
+            s,
+            r#"<g><title>{}</title><text x="{notes_x:.1}" y="{:.1}" font-size="10" font-weight="bold" fill="{RED}">{}</text></g>"#,
+            esc(detail),
+            y + 3.5,
+            esc(text)
+        );
     }
     for (i, line) in foot.iter().enumerate() {
         let class = if i == 0 && foot.len() > 1 { "bad" } else { "msg" };
@@ -320,71 +412,202 @@ pub fn render(tl: &Timeline, title: &str) -> String {
     s
 }
 
-fn legend(s: &mut String, y: f64) {
-    let c = PALETTE[0];
-    let (top, mid) = (y + 1.0, y + 6.0);
-    let op = |x: f64| {
-        format!(
-            r#"<rect x="{x:.1}" y="{y:.1}" width="22" height="12" rx="3" fill="{c}" fill-opacity="0.25" stroke="{c}"/>"#
-        )
-    };
-    let holds =
-        |x: f64| format!(r#"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="{c}" fill-opacity="0.85"/>"#);
-    let waits = |x: f64| {
-        format!(r##"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="url(#hatch)" stroke="#888"/>"##)
-    };
-    let on = |x: f64| {
-        format!(
-            r##"<line x1="{x:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="#666" stroke-dasharray="3 2" marker-end="url(#arrow)"/>"##,
-            x + 22.0
-        )
-    };
-    let tlb =
-        |x: f64| format!(r##"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="#9cc3e6" stroke="#3a78b5"/>"##);
-    let flush = |x: f64| {
-        format!(
-            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{:.1}" stroke="{RED}" stroke-width="2"/>"#,
-            x + 11.0,
-            x + 11.0,
-            y + 12.0
-        )
-    };
-    let irq = |x: f64| irq_shape(x + 11.0, y);
-    let lin = |x: f64| diamond(x + 11.0, mid);
-    let bad = |x: f64| {
-        format!(
-            r#"<line x1="{x:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="{RED}" stroke-width="2.5" marker-end="url(#arrow-red)"/>"#,
-            x + 22.0
-        )
-    };
-    let items: [(&dyn Fn(f64) -> String, &str); 9] = [
-        (&op, "operation, start to return"),
-        (&holds, "holds a lock"),
-        (&waits, "waits for a lock"),
-        (&on, "waits on"),
-        (&tlb, "TLB entry"),
-        (&flush, "TLB flush"),
-        (&irq, "interrupt"),
-        (&lin, "linearization point"),
-        (&bad, "violation, deadlock cycle"),
+/// The kmaps, kmap_atomic entries and sleeps the violation involves: (y of their row, a
+/// short name, the details).
+fn kmap_notes(
+    tl: &Timeline,
+    task_rows: &[TaskYs],
+    pool_rows: Option<&PoolYs>,
+    cpu_rows: &[(f64, f64)],
+) -> Vec<(f64, String, String)> {
+    let mut notes = Vec::new();
+    for (lane, ys) in tl.tasks.iter().zip(task_rows) {
+        let Some(top) = ys.sleep else { continue };
+        for sleep in lane.sleeps.iter().filter(|s| s.involved) {
+            let what = match sleep.kind {
+                SleepKind::Kmap(pfn) => format!("kmap of f{pfn}"),
+                SleepKind::Memory => "memory".to_string(),
+            };
+            notes.push((
+                top + TRACK_H / 2.0,
+                format!("task {} sleeps for {what}", lane.id),
+                sleep_detail(tl, lane.id, sleep),
+            ));
+        }
+    }
+    if let (Some(pool), Some(ys)) = (&tl.pool, pool_rows) {
+        for (r, row) in pool.rows.iter().enumerate() {
+            for span in row.spans.iter().filter(|s| s.involved) {
+                notes.push((
+                    ys.tracks[r][span.track] + TRACK_H / 2.0,
+                    format!("task {} holds kmap of f{}", span.task, span.pfn),
+                    format!(
+                        "task {} holds a kmap of frame {} in pkmap slot {} from {} ({})",
+                        span.task,
+                        span.pfn,
+                        row.slot,
+                        step_name(tl, span.from),
+                        span.at
+                    ),
+                ));
+            }
+        }
+    }
+    for (cpu, &(top, _)) in tl.cpus.iter().zip(cpu_rows) {
+        for span in cpu.atomic.iter().filter(|s| s.involved) {
+            let who = match span.by {
+                AtomicBy::Task(t) => format!("t{t}"),
+                AtomicBy::Irq => "irq".to_string(),
+            };
+            let text = match (span.remap, span.to) {
+                (Some((_, pfn)), _) => format!("{who} kmap_atomic f{} → irq's f{pfn}", span.pfn),
+                (None, None) => format!("{who} kmap_atomic f{}, held", span.pfn),
+                (None, Some(_)) => format!("{who} kmap_atomic f{}, popped", span.pfn),
+            };
+            notes.push((
+                top + LANE_PAD + 18.0 + TRACK_H * span.depth as f64 + TRACK_H / 2.0,
+                text,
+                format!(
+                    "CPU {} kmap_atomic depth {}: frame {} by {}{}",
+                    cpu.id,
+                    span.depth,
+                    span.pfn,
+                    span.by,
+                    span.remap.map_or(String::new(), |(_, p)| format!(
+                        ", remapped to frame {p} by an interrupt"
+                    ))
+                ),
+            ));
+        }
+    }
+    notes
+}
+
+/// The legend's items (shape at x, y; text): the kmap items only when the run kmapped or
+/// slept on the pool.
+fn legend_items(tl: &Timeline) -> Vec<(LegendShape, &'static str)> {
+    let mut items: Vec<(LegendShape, &'static str)> = vec![
+        (LegendShape::Op, "operation, start to return"),
+        (LegendShape::Holds, "holds a lock"),
+        (LegendShape::Waits, "waits (lock, kmap slot, memory)"),
+        (LegendShape::On, "waits on"),
     ];
-    let mut x = MARGIN;
-    for (shape, text) in items {
+    let kmaps = tl.pool.is_some() || tl.cpus.iter().any(|c| c.depths > 0);
+    if kmaps {
+        items.push((LegendShape::Kmap, "kmap held (pool slot, kmap_atomic)"));
+        items.push((LegendShape::Clobbered, "slot remapped by an interrupt"));
+    }
+    items.extend([
+        (LegendShape::Tlb, "TLB entry"),
+        (LegendShape::Flush, "TLB flush"),
+        (LegendShape::Irq, "interrupt"),
+        (LegendShape::Lin, "linearization point"),
+        (LegendShape::Bad, "violation, deadlock cycle"),
+    ]);
+    items
+}
+
+#[derive(Clone, Copy)]
+enum LegendShape {
+    Op,
+    Holds,
+    Waits,
+    On,
+    Kmap,
+    Clobbered,
+    Tlb,
+    Flush,
+    Irq,
+    Lin,
+    Bad,
+}
+
+impl LegendShape {
+    /// The shape, 22 wide, in the 12-high box at (x, y).
+    fn draw(self, x: f64, y: f64) -> String {
+        let c = PALETTE[0];
+        let (top, mid) = (y + 1.0, y + 6.0);
+        match self {
+            LegendShape::Op => format!(
+                r#"<rect x="{x:.1}" y="{y:.1}" width="22" height="12" rx="3" fill="{c}" fill-opacity="0.25" stroke="{c}"/>"#
+            ),
+            LegendShape::Holds => {
+                format!(r#"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="{c}" fill-opacity="0.85"/>"#)
+            }
+            LegendShape::Waits => {
+                format!(r##"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="url(#hatch)" stroke="#888"/>"##)
+            }
+            LegendShape::On => format!(
+                r##"<line x1="{x:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="#666" stroke-dasharray="3 2" marker-end="url(#arrow)"/>"##,
+                x + 22.0
+            ),
+            LegendShape::Kmap => kmap_rect(x, top, 22.0, c, false),
+            LegendShape::Clobbered => format!(
+                r##"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="url(#hatch-red)" stroke="{RED}"/>"##
+            ),
+            LegendShape::Tlb => {
+                format!(r##"<rect x="{x:.1}" y="{top:.1}" width="22" height="10" fill="#9cc3e6" stroke="#3a78b5"/>"##)
+            }
+            LegendShape::Flush => format!(
+                r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{:.1}" stroke="{RED}" stroke-width="2"/>"#,
+                x + 11.0,
+                x + 11.0,
+                y + 12.0
+            ),
+            LegendShape::Irq => irq_shape(x + 11.0, y),
+            LegendShape::Lin => diamond(x + 11.0, mid),
+            LegendShape::Bad => format!(
+                r#"<line x1="{x:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="{RED}" stroke-width="2.5" marker-end="url(#arrow-red)"/>"#,
+                x + 22.0
+            ),
+        }
+    }
+}
+
+/// Where each legend item goes in rows of at most `width`: (x, row); and the rows.
+fn legend_layout(items: &[(LegendShape, &str)], width: f64) -> (Vec<(f64, usize)>, usize) {
+    let mut places = Vec::new();
+    let (mut x, mut row) = (MARGIN, 0);
+    for (_, text) in items {
+        let w = 34.0 + text.chars().count() as f64 * 5.9;
+        if x > MARGIN && x + w > width - MARGIN {
+            x = MARGIN;
+            row += 1;
+        }
+        places.push((x, row));
+        x += w;
+    }
+    (places, row + 1)
+}
+
+/// The legend from `y` down, laid out by [`legend_layout`].
+fn legend(s: &mut String, items: &[(LegendShape, &str)], places: &[(f64, usize)], y: f64) {
+    for ((shape, text), &(x, row)) in items.iter().zip(places) {
+        let y = y + LEGEND_ROW * row as f64;
         let _ = writeln!(
             s,
             r#"<g>{}<text x="{:.1}" y="{:.1}" class="small">{}</text></g>"#,
-            shape(x),
+            shape.draw(x, y),
             x + 26.0,
             y + 10.0,
             esc(text)
         );
-        x += 34.0 + text.chars().count() as f64 * 5.9;
     }
+}
+
+/// A kmap (pool slot or kmap_atomic entry) of colour `c` from `x`, `w` wide, at `top`:
+/// outlined in its colour, or red and thicker when the violation involves it.
+fn kmap_rect(x: f64, top: f64, w: f64, c: &str, involved: bool) -> String {
+    let (stroke, sw) = if involved { (RED, 2.2) } else { (c, 1.2) };
+    format!(
+        r#"<rect x="{x:.1}" y="{top:.1}" width="{w:.1}" height="{:.1}" rx="2" fill="{c}" fill-opacity="0.4" stroke="{stroke}" stroke-width="{sw}"/>"#,
+        TRACK_H - 4.0
+    )
 }
 
 fn irq_shape(x: f64, y: f64) -> String {
     format!(
-        r##"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} z" fill="#e67e22"/>"##,
+        r#"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} z" fill="{IRQ}"/>"#,
         x - 5.0,
         y,
         x + 5.0,
@@ -536,8 +759,273 @@ fn task_lane(s: &mut String, tl: &Timeline, lane: &TaskLane, ys: &TaskYs, xs: &X
             );
         }
     }
+    if let Some(top) = ys.sleep {
+        sleep_row(s, tl, lane, top, xs);
+    }
     for (r, row) in lane.locks.iter().enumerate() {
         lock_row(s, tl, lane, row, &ys.tracks[r], xs);
+    }
+}
+
+/// The number of the step at index `at`, or `the end`.
+fn step_name(tl: &Timeline, at: usize) -> String {
+    tl.steps
+        .get(at)
+        .map_or("the end".to_string(), |st| format!("step {}", st.n))
+}
+
+/// A task's sleeps (on the full kmap pool, for memory) as hatched spans, red when the
+/// deadlock leaves it asleep.
+fn sleep_row(s: &mut String, tl: &Timeline, lane: &TaskLane, top: f64, xs: &Xs) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" class="lbl" text-anchor="end">sleeps</text>"#,
+        LEFT - 8.0,
+        top + 10.5
+    );
+    for sleep in &lane.sleeps {
+        let x0 = xs.mid(sleep.from);
+        let x1 = xs.stop(sleep.to).max(x0 + 4.0);
+        let detail = sleep_detail(tl, lane.id, sleep);
+        let short = match sleep.kind {
+            SleepKind::Kmap(pfn) => format!("kmap f{pfn}"),
+            SleepKind::Memory => "memory".to_string(),
+        };
+        let (fill, stroke) = if sleep.involved {
+            ("url(#hatch-red)", RED)
+        } else {
+            ("url(#hatch)", "#888")
+        };
+        let _ = writeln!(
+            s,
+            r##"<g><title>{}</title><rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{fill}" stroke="{stroke}"/><text x="{:.1}" y="{:.1}" font-size="9.5" stroke="#fff" stroke-width="3" paint-order="stroke">{}</text></g>"##,
+            esc(&detail),
+            top + 1.5,
+            x1 - x0,
+            TRACK_H - 3.0,
+            x0 + 3.0,
+            top + 10.0,
+            esc(&fit(&short, ((x1 - x0 - 4.0) / 5.8).max(0.0) as usize))
+        );
+    }
+}
+
+fn sleep_detail(tl: &Timeline, task: TaskId, sleep: &Sleep) -> String {
+    let what = match sleep.kind {
+        SleepKind::Kmap(pfn) => format!("in kmap of frame {pfn}, every pkmap slot in use"),
+        SleepKind::Memory => "for memory".to_string(),
+    };
+    let until = match (sleep.to, sleep.woken_by) {
+        (None, _) => "the end (never woken)".to_string(),
+        (Some(t), Some((w, by))) => format!(
+            "{} (woken at {} by task {by}'s kunmap)",
+            step_name(tl, t),
+            step_name(tl, w)
+        ),
+        (Some(t), None) if sleep.oom => format!("{} (woken by the OOM path to fail its allocation)", step_name(tl, t)),
+        (Some(t), None) => step_name(tl, t),
+    };
+    let mut detail = format!(
+        "task {task} sleeps {what} from {} in {} to {until}",
+        step_name(tl, sleep.from),
+        sleep.at
+    );
+    if matches!(sleep.kind, SleepKind::Kmap(_)) {
+        let held: Vec<String> = sleep
+            .holders
+            .iter()
+            .map(|(slot, t, pfn)| format!("slot {slot}: frame {pfn} by task {t}"))
+            .collect();
+        let _ = write!(detail, "; the pool then: {}", held.join(", "));
+    }
+    detail
+}
+
+/// The kmap pool: a row per slot used, each kmap a span in its task's colour, and the
+/// flushes (flush_all_zero_pkmaps) as dashed lines.
+fn pool_lane(s: &mut String, tl: &Timeline, pool: &Pool, ys: &PoolYs, xs: &Xs) {
+    let involved = pool.rows.iter().flat_map(|r| &r.spans).any(|sp| sp.involved);
+    let name_fill = if involved { RED } else { "#222" };
+    let name_y = ys.top + LANE_PAD + 13.0;
+    let _ = writeln!(
+        s,
+        r##"<g><title>the persistent kmap pool (pkmap): {} slots; each kmap() a span on its slot from kmap to kunmap, in its task's colour</title><rect x="0" y="{:.1}" width="{:.1}" height="{:.1}" fill="#f8f5fb"/><text x="{MARGIN}" y="{name_y:.1}" font-size="13" font-weight="bold" fill="{name_fill}">kmap pool</text><text x="{:.1}" y="{name_y:.1}" class="small">{} slot{}{}</text><line x1="0" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ddd"/></g>"##,
+        pool.size,
+        ys.top,
+        xs.end,
+        ys.bottom - ys.top,
+        MARGIN + 90.0,
+        pool.size,
+        if pool.size == 1 { "" } else { "s" },
+        if involved { " · involved" } else { "" },
+        ys.bottom,
+        xs.end,
+        ys.bottom
+    );
+    for (r, row) in pool.rows.iter().enumerate() {
+        let tracks = &ys.tracks[r];
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="lbl" text-anchor="end">pkmap slot {}</text>"#,
+            LEFT - 8.0,
+            tracks[0] + 10.5,
+            row.slot
+        );
+        for span in &row.spans {
+            let x0 = xs.mid(span.from);
+            let x1 = xs.stop(span.to).max(x0 + 4.0);
+            let top = tracks[span.track] + 2.0;
+            let mut detail = format!(
+                "task {} holds a kmap of frame {} in pkmap slot {} from {} ({}) to {}",
+                span.task,
+                span.pfn,
+                row.slot,
+                step_name(tl, span.from),
+                span.at,
+                span.to.map_or("the end".to_string(), |t| step_name(tl, t))
+            );
+            if !span.woken.is_empty() {
+                let woken: Vec<String> = span.woken.iter().map(|t| format!("task {t}")).collect();
+                let _ = write!(detail, "; its kunmap wakes {}", woken.join(", "));
+            }
+            let _ = writeln!(
+                s,
+                r#"<g><title>{}</title>{}<text x="{:.1}" y="{:.1}" font-size="9.5">{}</text></g>"#,
+                esc(&detail),
+                kmap_rect(x0, top, x1 - x0, colour(span.task), span.involved),
+                x0 + 2.0,
+                top + 8.5,
+                esc(&fit(
+                    &format!("f{} t{}", span.pfn, span.task),
+                    ((x1 - x0 - 3.0) / 5.8).max(0.0) as usize
+                ))
+            );
+        }
+    }
+    let (y0, y1) = (ys.top + LANE_PAD + 18.0, ys.bottom - LANE_PAD);
+    for flush in &pool.flushes {
+        let (at, task) = (flush.at, flush.task);
+        let x = xs.mid(at) + 2.0;
+        let freed: Vec<String> = flush
+            .freed
+            .iter()
+            .map(|(slot, pfn)| format!("slot {slot} (frame {pfn})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<g><title>{}: task {task}'s kmap wraps around the pool: flush_all_zero_pkmaps {} and flushes every CPU's kernel TLB of the pool</title><line x1="{x:.1}" y1="{y0:.1}" x2="{x:.1}" y2="{y1:.1}" stroke="#8e44ad" stroke-width="1.5" stroke-dasharray="2 2"/></g>"##,
+            step_name(tl, at),
+            if freed.is_empty() {
+                "frees no slot".to_string()
+            } else {
+                format!("frees {}", freed.join(", "))
+            }
+        );
+    }
+}
+
+/// A CPU's kmap_atomic stack from `y`: a track per depth, each entry that lasted a span in
+/// its holder's colour (an interrupt's orange), a remap by an interrupt hatched red from
+/// where it happened, and entries pushed and popped at once as thin marks.
+fn atomic_rows(s: &mut String, tl: &Timeline, cpu: usize, y: f64, xs: &Xs) {
+    let lane = &tl.cpus[cpu];
+    for d in 0..lane.depths {
+        let involved = lane.atomic.iter().any(|sp| sp.depth == d && sp.involved);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="lbl" text-anchor="end"{}>kmap_atomic depth {d}</text>"#,
+            LEFT - 8.0,
+            y + TRACK_H * d as f64 + 10.5,
+            if involved {
+                format!(r#" fill="{RED}" font-weight="bold""#)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for span in &lane.atomic {
+        atomic_span(s, tl, lane.id as usize, span, y + TRACK_H * span.depth as f64, xs);
+    }
+    for (&(at, depth, irq), mark) in &lane.marks {
+        let top = y + TRACK_H * depth as f64;
+        // A task's mark is a tick in its colour, an interrupt handler's the interrupt's
+        // triangle.
+        let (shape, who) = if irq {
+            let who = format!("the interrupt handler before {}", step_name(tl, at));
+            (irq_shape(xs.left(at), top + 2.0), who)
+        } else {
+            let t = tl.steps[at].task;
+            let tick = format!(
+                r#"<rect x="{:.1}" y="{:.1}" width="3" height="{:.1}" fill="{}"/>"#,
+                xs.mid(at) - 1.5,
+                top + 2.0,
+                TRACK_H - 4.0,
+                colour(t)
+            );
+            (tick, format!("{} (task {t})", step_name(tl, at)))
+        };
+        let _ = writeln!(
+            s,
+            "<g><title>{}</title>{shape}</g>",
+            esc(&format!(
+                "CPU {} kmap_atomic depth {depth}, pushed and popped within {who}: {}",
+                lane.id,
+                mark.entries.join("; ")
+            ))
+        );
+    }
+}
+
+fn atomic_span(s: &mut String, tl: &Timeline, cpu: usize, span: &AtomicSpan, top: f64, xs: &Xs) {
+    let (c, short) = match span.by {
+        AtomicBy::Task(t) => (colour(t), format!("f{} t{t}", span.pfn)),
+        AtomicBy::Irq => (IRQ, format!("f{} irq", span.pfn)),
+    };
+    let x0 = match span.by {
+        AtomicBy::Task(_) => xs.mid(span.from),
+        AtomicBy::Irq => xs.left(span.from),
+    };
+    let x1 = xs.stop(span.to).max(x0 + 4.0);
+    let detail = format!(
+        "CPU {cpu} kmap_atomic depth {}: frame {} by {}, pushed at {} in {}, {}",
+        span.depth,
+        span.pfn,
+        span.by,
+        step_name(tl, span.from),
+        span.at,
+        span.to.map_or("still held at the end".to_string(), |t| format!(
+            "popped at {}",
+            step_name(tl, t)
+        ))
+    );
+    let _ = writeln!(
+        s,
+        r#"<g><title>{}</title>{}<text x="{:.1}" y="{:.1}" font-size="9.5">{}</text></g>"#,
+        esc(&detail),
+        kmap_rect(x0, top + 2.0, x1 - x0, c, span.involved),
+        x0 + 2.0,
+        top + 10.5,
+        esc(&fit(&short, ((x1 - x0 - 3.0) / 5.8).max(0.0) as usize))
+    );
+    if let Some((at, pfn)) = span.remap {
+        let xr = xs.left(at).max(x0);
+        let w = (x1 - xr).max(4.0);
+        let _ = writeln!(
+            s,
+            r##"<g><title>{}</title><rect x="{xr:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="url(#hatch-red)" stroke="{RED}" stroke-width="1.5"/><text x="{:.1}" y="{:.1}" font-size="9.5" font-weight="bold" fill="{RED}" stroke="#fff" stroke-width="3" paint-order="stroke">{}</text></g>"##,
+            esc(&format!(
+                "the interrupt handler on CPU {cpu} before {} remaps the slot of depth {}: {}'s kmap_atomic of frame {} reaches frame {pfn} from then on",
+                step_name(tl, at),
+                span.depth,
+                span.by,
+                span.pfn
+            )),
+            top + 2.0,
+            TRACK_H - 4.0,
+            xr + 3.0,
+            top + 10.5,
+            esc(&fit(&format!("→f{pfn}"), ((w - 4.0) / 5.8).max(0.0) as usize))
+        );
     }
 }
 
@@ -667,18 +1155,18 @@ fn cpu_lane(s: &mut String, tl: &Timeline, cpu: usize, top: f64, bottom: f64, xs
             step.task
         );
     }
-    for &(at, current) in &lane.irqs {
-        let x = xs.left(at);
-        let over = current.map_or("idle".to_string(), |t| format!("over task {t}"));
-        let _ = writeln!(
-            s,
-            "<g><title>irq on CPU {} before step {}, {over}</title>{}</g>",
-            lane.id,
-            tl.steps.get(at).map_or("the end".to_string(), |st| st.n.to_string()),
-            irq_shape(x, run_y - 4.0)
-        );
+    for irq in &lane.irqs {
+        let x = xs.left(irq.at);
+        let over = irq.current.map_or("idle".to_string(), |t| format!("over task {t}"));
+        let mut detail = format!("irq on CPU {} before {}, {over}", lane.id, step_name(tl, irq.at));
+        for line in irq.lines.iter().skip(1) {
+            let _ = write!(detail, "\n{line}");
+        }
+        let _ = writeln!(s, "<g><title>{}</title>{}</g>", esc(&detail), irq_shape(x, run_y - 4.0));
     }
     let mut y = run_y + 18.0;
+    atomic_rows(s, tl, cpu, y, xs);
+    y += TRACK_H * lane.depths as f64;
     for row in &lane.tlb {
         let label = format!("TLB mm {} {:#x}", row.mm, row.va);
         let _ = writeln!(
@@ -777,6 +1265,37 @@ fn wait_arrows(s: &mut String, tl: &Timeline, rows: &[TaskYs], xs: &Xs) {
                         x + 6.0
                     );
                 }
+            }
+        }
+    }
+}
+
+/// An arrow from each sleep on the full kmap pool (where it begins) to the kmaps that held
+/// the pool's slots then; red when the deadlock leaves the sleeper asleep.
+fn sleep_arrows(s: &mut String, tl: &Timeline, rows: &[TaskYs], pool: &Pool, pys: &PoolYs, xs: &Xs) {
+    for (lane, ys) in tl.tasks.iter().zip(rows) {
+        let Some(top) = ys.sleep else { continue };
+        for sleep in &lane.sleeps {
+            if !matches!(sleep.kind, SleepKind::Kmap(_)) {
+                continue;
+            }
+            let (x, y0) = (xs.mid(sleep.from), top + TRACK_H / 2.0);
+            let (stroke, marker, width) = if sleep.involved {
+                (RED, "arrow-red", 1.8)
+            } else {
+                ("#666", "arrow", 1.2)
+            };
+            for (k, &(slot, task, pfn)) in sleep.holders.iter().enumerate() {
+                let Some(y1) = pool_span_y(pool, pys, slot, task, pfn, sleep.from) else {
+                    continue;
+                };
+                let y1 = if y1 > y0 { y1 - 5.0 } else { y1 + 5.0 };
+                let _ = writeln!(
+                    s,
+                    r##"<g><title>task {} sleeps for a pkmap slot: slot {slot} is held by task {task} (frame {pfn})</title><line x1="{x:.1}" y1="{y0:.1}" x2="{:.1}" y2="{y1:.1}" stroke="{stroke}" stroke-width="{width}" stroke-dasharray="3 2" marker-end="url(#{marker})"/></g>"##,
+                    lane.id,
+                    x + 8.0 + 10.0 * k as f64
+                );
             }
         }
     }
