@@ -474,6 +474,7 @@ impl Machine {
             gen,
             write,
         });
+        self.ev_tlb_fill(cpu, mm, vpn, e.pfn, write);
         Some(e.pfn)
     }
 

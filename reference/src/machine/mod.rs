@@ -119,7 +119,7 @@ impl Task {
 /// A linearization point of a running operation, handed to the flat spec in the order the
 /// points happen.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Lin {
+pub enum Lin {
     /// The whole operation takes effect now (its result is compared when it returns).
     Whole,
     /// A write or read copied `n` bytes between file offset `pos` and user address `user`.
@@ -205,6 +205,8 @@ pub(crate) struct Machine {
     /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
     /// model bug).
     pub reclaims: u64,
+    /// The event log, when the run records one (`events.rs`).
+    pub events: Option<Box<crate::events::Recorder>>,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
     /// Shared pte tables: the (mm, base address) of every pmd entry linking each table
@@ -248,6 +250,7 @@ impl Machine {
             current: 0,
             violation: None,
             reclaims: 0,
+            events: None,
             reclaim_needs_kmap: None,
             ptshare: BTreeMap::new(),
         };
@@ -337,6 +340,7 @@ impl Machine {
     /// kmap_atomic of `pfn` by the running task on its CPU (a kernel touch of the page's
     /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
     /// recorded for the scheduler.
+    #[track_caller]
     pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
         let (t, cpu) = self.running();
         match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
@@ -349,6 +353,7 @@ impl Machine {
     }
 
     /// kunmap_atomic of the running task's entry at `depth`.
+    #[track_caller]
     pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
         let (t, cpu) = self.running();
         if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
@@ -387,9 +392,14 @@ impl Machine {
         let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
             return Ok(());
         };
+        self.ev_alloc(page);
         let stack = &mut self.kmap.stacks[cpu as usize];
         let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
-            stack.last_mut().expect("non-empty").pfn = page;
+            let depth = stack.len() - 1;
+            let top = stack.last_mut().expect("non-empty");
+            let (holder, was) = (top.ctx, top.pfn);
+            top.pfn = page;
+            self.ev_kmap_remap(cpu, depth, holder, was, page);
             self.frames.page_mut(page)[0] = 0xa5;
             Ok(())
         } else {
@@ -405,14 +415,18 @@ impl Machine {
 
     /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
     /// scheduling point), recorded for lockdep.
+    #[track_caller]
     pub fn spin_lock(&mut self, id: LockId) {
         let t = self.current;
         let got = self.locks.acquire(t, id, Mode::Write);
+        self.ev_lock(t, id, Mode::Write, std::panic::Location::caller());
         assert_eq!(got, locks::Acquired::Taken, "{id} is contended");
     }
 
+    #[track_caller]
     pub fn spin_unlock(&mut self, id: LockId) {
         let woken = self.locks.release(self.current, id);
+        self.ev_unlock(self.current, id, &woken, std::panic::Location::caller());
         assert!(woken.is_empty(), "a task slept on {id}");
     }
 
@@ -483,7 +497,9 @@ impl Machine {
         }
     }
 
+    #[track_caller]
     pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
+        self.ev_entry(slot.0, slot.1, e);
         self.frames.table_mut(slot.0)[slot.1] = e;
     }
 
@@ -526,6 +542,7 @@ impl Machine {
                 self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
+            self.ev_entry(table, i, Entry::NONE);
             self.frames.table_mut(table)[i] = Entry::NONE;
             self.unlink_table(child);
         }
@@ -555,6 +572,7 @@ impl Machine {
     pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
         loop {
             if let Some(pfn) = self.frames.alloc(zone, owner) {
+                self.ev_alloc(pfn);
                 return Ok(pfn);
             }
             if !self.reclaim_one(zone) {
@@ -573,6 +591,7 @@ impl Machine {
         assert!(fr.refs > 0, "put of frame {pfn} with no reference");
         fr.refs -= 1;
         if fr.refs == 0 {
+            self.ev_free(pfn);
             self.frames.free(pfn);
         }
     }
@@ -599,7 +618,9 @@ impl Machine {
 
     /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
     /// has run on. Called after the ptes are changed and before any frame is freed.
+    #[track_caller]
     pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
+        self.ev_flush(mm, start, end);
         let mask = self.mms[mm].cpus;
         let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
         for (c, cpu) in self.cpus.iter_mut().enumerate() {
@@ -610,6 +631,7 @@ impl Machine {
     }
 
     /// flush_tlb_mm: every translation of `mm`, everywhere it ran.
+    #[track_caller]
     pub fn flush_tlb_mm(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
         self.flush_tlb_range(mm, 0, task_size);
@@ -656,11 +678,13 @@ impl Machine {
     /// Writes a dirty cache page back to disk (the whole page, as the block layer would); a
     /// page wholly past EOF (a truncate is dropping it) is not written
     /// (block_write_full_folio).
+    #[track_caller]
     fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
         if index >= self.files[f].size_pages() {
             self.frames.f[pfn as usize].dirty = false;
             return;
         }
+        self.ev_writeback(f, index, pfn);
         let content = self.frames.bytes(pfn).map(|p| {
             let mut b = Box::new([0u8; frames::PAGE]);
             b.copy_from_slice(p);
@@ -766,7 +790,7 @@ impl Machine {
             "try_to_unmap left frame {pfn} mapped"
         );
         if self.frames.f[pfn as usize].dirty {
-            let mapped = self.kmap_try(t, pfn);
+            let mapped = self.kmap_try(t, pfn, std::panic::Location::caller());
             assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
             self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");

@@ -207,6 +207,7 @@ impl Machine {
             pfn: found.table,
             flags: E_PRESENT,
         };
+        self.ev_entry_set(pmd, i);
         self.spin_unlock(lock);
         let base = va & !(self.pte_span() - 1);
         let theirs = self.mms[found.mm].live
@@ -313,6 +314,7 @@ impl Machine {
     fn pt_unlink(&mut self, mm: usize, base: u64, slot: (Pfn, usize), table: Pfn) {
         let lock = LockId::PageTableLock(mm as u32);
         self.spin_lock(lock);
+        self.ev_entry(slot.0, slot.1, Entry::NONE);
         self.frames.table_mut(slot.0)[slot.1] = Entry::NONE;
         self.spin_unlock(lock);
         self.flush_tlb_range(mm, base, base + self.pte_span());
@@ -375,6 +377,7 @@ impl Machine {
                 pfn: new,
                 flags: E_PRESENT,
             };
+            self.ev_entry_set(t, i);
             self.spin_unlock(lock);
             t = new;
         }
