@@ -479,15 +479,21 @@ impl Machine {
 
     /// The pte table and index mapping `va`, if every upper table exists.
     pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        self.table_slot(mm, va, 0)
+    }
+
+    /// The table of `level` (0 pte .. 2 pud) and index mapping `va`, if every table above
+    /// it exists.
+    pub fn table_slot(&self, mm: usize, va: u64, level: u32) -> Option<(Pfn, usize)> {
         let mut t = self.mms[mm].pgd;
-        for level in (1..=3).rev() {
-            let e = self.frames.table(t)[self.index(va, level)];
+        for l in (level + 1..=3).rev() {
+            let e = self.frames.table(t)[self.index(va, l)];
             if !e.mapped() {
                 return None;
             }
             t = e.pfn;
         }
-        Some((t, self.index(va, 0)))
+        Some((t, self.index(va, level)))
     }
 
     pub fn pte(&self, mm: usize, va: u64) -> Entry {
@@ -727,10 +733,15 @@ impl Machine {
     /// at `va`: every other mm linking the table loses it from its rss too.
     pub fn unmap_accounting_at(&mut self, mm: usize, va: u64, table: Pfn, e: Entry) {
         if !e.special() && self.ptshare.contains_key(&table) {
+            // Every other link's counter here (an mm may link one table at two places),
+            // this one's in unmap_accounting.
             let kind = self.rss_kind(e.pfn);
-            // Every link's counter but `mm`'s, which unmap_accounting takes.
-            self.rss_add_links(mm, va, table, kind, -1);
-            self.mms[mm].rss[kind] += 1;
+            let base = va & !(self.pte_span() - 1);
+            for link in self.table_links(table, mm, base) {
+                if link != (mm, base) {
+                    self.rss_add(link.0, kind, -1);
+                }
+            }
         }
         self.unmap_accounting(mm, e);
     }

@@ -150,12 +150,16 @@ impl Machine {
     }
 
     /// [`Machine::pt_share`] for a VMA `v` of `mm` covering `va`.
+    /// An allocation failure of the tables above leaves the fault to allocate (and fail)
+    /// on its own.
     pub(crate) fn pt_share_vma(&mut self, mm: usize, v: &Vma, va: u64) {
-        if let Some(found) = self.pt_share_find(mm, v, va) {
-            if self.pmd_entry(mm, va).is_none_or(|e| !e.mapped()) {
-                self.frames.f[found.table as usize].maps += 1;
-                self.pt_link(mm, va, found);
-            }
+        let Some(found) = self.pt_share_find(mm, v, va) else {
+            return;
+        };
+        let Ok(pmd) = self.table_alloc(mm, va, 1) else { return };
+        if !self.frames.table(pmd.0)[pmd.1].mapped() {
+            self.frames.f[found.table as usize].maps += 1;
+            self.pt_link(mm, va, pmd, found);
         }
     }
 
@@ -180,23 +184,19 @@ impl Machine {
             .position(|&p| p == found.table)
             .expect("a count raised by this task");
         pending.swap_remove(i);
-        if self.pmd_entry(mm, va).is_some_and(|e| e.mapped()) {
-            let fr = &mut self.frames.f[found.table as usize];
-            fr.maps = fr.maps.saturating_sub(1);
-            return;
+        match self.table_alloc(mm, va, 1) {
+            Ok(pmd) if !self.frames.table(pmd.0)[pmd.1].mapped() => self.pt_link(mm, va, pmd, found),
+            // Already mapped (or no memory for the tables above): the count goes back.
+            _ => {
+                let fr = &mut self.frames.f[found.table as usize];
+                fr.maps = fr.maps.saturating_sub(1);
+            }
         }
-        self.pt_link(mm, va, found);
     }
 
-    /// Points `mm`'s pmd entry for `va` at `found.table` (whose count the caller raised),
-    /// allocating the upper tables as needed, and accounts the table's ptes in `mm`'s rss.
-    /// An allocation failure leaves the fault to allocate (and fail) on its own.
-    fn pt_link(&mut self, mm: usize, va: u64, found: Found) {
-        let Ok((pmd, i)) = self.table_alloc(mm, va, 1) else {
-            let fr = &mut self.frames.f[found.table as usize];
-            fr.maps = fr.maps.saturating_sub(1);
-            return;
-        };
+    /// Points `mm`'s empty pmd entry for `va` (at `(pmd, i)`) at `found.table`, whose count
+    /// the caller raised, and accounts the table's ptes in `mm`'s rss.
+    fn pt_link(&mut self, mm: usize, va: u64, (pmd, i): (Pfn, usize), found: Found) {
         let lock = LockId::PageTableLock(mm as u32);
         self.spin_lock(lock);
         assert!(
@@ -268,7 +268,7 @@ impl Machine {
         }
     }
 
-    fn rss_add(&mut self, mm: usize, kind: usize, delta: i64) {
+    pub(crate) fn rss_add(&mut self, mm: usize, kind: usize, delta: i64) {
         let rss = &mut self.mms[mm].rss[kind];
         *rss = rss
             .checked_add_signed(delta)
@@ -340,15 +340,7 @@ impl Machine {
 
     /// The pmd table and index of `va`, if the upper tables exist.
     pub(crate) fn pmd_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
-        let mut t = self.mms[mm].pgd;
-        for level in (2..=3).rev() {
-            let e = self.frames.table(t)[self.index(va, level)];
-            if !e.mapped() {
-                return None;
-            }
-            t = e.pfn;
-        }
-        Some((t, self.index(va, 1)))
+        self.table_slot(mm, va, 1)
     }
 
     /// Walks down to the table of `level` mapping `va` (1: the pmd table), allocating the
