@@ -1,5 +1,5 @@
-//! The oracles that judge the machine from outside after every step: `rss`, `refcount`,
-//! `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
+//! The oracles that judge the machine from outside after every step: `rss` (and the hugetlb
+//! counts), `share-count`, `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
 //! the flat spec is driven.
 //!
 //! Each oracle recomputes what must hold from the page tables and frames themselves, never
@@ -7,6 +7,7 @@
 //! the mm, address, frame or CPU involved. None of them changes any machine state; their
 //! scratch memory lives in a [`Checker`] reused across steps.
 
+use crate::machine::frames::E_HUGE;
 use crate::machine::{Entry, LockId, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
 use crate::{Oracle, Violation, PAGE_SIZE};
 
@@ -26,6 +27,8 @@ pub(crate) struct Checker {
     pins: Vec<u32>,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
+    /// Per mm: pages mapped by hugetlb leaves in the tables it links.
+    hugetlb: Vec<u64>,
 }
 
 impl Checker {
@@ -36,6 +39,7 @@ impl Checker {
             pins: vec![0; frames],
             touched: Vec::new(),
             rss: Vec::new(),
+            hugetlb: Vec::new(),
         }
     }
 
@@ -92,6 +96,8 @@ impl Checker {
     fn census(&mut self, m: &Machine) -> Result<(), Violation> {
         self.rss.clear();
         self.rss.resize(m.mms.len(), [0; 3]);
+        self.hugetlb.clear();
+        self.hugetlb.resize(m.mms.len(), 0);
         for (mi, mm) in m.mms.iter().enumerate() {
             if !mm.live {
                 continue;
@@ -108,13 +114,16 @@ impl Checker {
             }
             self.tally(pgd, true);
             let mut cursor = 0;
-            self.walk(m, mi, pgd, 3, 0, &mut cursor)?;
+            self.walk(m, mi, pgd, 3, 0, &mut cursor, true)?;
         }
         Ok(())
     }
 
     /// `cursor`: the index of the first VMA not ending at or below the last address visited
     /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
+    /// `first`: this table is walked for the first time in this census (a shared table is
+    /// walked from every entry linking it, but its entries map their pages once).
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         m: &Machine,
@@ -123,6 +132,7 @@ impl Checker {
         level: u32,
         base: u64,
         cursor: &mut usize,
+        first: bool,
     ) -> Result<(), Violation> {
         let span = m.entry_span(level);
         for (i, &e) in m.frames.table(table).iter().enumerate() {
@@ -130,6 +140,10 @@ impl Checker {
                 continue;
             }
             let va = base + i as u64 * span;
+            if level == 1 && e.huge() {
+                self.huge_leaf(m, mm, va, e, cursor, first)?;
+                continue;
+            }
             if level > 0 {
                 let want = Owner::Table { level: level as u8 - 1 };
                 let got = m.frames.f[e.pfn as usize].owner;
@@ -143,8 +157,9 @@ impl Checker {
                         ),
                     );
                 }
+                let again = self.table_refs[e.pfn as usize] > 0;
                 self.tally(e.pfn, true);
-                self.walk(m, mm, e.pfn, level - 1, va, cursor)?;
+                self.walk(m, mm, e.pfn, level - 1, va, cursor, first && !again)?;
                 continue;
             }
             if e.special() {
@@ -195,9 +210,82 @@ impl Checker {
                     );
                 }
             }
-            self.tally(e.pfn, false);
+            if first {
+                self.tally(e.pfn, false);
+            }
             self.rss[mm][m.rss_kind(e.pfn)] += 1;
         }
+        Ok(())
+    }
+
+    /// A hugetlb pmd leaf at `va` of `mm`: it heads a live unit, its VMA is a hugetlb VMA
+    /// covering the whole huge page, every frame of the unit is what the VMA maps there (an
+    /// anonymous copy, or the file's page at its index) and is granted no more than the VMA
+    /// allows. Each frame is tallied as mapped once (`first`), and the unit's pages counted in
+    /// the mm's hugetlb count.
+    fn huge_leaf(
+        &mut self,
+        m: &Machine,
+        mm: usize,
+        va: u64,
+        e: Entry,
+        cursor: &mut usize,
+        first: bool,
+    ) -> Result<(), Violation> {
+        let hps = m.cfg.huge_page_size();
+        let Some(frames) = m.unit_checked(e.pfn) else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {}, which heads no live huge page",
+                    e.pfn
+                ),
+            );
+        };
+        let vmas = &m.mms[mm].vmas;
+        while *cursor < vmas.len() && vmas[*cursor].end <= va {
+            *cursor += 1;
+        }
+        let Some(v) = vmas
+            .get(*cursor)
+            .filter(|v| v.start <= va && va + hps <= v.end && v.hugetlb())
+        else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {} but no hugetlb VMA covers [{va:#x}, {:#x})",
+                    e.pfn,
+                    va + hps
+                ),
+            );
+        };
+        for (k, &p) in frames.iter().enumerate() {
+            let pva = va + k as u64 * PAGE_SIZE;
+            match m.frames.f[p as usize].owner {
+                Owner::Anon => {}
+                Owner::Cache { file, index } if v.file == Some(file) && v.index_of(pva) == index => {}
+                o => {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("mm {mm}: hugetlb leaf at {va:#x} maps frame {p} ({o:?}) at {pva:#x}, which its VMA does not map there"),
+                    )
+                }
+            }
+            let sub = Entry {
+                pfn: p,
+                flags: e.flags & !E_HUGE,
+            };
+            if let Some(why) = pte_exceeds_vma(m, v, sub) {
+                return violation(
+                    Oracle::Spec,
+                    format!("mm {mm}: hugetlb leaf at {va:#x} (frame {p} at {pva:#x}) {why}"),
+                );
+            }
+            if first {
+                self.tally(p, false);
+            }
+        }
+        self.hugetlb[mm] += frames.len() as u64;
         Ok(())
     }
 
@@ -205,6 +293,15 @@ impl Checker {
     /// zero once the mm is gone).
     fn check_rss(&self, m: &Machine) -> Result<(), Violation> {
         for (mi, mm) in m.mms.iter().enumerate() {
+            if self.hugetlb[mi] != mm.hugetlb {
+                return violation(
+                    Oracle::Rss,
+                    format!(
+                        "mm {mi}: hugetlb count is {} but {} pages are mapped by the hugetlb leaves of its tables",
+                        mm.hugetlb, self.hugetlb[mi]
+                    ),
+                );
+            }
             for (k, name) in RSS_NAMES.iter().enumerate() {
                 if self.rss[mi][k] != mm.rss[k] {
                     return violation(
@@ -254,17 +351,36 @@ impl Checker {
                     }
                     (maps + 1 + pins, maps)
                 }
-                Owner::Table { .. } => {
-                    if self.table_refs[pfn as usize] != 1 {
+                Owner::Table { level } => {
+                    // `share-count`: the share count is the entries pointing at the table.
+                    let links = self.table_refs[pfn as usize];
+                    if links == 0 {
                         return violation(
-                            Oracle::Refcount,
+                            Oracle::ShareCount,
+                            format!("page table frame {pfn} (level {level}) is allocated but no entry points at it"),
+                        );
+                    }
+                    if fr.maps != links {
+                        return violation(
+                            Oracle::ShareCount,
                             format!(
-                                "page table frame {pfn} is referenced by {} entries (expected 1)",
-                                self.table_refs[pfn as usize]
+                                "page table frame {pfn} (level {level}) has share count {} but {links} entries point at it",
+                                fr.maps
                             ),
                         );
                     }
-                    (1, 0)
+                    if links > 1 {
+                        let why = match level {
+                            1 => m.pmd_share_violation(pfn),
+                            _ => Some(format!(
+                                "page table frame {pfn} (level {level}) is shared by {links} entries"
+                            )),
+                        };
+                        if let Some(why) = why {
+                            return violation(Oracle::ShareCount, why);
+                        }
+                    }
+                    (1, links)
                 }
             };
             if fr.maps != want_maps || fr.refs != want_refs {

@@ -431,9 +431,8 @@ impl Bug {
             | Bug::PtshareCountRace
             | Bug::PtshareRss
             | Bug::PtshareEndWrap
-            | Bug::PtshareMremapNewrange
-            | Bug::HugetlbFaultUnlocked
-            | Bug::HugetlbUnshareNoFlush => false,
+            | Bug::PtshareMremapNewrange => false,
+            Bug::HugetlbFaultUnlocked | Bug::HugetlbUnshareNoFlush => true,
         }
     }
 

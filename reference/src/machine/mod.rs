@@ -7,8 +7,10 @@
 //! the asserts here catch a model bug at the place it happens):
 //! - Every mapped user pte holds one reference and one map count of its frame (the zero page
 //!   excepted) and is counted once in its mm's rss counter of the frame's kind.
-//! - A page-table frame is reachable from exactly one upper entry, and is freed only once no
-//!   VMA of its mm overlaps the range it maps (free_pgtables' rule) and it is empty.
+//! - A page-table frame's `maps` is its share count: the upper-level entries (across all mms)
+//!   pointing at it (the pgd: 1, for `mm.pgd`). It is freed when the count drops to 0, which
+//!   for an unshared table happens once no VMA of its mm overlaps the range it maps
+//!   (free_pgtables' rule) and it is empty. Only hugetlb pmd tables are shared (hugetlb.rs).
 //! - Ptes are cleared, then the TLBs of every CPU the mm ran on are flushed, then the frames
 //!   are freed (asm-generic/tlb.h's order); no path frees a frame a TLB may still reach.
 //! - VMAs of an mm are sorted, disjoint, non-empty and page aligned.
@@ -21,6 +23,7 @@
 
 mod fault;
 pub(crate) mod frames;
+pub(crate) mod hugetlb;
 mod kmap;
 mod locks;
 mod mm;
@@ -202,6 +205,8 @@ pub(crate) struct Machine {
     pub reclaims: u64,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
+    /// The frames of each hugetlb unit, by head frame (hugetlb.rs).
+    pub units: hugetlb::Units,
 }
 
 impl Machine {
@@ -241,6 +246,7 @@ impl Machine {
             violation: None,
             reclaims: 0,
             reclaim_needs_kmap: None,
+            units: hugetlb::Units::default(),
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -255,6 +261,7 @@ impl Machine {
                         .frames
                         .alloc(Zone::Low, Owner::Table { level: 3 })
                         .expect("frames for the initial pgds");
+                    m.frames.f[pgd as usize].maps = 1; // mm->pgd
                     m.mms.push(Mm::new(pgd));
                     mm_of.push((t.mm, m.mms.len() - 1));
                     m.mms.len() - 1
@@ -454,22 +461,40 @@ impl Machine {
         1u64 << (12 + level * self.bits())
     }
 
-    /// The pte table and index mapping `va`, if every upper table exists.
-    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+    /// The leaf slot mapping `va`: (table, index, level) of the pte (level 0) or of the
+    /// hugetlb pmd leaf (level 1), if the tables down to it exist.
+    pub fn leaf_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize, u32)> {
         let mut t = self.mms[mm].pgd;
         for level in (1..=3).rev() {
-            let e = self.frames.table(t)[self.index(va, level)];
+            let i = self.index(va, level);
+            let e = self.frames.table(t)[i];
             if !e.mapped() {
                 return None;
             }
+            if e.huge() {
+                assert_eq!(level, 1, "a huge leaf above the pmd level");
+                return Some((t, i, 1));
+            }
             t = e.pfn;
         }
-        Some((t, self.index(va, 0)))
+        Some((t, self.index(va, 0), 0))
     }
 
+    /// The pte table and index mapping `va`, if every upper table exists (`None` under a
+    /// hugetlb pmd leaf too).
+    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        match self.leaf_slot(mm, va)? {
+            (t, i, 0) => Some((t, i)),
+            _ => None,
+        }
+    }
+
+    /// The translation of the page at `va` as a pte would give it: the pte, or for a hugetlb
+    /// pmd leaf the leaf's bits with the unit's frame for `va`.
     pub fn pte(&self, mm: usize, va: u64) -> Entry {
-        match self.pte_slot(mm, va) {
-            Some((t, i)) => self.frames.table(t)[i],
+        match self.leaf_slot(mm, va) {
+            Some((t, i, 0)) => self.frames.table(t)[i],
+            Some((t, i, _)) => self.huge_subpage(self.frames.table(t)[i], va),
             None => Entry::NONE,
         }
     }
@@ -481,20 +506,29 @@ impl Machine {
     /// Walks to the pte of `va`, allocating missing tables (`__pte_alloc` and friends).
     /// Caller holds mmap_lock (read at least); each allocation may reclaim.
     pub fn pte_alloc(&mut self, mm: usize, va: u64) -> Result<(Pfn, usize), FaultError> {
+        self.table_alloc(mm, va, 0)
+    }
+
+    /// Walks to the table of `level` (0 pte, 1 pmd) mapping `va`, allocating missing tables
+    /// on the way; returns it and the index of `va` in it. A new table has share count 1.
+    /// Caller holds mmap_lock (read at least); each allocation may reclaim.
+    pub fn table_alloc(&mut self, mm: usize, va: u64, level: u32) -> Result<(Pfn, usize), FaultError> {
         let mut t = self.mms[mm].pgd;
-        for level in (1..=3u32).rev() {
-            let i = self.index(va, level);
+        for l in (level + 1..=3u32).rev() {
+            let i = self.index(va, l);
             let e = self.frames.table(t)[i];
             if e.mapped() {
+                assert!(!e.huge(), "a pte table wanted under the hugetlb leaf of {va:#x}");
                 t = e.pfn;
                 continue;
             }
-            let zone = if level == 1 && self.cfg.highpte {
+            let zone = if l == 1 && self.cfg.highpte {
                 Zone::High
             } else {
                 Zone::Low
             };
-            let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
+            let new = self.alloc_frame(zone, Owner::Table { level: l as u8 - 1 })?;
+            self.frames.f[new as usize].maps = 1;
             // Reclaim never frees page tables, so the walk so far is still valid.
             // pmd_populate/pud_populate under mm->page_table_lock.
             let lock = LockId::PageTableLock(mm as u32);
@@ -507,7 +541,23 @@ impl Machine {
             self.spin_unlock(lock);
             t = new;
         }
-        Ok((t, self.index(va, 0)))
+        Ok((t, self.index(va, level)))
+    }
+
+    /// Drops one entry's link to table `pfn` (the entry is cleared by the caller): its
+    /// share count goes down, and the table is freed with its last link.
+    pub fn unlink_table(&mut self, pfn: Pfn) {
+        let fr = &mut self.frames.f[pfn as usize];
+        assert!(
+            matches!(fr.owner, Owner::Table { .. }) && fr.maps > 0,
+            "unlinking frame {pfn} ({:?}, share count {})",
+            fr.owner,
+            fr.maps
+        );
+        fr.maps -= 1;
+        if fr.maps == 0 {
+            self.put_frame(pfn);
+        }
     }
 
     /// Frees every page table below the pgd of `mm` whose range no VMA overlaps any more
@@ -530,7 +580,19 @@ impl Machine {
             if !e.mapped() {
                 continue;
             }
-            if level > 1 {
+            if e.huge() {
+                // A hugetlb leaf is zapped (or unshared) with its VMA, before this runs.
+                assert!(
+                    self.mms[mm].overlaps(lo, hi),
+                    "hugetlb leaf for [{lo:#x}, {hi:#x}) of mm {mm} outlived its VMA"
+                );
+                continue;
+            }
+            // A shared table belongs to its other sharers too: its own entries are not ours
+            // to free (hugetlb unshares before this runs, so only a fork's failure ends
+            // here with one).
+            let shared = self.frames.f[e.pfn as usize].maps > 1;
+            if level > 1 && !shared {
                 self.free_tables_under(mm, e.pfn, level - 1, lo, start, end);
             }
             if self.mms[mm].overlaps(lo, hi) {
@@ -539,11 +601,11 @@ impl Machine {
             // Nothing maps [lo, hi): the lower table must be empty now.
             let child = e.pfn;
             assert!(
-                self.frames.table(child).iter().all(|c| !c.mapped()),
+                shared || self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
             self.frames.table_mut(table)[i] = Entry::NONE;
-            self.put_frame(child);
+            self.unlink_table(child);
         }
     }
 
@@ -552,7 +614,7 @@ impl Machine {
         let task_size = self.cfg.task_size();
         self.free_pgtables(mm, 0, task_size);
         let pgd = self.mms[mm].pgd;
-        self.put_frame(pgd);
+        self.unlink_table(pgd);
     }
 
     // ---- frames -----------------------------------------------------------------------
