@@ -823,12 +823,14 @@ impl Machine {
         if fr.gen != hf.gen {
             let now = match fr.owner {
                 Owner::Free => "is free".to_string(),
-                o => format!("was reused ({o:?})"),
+                Owner::Table { level } => format!("is reused as a level-{level} page table"),
+                Owner::Anon => "is reused as an anonymous page".to_string(),
+                Owner::Cache { file, index } => format!("is reused as page {index} of file {file}"),
             };
             self.violation.get_or_insert(Violation {
                 oracle: Oracle::UseAfterFree,
                 message: format!(
-                    "task {} faulting {va:#x} of mm {mm} takes the pmd lock of table frame {t} through the pointer huge_pte_alloc gave, but the pmd page was unshared and freed since (the frame {now})",
+                    "task {} faulting {va:#x} of mm {mm} takes the pmd lock of table frame {t} through the pointer huge_pte_alloc gave, but the pmd page was unshared and freed since: the frame {now}",
                     self.current
                 ),
             });
@@ -845,12 +847,15 @@ impl Machine {
         self.spin_lock(LockId::Ptl(t));
         let now = self.frames.table(t)[hf.idx];
         let beyond = v.index_of(va) >= self.files[f].size_pages();
+        // The file's unit the plan was made for is still the file's (or the file still has
+        // none, for a private zero unit): the copy happens now, as the flat spec sees it.
+        let n = self.cfg.ptrs as u64;
+        let idx0 = v.index_of(va) / n * n;
         let stale = match hf.plan {
             HugePlan::Cache { head, idx0 } => !self.unit_cached(f, idx0, head),
-            HugePlan::Anon { src: Some(s), .. } => {
-                !self.unit_cached(f, v.index_of(va) / self.cfg.ptrs as u64 * self.cfg.ptrs as u64, s)
-            }
-            _ => false,
+            HugePlan::Anon { src: Some(s), .. } => !self.unit_cached(f, idx0, s),
+            HugePlan::Anon { src: None, .. } => self.files[f].cache.contains_key(&idx0),
+            HugePlan::Wp { .. } => false,
         };
         if now != hf.orig || beyond || stale {
             // Changed under us (another fault, a truncate): back out, retry or SIGBUS.
