@@ -9,6 +9,7 @@ mod decode;
 mod fuzz;
 mod minimize;
 mod replay;
+mod show;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ enum Command {
     Minimize(minimize::Args),
     /// Executions per second of each fuzz target, with and without oracles, and each oracle's cost.
     Bench(bench::Args),
+    /// Draw a trace's run as a picture (SVG, or an HTML page with details on hover): tasks,
+    /// locks, CPUs, TLB entries and the violation.
+    Show(show::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::main(&args),
         Command::Minimize(args) => minimize::main(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Show(args) => show::main(&args),
     };
     ExitCode::from(status)
 }

@@ -12,6 +12,7 @@
 //! never mixed.
 #![forbid(unsafe_code)]
 
+pub mod events;
 mod kernel;
 mod machine;
 mod oracle;

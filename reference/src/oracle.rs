@@ -1,5 +1,6 @@
-//! The oracles that judge the machine from outside after every step: `rss` (and the hugetlb
-//! counts), `share-count`, `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
+//! The oracles that judge the machine from outside after every step: `share-count`, `rss`
+//! (and the hugetlb counts), `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The
+//! `spec` oracle lives in `run.rs`, where
 //! the flat spec is driven.
 //!
 //! Each oracle recomputes what must hold from the page tables and frames themselves, never
@@ -29,6 +30,8 @@ pub(crate) struct Checker {
     rss: Vec<[u64; 3]>,
     /// Per mm: pages mapped by hugetlb leaves in the tables it links.
     hugetlb: Vec<u64>,
+    /// Every pmd entry linking a pte table: (table, mm, base address of its range).
+    links: Vec<(u32, usize, u64)>,
 }
 
 impl Checker {
@@ -40,6 +43,7 @@ impl Checker {
             touched: Vec::new(),
             rss: Vec::new(),
             hugetlb: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -58,7 +62,8 @@ impl Checker {
                 }
             }
             let r = self
-                .census(m)
+                .check_share(m)
+                .and_then(|()| self.census(m))
                 .and_then(|()| self.check_rss(m))
                 .and_then(|()| self.check_refcount(m));
             for &pfn in &self.touched {
@@ -77,6 +82,100 @@ impl Checker {
             check_tlb(m)?;
         }
         check_kmap(m)
+    }
+
+    /// `share-count`, for pte tables: each table's share count equals the pmd entries
+    /// linking it, over every live mm; a table linked more than once is linked only from
+    /// VMAs that may share it: a file mapping (not hugetlb) that covers the table's whole
+    /// range, each mapping the same file page at the range's base, with the same flags.
+    /// (A VMA with an anon_vma must not share either; the ptes of a shared table are the
+    /// same for every sharer, so a private copy reaching another mm is judged by `spec`,
+    /// at the access that reads it.) Orphaned tables are judged in `check_refcount`.
+    fn check_share(&mut self, m: &Machine) -> Result<(), Violation> {
+        self.links.clear();
+        let span = m.entry_span(1);
+        for (mi, mm) in m.mms.iter().enumerate() {
+            if !mm.live {
+                continue;
+            }
+            for (i3, e3) in m.frames.table(mm.pgd).iter().enumerate() {
+                if !e3.mapped() || m.frames.f[e3.pfn as usize].owner != (Owner::Table { level: 2 }) {
+                    continue;
+                }
+                for (i2, e2) in m.frames.table(e3.pfn).iter().enumerate() {
+                    if !e2.mapped() || m.frames.f[e2.pfn as usize].owner != (Owner::Table { level: 1 }) {
+                        continue;
+                    }
+                    let base2 = i3 as u64 * m.entry_span(3) + i2 as u64 * m.entry_span(2);
+                    for (i1, e1) in m.frames.table(e2.pfn).iter().enumerate() {
+                        if e1.mapped() && !e1.huge() {
+                            self.links.push((e1.pfn, mi, base2 + i1 as u64 * span));
+                        }
+                    }
+                }
+            }
+        }
+        self.links.sort_unstable();
+        for group in self.links.chunk_by(|a, b| a.0 == b.0) {
+            let table = group[0].0;
+            let fr = &m.frames.f[table as usize];
+            if fr.owner != (Owner::Table { level: 0 }) {
+                continue; // the census reports what the entry reaches
+            }
+            let linked = || {
+                group
+                    .iter()
+                    .map(|&(_, mm, base)| format!("mm {mm} at {base:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if fr.maps as usize != group.len() + pending(m, table) {
+                return violation(
+                    Oracle::ShareCount,
+                    format!(
+                        "pte table frame {table} has share count {} but {} pmd entries link it ({}){}",
+                        fr.maps,
+                        group.len(),
+                        linked(),
+                        match pending(m, table) {
+                            0 => String::new(),
+                            n => format!(" and {n} links are pending"),
+                        }
+                    ),
+                );
+            }
+            if group.len() < 2 {
+                continue;
+            }
+            let mut first: Option<(u32, u64, u32)> = None;
+            for &(_, mm, base) in group {
+                let why = match covering(m, mm, base, span) {
+                    Err(why) => Some(why),
+                    Ok(this) => match first {
+                        None => {
+                            first = Some(this);
+                            None
+                        }
+                        Some(f) if f.0 != this.0 || f.1 != this.1 => Some(format!(
+                            "it maps page {} of file {} there, not page {} of file {}",
+                            this.1, this.0, f.1, f.0
+                        )),
+                        Some(f) if f.2 != this.2 => Some("its VMA's flags differ from the other sharers'".to_string()),
+                        Some(_) => None,
+                    },
+                };
+                if let Some(why) = why {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "pte table frame {table} is shared ({}) but mm {mm} at {base:#x} may not share it: {why}",
+                            linked()
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     fn tally(&mut self, pfn: u32, table: bool) {
@@ -114,15 +213,31 @@ impl Checker {
             }
             self.tally(pgd, true);
             let mut cursor = 0;
-            self.walk(m, mi, pgd, 3, 0, &mut cursor, true)?;
+            self.walk(m, mi, pgd, 3, 0, &mut cursor, false)?;
+        }
+        // A table a task holds a share count on, and no mm links (its last linker left
+        // meanwhile): its ptes still map their pages.
+        for task in &m.tasks {
+            for &table in &task.share_pending {
+                if self.table_refs[table as usize] > 0
+                    || m.frames.f[table as usize].owner != (Owner::Table { level: 0 })
+                {
+                    continue;
+                }
+                for e in m.frames.table(table).iter() {
+                    if e.mapped() && !e.special() {
+                        self.tally(e.pfn, false);
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     /// `cursor`: the index of the first VMA not ending at or below the last address visited
     /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
-    /// `first`: this table is walked for the first time in this census (a shared table is
-    /// walked from every entry linking it, but its entries map their pages once).
+    /// `again`: a shared table already walked from another entry (its entries' maps are
+    /// tallied once).
     #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
@@ -132,7 +247,7 @@ impl Checker {
         level: u32,
         base: u64,
         cursor: &mut usize,
-        first: bool,
+        again: bool,
     ) -> Result<(), Violation> {
         let span = m.entry_span(level);
         for (i, &e) in m.frames.table(table).iter().enumerate() {
@@ -141,7 +256,7 @@ impl Checker {
             }
             let va = base + i as u64 * span;
             if level == 1 && e.huge() {
-                self.huge_leaf(m, mm, va, e, cursor, first)?;
+                self.huge_leaf(m, mm, va, e, cursor, !again)?;
                 continue;
             }
             if level > 0 {
@@ -157,9 +272,11 @@ impl Checker {
                         ),
                     );
                 }
-                let again = self.table_refs[e.pfn as usize] > 0;
                 self.tally(e.pfn, true);
-                self.walk(m, mm, e.pfn, level - 1, va, cursor, first && !again)?;
+                // A shared table's entries map their pages once, however many mms link it
+                // (each still counts them in its rss and hugetlb count).
+                let again = again || self.table_refs[e.pfn as usize] > 1;
+                self.walk(m, mm, e.pfn, level - 1, va, cursor, again)?;
                 continue;
             }
             if e.special() {
@@ -210,7 +327,7 @@ impl Checker {
                     );
                 }
             }
-            if first {
+            if !again {
                 self.tally(e.pfn, false);
             }
             self.rss[mm][m.rss_kind(e.pfn)] += 1;
@@ -330,6 +447,45 @@ impl Checker {
                 );
             }
         }
+        // Tables first: a table no entry links any more (its pages' counts still include
+        // its ptes) is the cause to report, not the counts it leaves behind.
+        for pfn in m.frames.allocated() {
+            let fr = &m.frames.f[pfn as usize];
+            if let Owner::Table { level } = fr.owner {
+                let linked = self.table_refs[pfn as usize] + pending(m, pfn) as u32;
+                if linked == 0 {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "{} table frame {pfn} (share count {}) is allocated but no entry links it: it was not freed with its last link",
+                            ["pte", "pmd", "pud", "pgd"][level as usize],
+                            fr.maps
+                        ),
+                    );
+                }
+                if fr.maps != linked {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "page table frame {pfn} has share count {} but {linked} entries link it",
+                            fr.maps
+                        ),
+                    );
+                }
+                if fr.refs != 1 {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("page table frame {pfn} has reference count {} (expected 1)", fr.refs),
+                    );
+                }
+                // A pmd table linked more than once: hugetlb pmd sharing's eligibility.
+                if level == 1 && linked > 1 {
+                    if let Some(why) = m.pmd_share_violation(pfn) {
+                        return violation(Oracle::ShareCount, why);
+                    }
+                }
+            }
+        }
         for pfn in m.frames.allocated() {
             let fr = &m.frames.f[pfn as usize];
             let maps = self.maps[pfn as usize];
@@ -351,37 +507,8 @@ impl Checker {
                     }
                     (maps + 1 + pins, maps)
                 }
-                Owner::Table { level } => {
-                    // `share-count`: the share count is the entries pointing at the table.
-                    let links = self.table_refs[pfn as usize];
-                    if links == 0 {
-                        return violation(
-                            Oracle::ShareCount,
-                            format!("page table frame {pfn} (level {level}) is allocated but no entry points at it"),
-                        );
-                    }
-                    if fr.maps != links {
-                        return violation(
-                            Oracle::ShareCount,
-                            format!(
-                                "page table frame {pfn} (level {level}) has share count {} but {links} entries point at it",
-                                fr.maps
-                            ),
-                        );
-                    }
-                    if links > 1 {
-                        let why = match level {
-                            1 => m.pmd_share_violation(pfn),
-                            _ => Some(format!(
-                                "page table frame {pfn} (level {level}) is shared by {links} entries"
-                            )),
-                        };
-                        if let Some(why) = why {
-                            return violation(Oracle::ShareCount, why);
-                        }
-                    }
-                    (1, links)
-                }
+                // Its map count is its share count, checked above with its reference.
+                Owner::Table { .. } => continue,
             };
             if fr.maps != want_maps || fr.refs != want_refs {
                 return violation(
@@ -414,6 +541,51 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// What `mm` maps over a shared pte table's range `[base, base + span)`: (file, page at
+/// `base`, flags), if one file mapping covers the whole range (VMAs split inside it, as a
+/// split that a failed munmap leaves, count as long as they go on contiguously in the file
+/// with the same flags); else why not.
+fn covering(m: &Machine, mm: usize, base: u64, span: u64) -> Result<(u32, u64, u32), String> {
+    let vmas = &m.mms[mm].vmas;
+    let Some(i) = m.mms[mm].find(base) else {
+        return Err("no VMA maps the start of its range".to_string());
+    };
+    let v = vmas[i];
+    let (Some(file), false) = (v.file, v.hugetlb()) else {
+        return Err("its VMA is not a file mapping".to_string());
+    };
+    let what = (file, v.index_of(base), v.share_flags());
+    let mut end = v.end;
+    for w in &vmas[i + 1..] {
+        if end >= base + span || w.start != end {
+            break;
+        }
+        if w.file != v.file || w.share_flags() != what.2 || w.index_of(w.start) != what.1 + (w.start - base) / PAGE_SIZE
+        {
+            break;
+        }
+        end = w.end;
+    }
+    if end < base + span {
+        return Err(format!(
+            "its VMAs cover [{:#x}, {end:#x}) of the table's range [{base:#x}, {:#x}), not all of it",
+            v.start.max(base),
+            base + span
+        ));
+    }
+    Ok(what)
+}
+
+/// Links to pte table `table` that running tasks have counted but not made yet (a share
+/// count raised across a scheduling point, `Task::share_pending`).
+fn pending(m: &Machine, table: u32) -> usize {
+    m.tasks
+        .iter()
+        .flat_map(|t| &t.share_pending)
+        .filter(|&&p| p == table)
+        .count()
 }
 
 /// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation

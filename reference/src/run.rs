@@ -6,6 +6,7 @@
 //! created), then the file-order rule; a step that finds no runnable task while some task is
 //! unfinished is a deadlock. The flat spec follows the linearization points in the order they
 //! happen; every step is judged by every oracle, and the first violation ends the run.
+use crate::events::Event;
 use crate::kernel::{self, Kernel, Lin, Path};
 use crate::machine::{Machine, Mode, Pools, TaskState};
 use crate::oracle::Checker;
@@ -29,6 +30,9 @@ pub struct RunOptions {
     /// No two lock classes taken in both orders (`lock-order`). Off, a lock inversion that
     /// deadlocks is reported as the `deadlock` it becomes.
     pub lock_order: bool,
+    /// Record the event log ([`RunReport::events`]). Not an oracle: off in `ALL` and `NONE`
+    /// (fuzzing), on for `replay --events` and `show`.
+    pub events: bool,
 }
 
 impl RunOptions {
@@ -38,6 +42,7 @@ impl RunOptions {
         tlb: true,
         leak: true,
         lock_order: true,
+        events: false,
     };
     pub const NONE: RunOptions = RunOptions {
         spec: false,
@@ -45,6 +50,7 @@ impl RunOptions {
         tlb: false,
         leak: false,
         lock_order: false,
+        events: false,
     };
 }
 
@@ -67,6 +73,9 @@ pub struct RunReport {
     /// Completed operations in the order they completed: (index into `calls`, result).
     pub completed: Vec<(usize, OpResult)>,
     pub outcome: Outcome,
+    /// What the executor did, in order, when [`RunOptions::events`] asked for it (empty
+    /// otherwise).
+    pub events: Vec<Event>,
 }
 
 /// Runs `calls` (each task's operations in program order) under `schedule` (TRACE.md's
@@ -110,13 +119,17 @@ impl Reference {
         schedule: &[SchedToken],
         options: &RunOptions,
     ) -> RunReport {
-        let machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        let mut machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        if options.events {
+            machine.record_events();
+        }
         let mut checker = match self.checker.take() {
             Some(c) if c.frames() == config.frames as usize => c,
             _ => Checker::new(config.frames as usize),
         };
         let kernel = Kernel::new(machine);
-        let report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut checker, schedule, options);
+        let mut report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut checker, schedule, options);
+        report.events = kernel.m().take_events(&report.outcome);
         self.pools = kernel.into_machine().into_pools();
         self.checker = Some(checker);
         report
@@ -147,6 +160,8 @@ struct Scheduler<'k, 'c> {
     /// The linearization points of the step being judged (a buffer kept across steps).
     lin: Vec<(TaskId, Lin)>,
     report: RunReport,
+    /// The run records its event log (`events.rs`).
+    recording: bool,
 }
 
 impl<'k, 'c> Scheduler<'k, 'c> {
@@ -172,7 +187,16 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             report: RunReport {
                 completed: Vec::with_capacity(calls.len()),
                 outcome: Outcome::Ok,
+                events: Vec::new(),
             },
+            recording: k.m().events.is_some(),
+        }
+    }
+
+    /// Hands the machine to an event hook, only when the run records (no borrow otherwise).
+    fn log(&self, hook: impl FnOnce(&mut Machine)) {
+        if self.recording {
+            hook(&mut self.k.m());
         }
     }
 
@@ -203,6 +227,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         let task = &mut m.tasks[t];
         task.mem_wait = None;
         task.mem_oom = true;
+        m.ev_oom_wake(t as TaskId);
         Some(t)
     }
 
@@ -239,6 +264,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                         SchedToken::Task(_) => {}
                         SchedToken::Irq(c) => {
                             if (c as usize) < m.cpus.len() {
+                                m.ev_irq(c);
                                 if let Err(v) = m.irq(c) {
                                     drop(m);
                                     self.report.outcome = Outcome::Violation(v);
@@ -265,10 +291,12 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let message = format!("the run did not finish within {} scheduling steps", self.config.steps);
                 return self.end(Oracle::Livelock, message);
             }
+            self.log(|m| m.ev_step(steps, t as TaskId));
             if self.running[t].is_none() {
                 let idx = self.program[t][self.next[t]];
                 self.next[t] += 1;
                 self.k.m().tasks[t].oom = Oom::No;
+                self.log(|m| m.ev_start(t as TaskId, idx, self.calls[idx].op));
                 self.running[t] = Some(Running {
                     idx,
                     path: kernel::exec(self.k, t as TaskId, self.calls[idx].op),
@@ -279,6 +307,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             self.k.m().switch_to(t as TaskId);
             let polled = kernel::poll(&mut self.running[t].as_mut().expect("running").path);
             self.k.m().switch_from(t as TaskId);
+            self.log(Machine::ev_polled);
             let violation = {
                 let mut m = self.k.m();
                 let v = m.violation.take();
@@ -419,6 +448,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             }
         }
         self.report.completed.push((run.idx, result));
+        self.log(|m| m.ev_end(t as TaskId, run.idx, result));
         if !options.spec {
             return Ok(());
         }

@@ -613,10 +613,12 @@ impl<'r, C: Choices> Gen<'r, C> {
                 let frames = 65536;
                 let highmem = if self.pct(50) { 0 } else { frames / 2 };
                 let highpte = self.pct(50);
+                let ptshare = self.pct(50);
                 Config {
                     frames,
                     highmem,
                     highpte,
+                    ptshare,
                     ..d
                 }
             }

@@ -208,7 +208,8 @@ impl Machine {
         self.set_pte(slot, Entry { pfn: page, flags: bits });
         self.frames.f[page as usize].maps += 1;
         let kind = self.rss_kind(page);
-        self.mms[mm].rss[kind] += 1;
+        // In a shared pte page, the pte counts in the rss of every mm linking it.
+        self.rss_add_links(mm, va, slot.0, kind, 1);
         self.spin_unlock(LockId::Ptl(slot.0));
         self.kunmap_atomic_here(d);
     }
@@ -364,6 +365,7 @@ impl Machine {
             gen,
             write,
         });
+        self.ev_tlb_fill(cpu, mm, vpn, e.pfn, write);
         Some(e.pfn)
     }
 

@@ -240,6 +240,9 @@ impl Frames {
         fr.dirty = false;
         self.allocated[pfn as usize / 64] |= 1 << (pfn % 64);
         if let Owner::Table { .. } = owner {
+            // A table's map count is its share count: the one entry (or mm's pgd pointer)
+            // about to link it.
+            fr.maps = 1;
             let t = match self.table_pool.pop() {
                 Some(mut t) => {
                     t.fill(Entry::NONE);

@@ -308,10 +308,12 @@ impl Machine {
         self.spin_lock(lock);
         let linked = !self.frames.table(pud)[i].mapped();
         if linked {
-            self.frames.table_mut(pud)[i] = Entry {
+            let link = Entry {
                 pfn: t,
                 flags: E_PRESENT,
             };
+            self.ev_entry(pud, i, link);
+            self.frames.table_mut(pud)[i] = link;
             self.frames.f[t as usize].maps += 1;
             let pages = self.huge_leaves(t) * self.cfg.ptrs as u64;
             self.mms[mm].hugetlb += pages;
@@ -341,6 +343,7 @@ impl Machine {
         );
         // pud_clear under the pmd page's lock (huge_pte_lock of the caller).
         self.spin_lock(LockId::Ptl(t));
+        self.ev_entry(pud, i, Entry::NONE);
         self.frames.table_mut(pud)[i] = Entry::NONE;
         self.frames.f[t as usize].maps -= 1;
         let pages = self.huge_leaves(t) * self.cfg.ptrs as u64;
@@ -394,7 +397,7 @@ impl Machine {
             e.mapped() && e.huge(),
             "clearing a pmd entry that is not a hugetlb leaf"
         );
-        self.frames.table_mut(t)[i] = Entry::NONE;
+        self.set_pte((t, i), Entry::NONE);
         let n = self.cfg.ptrs as u64;
         for (mm, _) in self.table_linkers(t) {
             let c = &mut self.mms[mm].hugetlb;
@@ -422,10 +425,13 @@ impl Machine {
             !self.frames.table(t)[i].mapped(),
             "pmd entry {i} of table {t} already mapped"
         );
-        self.frames.table_mut(t)[i] = Entry {
-            pfn: head,
-            flags: bits | E_HUGE,
-        };
+        self.set_pte(
+            (t, i),
+            Entry {
+                pfn: head,
+                flags: bits | E_HUGE,
+            },
+        );
         let n = self.cfg.ptrs as u64;
         for k in 0..n as usize {
             let p = self.unit(head)[k];
@@ -564,7 +570,7 @@ impl Machine {
                 n.flags &= !(E_WRITE | E_PRESENT | E_PROTNONE);
                 n.flags |= if none { E_PROTNONE } else { E_PRESENT };
                 if n != e {
-                    self.frames.table_mut(t)[i] = n;
+                    self.set_pte((t, i), n);
                     changed = true;
                 }
             }
@@ -604,12 +610,12 @@ impl Machine {
         }
         for &(va, t, i) in &moving {
             let e = self.frames.table(t)[i];
-            self.frames.table_mut(t)[i] = Entry::NONE;
+            self.set_pte((t, i), Entry::NONE);
             let nva = dest + (va - addr);
             let dt = self.table_of(mm, nva, 1).expect("allocated above");
             let di = self.index(nva, 1);
             assert!(!self.frames.table(dt)[di].mapped(), "mremap onto a mapped pmd entry");
-            self.frames.table_mut(dt)[di] = e;
+            self.set_pte((dt, di), e);
         }
         if !moving.is_empty() {
             self.flush_tlb_range(mm, addr, end);
@@ -640,10 +646,10 @@ impl Machine {
                 let anon = self.frames.f[e.pfn as usize].owner == Owner::Anon;
                 if anon && e.writable() {
                     ne.flags &= !E_WRITE;
-                    self.frames.table_mut(t)[i] = ne;
+                    self.set_pte((t, i), ne);
                     *wrprotected = true;
                 }
-                self.frames.table_mut(dt)[di] = ne;
+                self.set_pte((dt, di), ne);
                 self.get_unit(e.pfn);
                 for k in 0..n as usize {
                     let p = self.unit(e.pfn)[k];
@@ -733,7 +739,9 @@ impl Machine {
             if v.shared() {
                 // hugetlb_wp on a shared mapping: writable in place, under the ptl.
                 self.spin_lock(LockId::Ptl(table));
-                self.frames.table_mut(table)[idx].flags |= E_WRITE | E_DIRTY;
+                let mut w = orig;
+                w.flags |= E_WRITE | E_DIRTY;
+                self.set_pte((table, idx), w);
                 self.spin_unlock(LockId::Ptl(table));
                 return Ok(None);
             }
@@ -884,7 +892,9 @@ impl Machine {
             HugePlan::Wp { old, new } => {
                 if self.unit_exclusive(old) {
                     // The only user: writable in place; a copy made meanwhile is not needed.
-                    self.frames.table_mut(t)[hf.idx].flags |= E_WRITE | E_DIRTY;
+                    let mut w = now;
+                    w.flags |= E_WRITE | E_DIRTY;
+                    self.set_pte((t, hf.idx), w);
                     self.put_unit(old);
                     if let Some(c) = new {
                         self.put_unit(c);

@@ -59,7 +59,8 @@ pub(crate) enum LockId {
     Page(Pfn),
     /// mapping->i_mmap_rwsem of a file.
     IMmap(u32),
-    /// The pte page-table lock (split ptl) of a pte page.
+    /// The split page-table lock (ptl) of a pte page, or of a hugetlb pmd page
+    /// (huge_pte_lock); named "the pte lock" either way.
     Ptl(Pfn),
     /// mm->page_table_lock (the upper levels).
     PageTableLock(u32),
@@ -125,7 +126,7 @@ impl std::fmt::Display for LockId {
             LockId::MmapLock(mm) => write!(f, "mmap_lock of mm {mm}"),
             LockId::Page(pfn) => write!(f, "the page lock of frame {pfn}"),
             LockId::IMmap(file) => write!(f, "i_mmap_rwsem of file {file}"),
-            LockId::Ptl(pfn) => write!(f, "the page-table lock of table frame {pfn}"),
+            LockId::Ptl(pfn) => write!(f, "the pte lock of table frame {pfn}"),
             LockId::PageTableLock(mm) => write!(f, "page_table_lock of mm {mm}"),
             LockId::HugetlbVma { mm, start } => write!(f, "the hugetlb vma lock of mm {mm} at {start:#x}"),
         }

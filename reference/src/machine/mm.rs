@@ -54,6 +54,10 @@ impl Vma {
     pub fn writable(&self) -> bool {
         self.flags & VM_WRITE != 0
     }
+    /// The flags two VMAs sharing a page table must agree on (their entries carry them).
+    pub fn share_flags(&self) -> u32 {
+        self.flags & (VM_READ | VM_WRITE | VM_EXEC | VM_SHARED)
+    }
     /// The file page index `va` maps.
     pub fn index_of(&self, va: u64) -> u64 {
         self.pgoff + (va - self.start) / PAGE_SIZE

@@ -27,6 +27,7 @@ pub(crate) mod hugetlb;
 mod kmap;
 mod locks;
 mod mm;
+mod ptshare;
 mod syscalls;
 
 pub(crate) use fault::{page_rest, FaultStep};
@@ -96,6 +97,9 @@ pub(crate) struct Task {
     pub mem_wait: Option<u64>,
     /// Woken from `mem_wait` by the OOM path, not by a free.
     pub mem_oom: bool,
+    /// Pte tables whose share count this task raised for a link it has not made yet
+    /// (`ptshare-count-race` holds one across a scheduling point).
+    pub share_pending: Vec<Pfn>,
 }
 
 impl Task {
@@ -110,6 +114,7 @@ impl Task {
             kmap_wait: None,
             mem_wait: None,
             mem_oom: false,
+            share_pending: Vec::new(),
         }
     }
 }
@@ -117,7 +122,7 @@ impl Task {
 /// A linearization point of a running operation, handed to the flat spec in the order the
 /// points happen.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Lin {
+pub enum Lin {
     /// The whole operation takes effect now (its result is compared when it returns).
     Whole,
     /// A write or read copied `n` bytes between file offset `pos` and user address `user`.
@@ -203,10 +208,15 @@ pub(crate) struct Machine {
     /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
     /// model bug).
     pub reclaims: u64,
+    /// The event log, when the run records one (`events.rs`).
+    pub events: Option<Box<crate::events::Recorder>>,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
     /// The frames of each hugetlb unit, by head frame (hugetlb.rs).
     pub units: hugetlb::Units,
+    /// Shared pte tables: the (mm, base address) of every pmd entry linking each table
+    /// linked more than once (`ptshare.rs`).
+    pub ptshare: BTreeMap<Pfn, Vec<(usize, u64)>>,
 }
 
 impl Machine {
@@ -245,8 +255,10 @@ impl Machine {
             current: 0,
             violation: None,
             reclaims: 0,
+            events: None,
             reclaim_needs_kmap: None,
             units: hugetlb::Units::default(),
+            ptshare: BTreeMap::new(),
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -261,7 +273,6 @@ impl Machine {
                         .frames
                         .alloc(Zone::Low, Owner::Table { level: 3 })
                         .expect("frames for the initial pgds");
-                    m.frames.f[pgd as usize].maps = 1; // mm->pgd
                     m.mms.push(Mm::new(pgd));
                     mm_of.push((t.mm, m.mms.len() - 1));
                     m.mms.len() - 1
@@ -335,6 +346,7 @@ impl Machine {
     /// kmap_atomic of `pfn` by the running task on its CPU (a kernel touch of the page's
     /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
     /// recorded for the scheduler.
+    #[track_caller]
     pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
         let (t, cpu) = self.running();
         match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
@@ -347,6 +359,7 @@ impl Machine {
     }
 
     /// kunmap_atomic of the running task's entry at `depth`.
+    #[track_caller]
     pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
         let (t, cpu) = self.running();
         if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
@@ -385,9 +398,14 @@ impl Machine {
         let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
             return Ok(());
         };
+        self.ev_alloc(page);
         let stack = &mut self.kmap.stacks[cpu as usize];
         let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
-            stack.last_mut().expect("non-empty").pfn = page;
+            let depth = stack.len() - 1;
+            let top = stack.last_mut().expect("non-empty");
+            let (holder, was) = (top.ctx, top.pfn);
+            top.pfn = page;
+            self.ev_kmap_remap(cpu, depth, holder, was, page);
             self.frames.page_mut(page)[0] = 0xa5;
             Ok(())
         } else {
@@ -403,14 +421,18 @@ impl Machine {
 
     /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
     /// scheduling point), recorded for lockdep.
+    #[track_caller]
     pub fn spin_lock(&mut self, id: LockId) {
         let t = self.current;
         let got = self.locks.acquire(t, id, Mode::Write);
+        self.ev_lock(t, id, Mode::Write, std::panic::Location::caller());
         assert_eq!(got, locks::Acquired::Taken, "{id} is contended");
     }
 
+    #[track_caller]
     pub fn spin_unlock(&mut self, id: LockId) {
         let woken = self.locks.release(self.current, id);
+        self.ev_unlock(self.current, id, &woken, std::panic::Location::caller());
         assert!(woken.is_empty(), "a task slept on {id}");
     }
 
@@ -499,7 +521,9 @@ impl Machine {
         }
     }
 
+    #[track_caller]
     pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
+        self.ev_entry(slot.0, slot.1, e);
         self.frames.table_mut(slot.0)[slot.1] = e;
     }
 
@@ -507,57 +531,6 @@ impl Machine {
     /// Caller holds mmap_lock (read at least); each allocation may reclaim.
     pub fn pte_alloc(&mut self, mm: usize, va: u64) -> Result<(Pfn, usize), FaultError> {
         self.table_alloc(mm, va, 0)
-    }
-
-    /// Walks to the table of `level` (0 pte, 1 pmd) mapping `va`, allocating missing tables
-    /// on the way; returns it and the index of `va` in it. A new table has share count 1.
-    /// Caller holds mmap_lock (read at least); each allocation may reclaim.
-    pub fn table_alloc(&mut self, mm: usize, va: u64, level: u32) -> Result<(Pfn, usize), FaultError> {
-        let mut t = self.mms[mm].pgd;
-        for l in (level + 1..=3u32).rev() {
-            let i = self.index(va, l);
-            let e = self.frames.table(t)[i];
-            if e.mapped() {
-                assert!(!e.huge(), "a pte table wanted under the hugetlb leaf of {va:#x}");
-                t = e.pfn;
-                continue;
-            }
-            let zone = if l == 1 && self.cfg.highpte {
-                Zone::High
-            } else {
-                Zone::Low
-            };
-            let new = self.alloc_frame(zone, Owner::Table { level: l as u8 - 1 })?;
-            self.frames.f[new as usize].maps = 1;
-            // Reclaim never frees page tables, so the walk so far is still valid.
-            // pmd_populate/pud_populate under mm->page_table_lock.
-            let lock = LockId::PageTableLock(mm as u32);
-            self.spin_lock(lock);
-            assert!(!self.frames.table(t)[i].mapped());
-            self.frames.table_mut(t)[i] = Entry {
-                pfn: new,
-                flags: frames::E_PRESENT,
-            };
-            self.spin_unlock(lock);
-            t = new;
-        }
-        Ok((t, self.index(va, level)))
-    }
-
-    /// Drops one entry's link to table `pfn` (the entry is cleared by the caller): its
-    /// share count goes down, and the table is freed with its last link.
-    pub fn unlink_table(&mut self, pfn: Pfn) {
-        let fr = &mut self.frames.f[pfn as usize];
-        assert!(
-            matches!(fr.owner, Owner::Table { .. }) && fr.maps > 0,
-            "unlinking frame {pfn} ({:?}, share count {})",
-            fr.owner,
-            fr.maps
-        );
-        fr.maps -= 1;
-        if fr.maps == 0 {
-            self.put_frame(pfn);
-        }
     }
 
     /// Frees every page table below the pgd of `mm` whose range no VMA overlaps any more
@@ -588,22 +561,20 @@ impl Machine {
                 );
                 continue;
             }
-            // A shared table belongs to its other sharers too: its own entries are not ours
-            // to free (hugetlb unshares before this runs, so only a fork's failure ends
-            // here with one).
-            let shared = self.frames.f[e.pfn as usize].maps > 1;
-            if level > 1 && !shared {
+            if level > 1 {
                 self.free_tables_under(mm, e.pfn, level - 1, lo, start, end);
             }
             if self.mms[mm].overlaps(lo, hi) {
                 continue;
             }
-            // Nothing maps [lo, hi): the lower table must be empty now.
+            // Nothing maps [lo, hi): the lower table must be empty now, and no longer
+            // shared (the paths that unmap unshare first).
             let child = e.pfn;
             assert!(
-                shared || self.frames.table(child).iter().all(|c| !c.mapped()),
+                self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
+            self.ev_entry(table, i, Entry::NONE);
             self.frames.table_mut(table)[i] = Entry::NONE;
             self.unlink_table(child);
         }
@@ -617,6 +588,15 @@ impl Machine {
         self.unlink_table(pgd);
     }
 
+    /// The last entry linking `table` (or an mm's pgd pointer) is gone: its share count
+    /// drops to 0 and the frame is freed.
+    fn unlink_table(&mut self, table: Pfn) {
+        let fr = &mut self.frames.f[table as usize];
+        assert_eq!(fr.maps, 1, "freeing page table {table} still shared");
+        fr.maps = 0;
+        self.put_frame(table);
+    }
+
     // ---- frames -----------------------------------------------------------------------
 
     /// Allocates a frame, reclaiming file pages when the zone is exhausted. Never sleeps in
@@ -624,6 +604,7 @@ impl Machine {
     pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
         loop {
             if let Some(pfn) = self.frames.alloc(zone, owner) {
+                self.ev_alloc(pfn);
                 return Ok(pfn);
             }
             if !self.reclaim_one(zone) {
@@ -642,6 +623,7 @@ impl Machine {
         assert!(fr.refs > 0, "put of frame {pfn} with no reference");
         fr.refs -= 1;
         if fr.refs == 0 {
+            self.ev_free(pfn);
             self.frames.free(pfn);
         }
     }
@@ -668,7 +650,9 @@ impl Machine {
 
     /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
     /// has run on. Called after the ptes are changed and before any frame is freed.
+    #[track_caller]
     pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
+        self.ev_flush(mm, start, end);
         let mask = self.mms[mm].cpus;
         let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
         for (c, cpu) in self.cpus.iter_mut().enumerate() {
@@ -679,6 +663,7 @@ impl Machine {
     }
 
     /// flush_tlb_mm: every translation of `mm`, everywhere it ran.
+    #[track_caller]
     pub fn flush_tlb_mm(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
         self.flush_tlb_range(mm, 0, task_size);
@@ -725,11 +710,13 @@ impl Machine {
     /// Writes a dirty cache page back to disk (the whole page, as the block layer would); a
     /// page wholly past EOF (a truncate is dropping it) is not written
     /// (block_write_full_folio).
+    #[track_caller]
     fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
         if index >= self.files[f].size_pages() {
             self.frames.f[pfn as usize].dirty = false;
             return;
         }
+        self.ev_writeback(f, index, pfn);
         let content = self.frames.bytes(pfn).map(|p| {
             let mut b = Box::new([0u8; frames::PAGE]);
             b.copy_from_slice(p);
@@ -759,11 +746,25 @@ impl Machine {
                 if !e.mapped() || e.pfn != pfn {
                     continue;
                 }
+                // A shared table is cleared once for all its sharers, and every one of them
+                // is flushed.
                 self.set_pte(slot, Entry::NONE);
-                self.flush_tlb_range(mm, va, va + PAGE_SIZE);
-                self.unmap_accounting(mm, e);
+                self.flush_links(mm, va, slot.0);
+                self.unmap_accounting_at(mm, va, slot.0, e);
             }
         }
+    }
+
+    /// [`Machine::unmap_accounting`] of a pte cleared in table `table` that `mm` reaches
+    /// at `va`: every other mm linking the table loses it from its rss too.
+    pub fn unmap_accounting_at(&mut self, mm: usize, va: u64, table: Pfn, e: Entry) {
+        if !e.special() && self.ptshare.contains_key(&table) {
+            let kind = self.rss_kind(e.pfn);
+            // Every link's counter but `mm`'s, which unmap_accounting takes.
+            self.rss_add_links(mm, va, table, kind, -1);
+            self.mms[mm].rss[kind] += 1;
+        }
+        self.unmap_accounting(mm, e);
     }
 
     /// The bookkeeping of one cleared pte: dirty bit to the page, map count, rss, reference.
@@ -821,7 +822,7 @@ impl Machine {
             "try_to_unmap left frame {pfn} mapped"
         );
         if self.frames.f[pfn as usize].dirty {
-            let mapped = self.kmap_try(t, pfn);
+            let mapped = self.kmap_try(t, pfn, std::panic::Location::caller());
             assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
             self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");

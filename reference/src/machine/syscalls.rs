@@ -14,7 +14,7 @@ use super::fault::page_rest;
 use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
 use super::{File, LockId, Machine, Mm, Owner, TaskState};
-use crate::{CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
+use crate::{Bug, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
 use std::collections::BTreeMap;
 
 /// An mremap request as it is refined by the checks (hugetlb rounds the lengths).
@@ -96,6 +96,7 @@ impl Machine {
         if removed.is_empty() {
             return;
         }
+        self.pt_unshare_range(mm, start, end);
         self.zap_range(mm, start, end);
         self.free_pgtables(mm, start, end);
         self.release_unused_shmem();
@@ -123,11 +124,16 @@ impl Machine {
         if ptes.is_empty() && !huge {
             return None;
         }
-        for (_, slot, e) in ptes {
+        for (va, slot, e) in ptes {
             self.set_pte(slot, Entry::NONE);
+            if self.ptshare.contains_key(&slot.0) {
+                // Only the reverse map zaps a shared table (the paths of one mm unshare
+                // first): every sharer's TLB goes now, before the caller's flush and puts.
+                self.flush_links(mm, va, slot.0);
+            }
             if !e.special() {
                 self.get_frame(e.pfn);
-                self.unmap_accounting(mm, e);
+                self.unmap_accounting_at(mm, va, slot.0, e);
                 pages.push(e.pfn);
             }
         }
@@ -348,6 +354,9 @@ impl Machine {
         let m = &mut self.mms[mm];
         m.tlb_flush_pending += 1;
         m.unlinking.extend(removed.iter().copied());
+        // zap_pxd_range's pt_check_unshare: a shared pte page over the range is unlinked,
+        // not zapped (its ptes stay with the other sharers).
+        self.pt_unshare_range(mm, addr, end);
         let pages = self.zap_clear(mm, addr, end).unwrap_or_default();
         Ok(Some(Gather {
             start: addr,
@@ -462,6 +471,9 @@ impl Machine {
             // An anonymous VMA never faulted stops being accounted when it loses write.
             newflags &= !VM_ACCOUNT;
         }
+        // pt_unshare_lock_range above vma_merge: the ptes are about to disagree with the
+        // other sharers' VMAs.
+        self.pt_unshare_range(mm, start, end);
         let m = &mut self.mms[mm];
         let j = m.find(start).expect("split piece");
         m.vmas[j].flags = newflags;
@@ -683,6 +695,11 @@ impl Machine {
             // copy_vma: an anonymous VMA never faulted takes the pgoff of its new place.
             nv.pgoff = dest >> 12;
         }
+        // The old range is held unshared (its ptes move for this mm only); so is the new
+        // one: its tables are this mm's own (`ptshare-mremap-newrange` lets the allocation
+        // share another mm's table there, the new VMA being in i_mmap already).
+        self.pt_unshare_range(mm, addr, addr + old_len);
+        let share_new = self.cfg.ptshare && self.cfg.bugs.contains(Bug::PtshareMremapNewrange);
         if v.hugetlb() {
             // move_hugetlb_page_tables.
             if self.move_hugetlb_tables(mm, addr, old_len.min(new_len), dest).is_err() {
@@ -695,7 +712,11 @@ impl Machine {
         // undo leaves the source as it was).
         let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
         for &(va, _, _) in &moving {
-            if self.pte_alloc(mm, dest + (va - addr)).is_err() {
+            let to = dest + (va - addr);
+            if share_new && self.pmd_entry(mm, to).is_none_or(|e| !e.mapped()) {
+                self.pt_share_vma(mm, &nv, to);
+            }
+            if self.pte_alloc(mm, to).is_err() {
                 self.free_pgtables(mm, dest, dest + new_len);
                 self.oom = Oom::After(progress);
                 return Err(Errno::ENOMEM);
@@ -996,7 +1017,6 @@ impl Machine {
             self.tasks[child as usize].state = TaskState::Gone;
             return err(Errno::ENOMEM);
         };
-        self.frames.f[pgd as usize].maps = 1; // mm->pgd
         let cm = self.mms.len();
         let mut new = Mm::new(pgd);
         new.vmas = self.mms[mm].vmas.clone();
@@ -1009,6 +1029,10 @@ impl Machine {
         self.mms.push(new);
         let vmas = self.mms[mm].vmas.clone();
         let mut wrprotected = false;
+        for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
+            // copy_page_range write-protects the parent's ptes: they must be its own.
+            self.pt_unshare_range(mm, v.start, v.end);
+        }
         for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
             // copy_hugetlb_page_range for a hugetlb VMA's leaves.
             if v.hugetlb() && self.copy_hugetlb_range(mm, cm, v, &mut wrprotected).is_err() {
@@ -1085,6 +1109,8 @@ impl Machine {
     /// Caller holds mmap_lock for writing; no task uses the mm any more.
     pub(crate) fn teardown(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
+        // A shared pte page is unlinked, not zapped: the other sharers keep it.
+        self.pt_unshare_range(mm, 0, task_size);
         let ptes = self.mapped_ptes(mm, 0, task_size);
         for &(_, slot, _) in &ptes {
             self.set_pte(slot, Entry::NONE);
