@@ -26,7 +26,8 @@
 //! Adding an event: a variant of [`Event`], a one-line hook where the thing happens (an
 //! `ev_*` method below), a line of the text log (`mm_targets::events`) and, if it belongs in
 //! the picture, `src/show/`. Not modelled yet, so not here: shared page tables
-//! (`Share`/`Unshare` of a pte or pmd page, hooked where issue 5 links and unlinks a table).
+//! (`Share`/`Unshare` of a pte or pmd page, hooked where issue 5 links and unlinks a table;
+//! the links show as entries set and cleared).
 
 use crate::machine::frames::{E_DIRTY, E_PRESENT, E_PROTNONE, E_SPECIAL, E_WRITE};
 use crate::machine::{Ctx, Entry, LockId, Machine, Mode, Owner, Pfn, ZERO_PFN};
@@ -569,24 +570,32 @@ impl Machine {
             });
         let (mm, level, base) = place.unwrap_or_else(|| panic!("page table {table} is in no mm"));
         let va = base + i as u64 * self.entry_span(level as u32);
-        // A shared pte page (`ptshare.rs`) is placed where its first remaining link is.
-        let other_link = (level == 1 && old.mapped())
-            .then(|| self.ptshare.get(&old.pfn))
-            .flatten()
-            .and_then(|links| links.iter().find(|&&l| l != (mm as usize, va)).copied());
+        // A shared pte page (`ptshare.rs`) or hugetlb pmd page (`hugetlb.rs`) is placed
+        // where its first remaining link is. A hugetlb pmd leaf links no table.
+        let other_link = if level == 1 && old.mapped() && !old.huge() {
+            self.ptshare
+                .get(&old.pfn)
+                .and_then(|links| links.iter().find(|&&l| l != (mm as usize, va)).copied())
+        } else if level == 2 && old.mapped() && self.frames.f[old.pfn as usize].maps > 1 {
+            self.table_linkers(old.pfn)
+                .into_iter()
+                .find(|&l| l != (mm as usize, va))
+        } else {
+            None
+        };
         let Some(r) = self.events.as_deref_mut() else { return };
         if level > 0 {
-            if old.mapped() {
+            if old.mapped() && !old.huge() {
                 match other_link {
                     Some((om, obase)) => {
-                        r.tables.insert(old.pfn, (om as u32, 0, obase));
+                        r.tables.insert(old.pfn, (om as u32, level - 1, obase));
                     }
                     None => {
                         r.tables.remove(&old.pfn);
                     }
                 }
             }
-            if new.mapped() {
+            if new.mapped() && !new.huge() {
                 r.tables.entry(new.pfn).or_insert((mm, level - 1, va));
             }
         }

@@ -1,5 +1,6 @@
-//! The oracles that judge the machine from outside after every step: `share-count`, `rss`,
-//! `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
+//! The oracles that judge the machine from outside after every step: `share-count`, `rss`
+//! (and the hugetlb counts), `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The
+//! `spec` oracle lives in `run.rs`, where
 //! the flat spec is driven.
 //!
 //! Each oracle recomputes what must hold from the page tables and frames themselves, never
@@ -7,6 +8,7 @@
 //! the mm, address, frame or CPU involved. None of them changes any machine state; their
 //! scratch memory lives in a [`Checker`] reused across steps.
 
+use crate::machine::frames::E_HUGE;
 use crate::machine::{Entry, LockId, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
 use crate::{Oracle, Violation, PAGE_SIZE};
 
@@ -26,6 +28,8 @@ pub(crate) struct Checker {
     pins: Vec<u32>,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
+    /// Per mm: pages mapped by hugetlb leaves in the tables it links.
+    hugetlb: Vec<u64>,
     /// Every pmd entry linking a pte table: (table, mm, base address of its range).
     links: Vec<(u32, usize, u64)>,
 }
@@ -38,6 +42,7 @@ impl Checker {
             pins: vec![0; frames],
             touched: Vec::new(),
             rss: Vec::new(),
+            hugetlb: Vec::new(),
             links: Vec::new(),
         }
     }
@@ -103,7 +108,7 @@ impl Checker {
                     }
                     let base2 = i3 as u64 * m.entry_span(3) + i2 as u64 * m.entry_span(2);
                     for (i1, e1) in m.frames.table(e2.pfn).iter().enumerate() {
-                        if e1.mapped() {
+                        if e1.mapped() && !e1.huge() {
                             self.links.push((e1.pfn, mi, base2 + i1 as u64 * span));
                         }
                     }
@@ -190,6 +195,8 @@ impl Checker {
     fn census(&mut self, m: &Machine) -> Result<(), Violation> {
         self.rss.clear();
         self.rss.resize(m.mms.len(), [0; 3]);
+        self.hugetlb.clear();
+        self.hugetlb.resize(m.mms.len(), 0);
         for (mi, mm) in m.mms.iter().enumerate() {
             if !mm.live {
                 continue;
@@ -229,7 +236,7 @@ impl Checker {
 
     /// `cursor`: the index of the first VMA not ending at or below the last address visited
     /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
-    /// `again`: a shared pte table already walked from another entry (its ptes' maps are
+    /// `again`: a shared table already walked from another entry (its entries' maps are
     /// tallied once).
     #[allow(clippy::too_many_arguments)]
     fn walk(
@@ -248,6 +255,10 @@ impl Checker {
                 continue;
             }
             let va = base + i as u64 * span;
+            if level == 1 && e.huge() {
+                self.huge_leaf(m, mm, va, e, cursor, !again)?;
+                continue;
+            }
             if level > 0 {
                 let want = Owner::Table { level: level as u8 - 1 };
                 let got = m.frames.f[e.pfn as usize].owner;
@@ -262,9 +273,9 @@ impl Checker {
                     );
                 }
                 self.tally(e.pfn, true);
-                // A shared pte table's ptes map their pages once, however many mms link it
-                // (each still counts them in its rss).
-                let again = level == 1 && self.table_refs[e.pfn as usize] > 1;
+                // A shared table's entries map their pages once, however many mms link it
+                // (each still counts them in its rss and hugetlb count).
+                let again = again || self.table_refs[e.pfn as usize] > 1;
                 self.walk(m, mm, e.pfn, level - 1, va, cursor, again)?;
                 continue;
             }
@@ -324,10 +335,90 @@ impl Checker {
         Ok(())
     }
 
+    /// A hugetlb pmd leaf at `va` of `mm`: it heads a live unit, its VMA is a hugetlb VMA
+    /// covering the whole huge page, every frame of the unit is what the VMA maps there (an
+    /// anonymous copy, or the file's page at its index) and is granted no more than the VMA
+    /// allows. Each frame is tallied as mapped once (`first`), and the unit's pages counted in
+    /// the mm's hugetlb count.
+    fn huge_leaf(
+        &mut self,
+        m: &Machine,
+        mm: usize,
+        va: u64,
+        e: Entry,
+        cursor: &mut usize,
+        first: bool,
+    ) -> Result<(), Violation> {
+        let hps = m.cfg.huge_page_size();
+        let Some(frames) = m.unit_checked(e.pfn) else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {}, which heads no live huge page",
+                    e.pfn
+                ),
+            );
+        };
+        let vmas = &m.mms[mm].vmas;
+        while *cursor < vmas.len() && vmas[*cursor].end <= va {
+            *cursor += 1;
+        }
+        let Some(v) = vmas
+            .get(*cursor)
+            .filter(|v| v.start <= va && va + hps <= v.end && v.hugetlb())
+        else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {} but no hugetlb VMA covers [{va:#x}, {:#x})",
+                    e.pfn,
+                    va + hps
+                ),
+            );
+        };
+        for (k, &p) in frames.iter().enumerate() {
+            let pva = va + k as u64 * PAGE_SIZE;
+            match m.frames.f[p as usize].owner {
+                Owner::Anon => {}
+                Owner::Cache { file, index } if v.file == Some(file) && v.index_of(pva) == index => {}
+                o => {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("mm {mm}: hugetlb leaf at {va:#x} maps frame {p} ({o:?}) at {pva:#x}, which its VMA does not map there"),
+                    )
+                }
+            }
+            let sub = Entry {
+                pfn: p,
+                flags: e.flags & !E_HUGE,
+            };
+            if let Some(why) = pte_exceeds_vma(m, v, sub) {
+                return violation(
+                    Oracle::Spec,
+                    format!("mm {mm}: hugetlb leaf at {va:#x} (frame {p} at {pva:#x}) {why}"),
+                );
+            }
+            if first {
+                self.tally(p, false);
+            }
+        }
+        self.hugetlb[mm] += frames.len() as u64;
+        Ok(())
+    }
+
     /// `rss`: each mm's counters equal the recount of its mapped user ptes, by kind (all
     /// zero once the mm is gone).
     fn check_rss(&self, m: &Machine) -> Result<(), Violation> {
         for (mi, mm) in m.mms.iter().enumerate() {
+            if self.hugetlb[mi] != mm.hugetlb {
+                return violation(
+                    Oracle::Rss,
+                    format!(
+                        "mm {mi}: hugetlb count is {} but {} pages are mapped by the hugetlb leaves of its tables",
+                        mm.hugetlb, self.hugetlb[mi]
+                    ),
+                );
+            }
             for (k, name) in RSS_NAMES.iter().enumerate() {
                 if self.rss[mi][k] != mm.rss[k] {
                     return violation(
@@ -386,6 +477,12 @@ impl Checker {
                         Oracle::Refcount,
                         format!("page table frame {pfn} has reference count {} (expected 1)", fr.refs),
                     );
+                }
+                // A pmd table linked more than once: hugetlb pmd sharing's eligibility.
+                if level == 1 && linked > 1 {
+                    if let Some(why) = m.pmd_share_violation(pfn) {
+                        return violation(Oracle::ShareCount, why);
+                    }
                 }
             }
         }

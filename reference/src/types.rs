@@ -431,8 +431,9 @@ impl Bug {
             | Bug::PtshareCountRace
             | Bug::PtshareRss
             | Bug::PtshareEndWrap
-            | Bug::PtshareMremapNewrange => true,
-            Bug::HugetlbFaultUnlocked | Bug::HugetlbUnshareNoFlush => false,
+            | Bug::PtshareMremapNewrange
+            | Bug::HugetlbFaultUnlocked
+            | Bug::HugetlbUnshareNoFlush => true,
         }
     }
 

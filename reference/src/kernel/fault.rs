@@ -80,6 +80,7 @@ async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: 
     let step = k.m().fault_begin(mm, va, write);
     match step {
         FaultStep::Done(r) => Handled::Done(r),
+        FaultStep::Hugetlb => Handled::Done(super::hugetlb::hugetlb_fault(k, t, mm, va, write).await),
         FaultStep::LockPage { page, filemap } => {
             let lock = LockId::Page(page);
             k.hold(t, page);

@@ -17,6 +17,7 @@
 //! path tells the scheduler its linearization points ([`Lin`]) for the flat spec.
 
 mod fault;
+mod hugetlb;
 mod rw;
 mod vm;
 

@@ -410,7 +410,9 @@ pub(super) async fn sys_truncate(k: &Kernel, t: TaskId, f: usize, size: u64) -> 
         k.lock(t, LockId::Page(p), Mode::Write).await;
     }
     let imap = LockId::IMmap(f as u32);
-    k.lock(t, imap, Mode::Read).await;
+    // hugetlb_vmtruncate takes it for writing (it may unshare pmd tables).
+    let mode = if k.m().files[f].huge { Mode::Write } else { Mode::Read };
+    k.lock(t, imap, mode).await;
     let gone = k.m().truncate_commit(f, size);
     k.lin(t, Lin::Whole);
     k.unlock(t, imap);

@@ -29,6 +29,9 @@ pub(crate) const E_DIRTY: u8 = 4;
 pub(crate) const E_SPECIAL: u8 = 8;
 /// Mapped but inaccessible (`PROT_NONE`): counted like a present entry, not walkable.
 pub(crate) const E_PROTNONE: u8 = 16;
+/// A pmd entry that maps a huge page (a hugetlb unit of `ptrs` frames, `pfn` its head) rather
+/// than pointing at a pte table (`pmd_leaf`).
+pub(crate) const E_HUGE: u8 = 32;
 
 /// One page-table entry (any level). Upper levels use only `E_PRESENT`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -54,6 +57,10 @@ impl Entry {
     }
     pub fn special(self) -> bool {
         self.flags & E_SPECIAL != 0
+    }
+    /// A pmd leaf mapping a huge page.
+    pub fn huge(self) -> bool {
+        self.flags & E_HUGE != 0
     }
 }
 
@@ -82,9 +89,11 @@ pub(crate) enum Data {
 
 pub(crate) struct Frame {
     pub gen: u32,
-    /// References: page cache membership, each mapping entry, each pin.
+    /// References: page cache membership, each mapping entry, each pin. A page table has
+    /// one.
     pub refs: u32,
-    /// Entries mapping the page.
+    /// Entries mapping the page (a pmd leaf maps each frame of its unit once). For a page
+    /// table: its share count, the upper-level entries (across all mms) pointing at it.
     pub maps: u32,
     pub owner: Owner,
     pub dirty: bool,

@@ -107,6 +107,9 @@ pub(crate) struct Mm {
     pub pgd: Pfn,
     /// rss counters: file, anon, shmem (`MM_*` in machine/mod.rs).
     pub rss: [u64; 3],
+    /// Pages mapped by hugetlb pmd leaves in the tables this mm links (hugetlb_count_add;
+    /// not rss): `ptrs` per leaf, a leaf of a shared pmd table counted in every mm linking it.
+    pub hugetlb: u64,
     /// CPUs the mm has run on (mm_cpumask): the targets of its TLB shootdowns.
     pub cpus: u32,
     /// Tasks using the mm.
@@ -125,6 +128,7 @@ impl Mm {
             vmas: Vec::new(),
             pgd,
             rss: [0; 3],
+            hugetlb: 0,
             cpus: 0,
             users: 1,
             live: true,

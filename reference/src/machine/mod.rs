@@ -7,8 +7,10 @@
 //! the asserts here catch a model bug at the place it happens):
 //! - Every mapped user pte holds one reference and one map count of its frame (the zero page
 //!   excepted) and is counted once in its mm's rss counter of the frame's kind.
-//! - A page-table frame is reachable from exactly one upper entry, and is freed only once no
-//!   VMA of its mm overlaps the range it maps (free_pgtables' rule) and it is empty.
+//! - A page-table frame's `maps` is its share count: the upper-level entries (across all mms)
+//!   pointing at it (the pgd: 1, for `mm.pgd`). It is freed when the count drops to 0, which
+//!   for an unshared table happens once no VMA of its mm overlaps the range it maps
+//!   (free_pgtables' rule) and it is empty. Only hugetlb pmd tables are shared (hugetlb.rs).
 //! - Ptes are cleared, then the TLBs of every CPU the mm ran on are flushed, then the frames
 //!   are freed (asm-generic/tlb.h's order); no path frees a frame a TLB may still reach.
 //! - VMAs of an mm are sorted, disjoint, non-empty and page aligned.
@@ -21,6 +23,7 @@
 
 mod fault;
 pub(crate) mod frames;
+pub(crate) mod hugetlb;
 mod kmap;
 mod locks;
 mod mm;
@@ -209,6 +212,8 @@ pub(crate) struct Machine {
     pub events: Option<Box<crate::events::Recorder>>,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
+    /// The frames of each hugetlb unit, by head frame (hugetlb.rs).
+    pub units: hugetlb::Units,
     /// Shared pte tables: the (mm, base address) of every pmd entry linking each table
     /// linked more than once (`ptshare.rs`).
     pub ptshare: BTreeMap<Pfn, Vec<(usize, u64)>>,
@@ -252,6 +257,7 @@ impl Machine {
             reclaims: 0,
             events: None,
             reclaim_needs_kmap: None,
+            units: hugetlb::Units::default(),
             ptshare: BTreeMap::new(),
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
@@ -477,28 +483,51 @@ impl Machine {
         1u64 << (12 + level * self.bits())
     }
 
-    /// The pte table and index mapping `va`, if every upper table exists.
-    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
-        self.table_slot(mm, va, 0)
-    }
-
-    /// The table of `level` (0 pte .. 2 pud) and index mapping `va`, if every table above
-    /// it exists.
+    /// The table of `level` (1 pmd or 2 pud) and index mapping `va`, if every table above
+    /// it exists (a hugetlb pmd leaf is an entry of the pmd table, so level 1 reaches it).
     pub fn table_slot(&self, mm: usize, va: u64, level: u32) -> Option<(Pfn, usize)> {
+        assert!((1..=2).contains(&level), "table_slot below a pmd: use leaf_slot");
         let mut t = self.mms[mm].pgd;
         for l in (level + 1..=3).rev() {
             let e = self.frames.table(t)[self.index(va, l)];
             if !e.mapped() {
                 return None;
             }
+            assert!(!e.huge(), "a huge leaf above the pmd level");
             t = e.pfn;
         }
         Some((t, self.index(va, level)))
     }
 
+    /// The leaf slot mapping `va`: (table, index, level) of the pte (level 0) or of the
+    /// hugetlb pmd leaf (level 1), if the tables down to it exist.
+    pub fn leaf_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize, u32)> {
+        let (t, i) = self.table_slot(mm, va, 1)?;
+        let e = self.frames.table(t)[i];
+        if !e.mapped() {
+            return None;
+        }
+        if e.huge() {
+            return Some((t, i, 1));
+        }
+        Some((e.pfn, self.index(va, 0), 0))
+    }
+
+    /// The pte table and index mapping `va`, if every upper table exists (`None` under a
+    /// hugetlb pmd leaf too).
+    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        match self.leaf_slot(mm, va)? {
+            (t, i, 0) => Some((t, i)),
+            _ => None,
+        }
+    }
+
+    /// The translation of the page at `va` as a pte would give it: the pte, or for a hugetlb
+    /// pmd leaf the leaf's bits with the unit's frame for `va`.
     pub fn pte(&self, mm: usize, va: u64) -> Entry {
-        match self.pte_slot(mm, va) {
-            Some((t, i)) => self.frames.table(t)[i],
+        match self.leaf_slot(mm, va) {
+            Some((t, i, 0)) => self.frames.table(t)[i],
+            Some((t, i, _)) => self.huge_subpage(self.frames.table(t)[i], va),
             None => Entry::NONE,
         }
     }
@@ -533,6 +562,14 @@ impl Machine {
             }
             let e = self.frames.table(table)[i];
             if !e.mapped() {
+                continue;
+            }
+            if e.huge() {
+                // A hugetlb leaf is zapped (or unshared) with its VMA, before this runs.
+                assert!(
+                    self.mms[mm].overlaps(lo, hi),
+                    "hugetlb leaf for [{lo:#x}, {hi:#x}) of mm {mm} outlived its VMA"
+                );
                 continue;
             }
             if level > 1 {

@@ -303,7 +303,7 @@ impl Machine {
         while base < end {
             if let Some((pmd, i)) = self.pmd_slot(mm, base) {
                 let e = self.frames.table(pmd)[i];
-                if e.mapped() && self.frames.f[e.pfn as usize].maps > 1 {
+                if e.mapped() && !e.huge() && self.frames.f[e.pfn as usize].maps > 1 {
                     self.pt_unlink(mm, base, (pmd, i), e.pfn);
                 }
             }
@@ -352,6 +352,7 @@ impl Machine {
             let i = self.index(va, l);
             let e = self.frames.table(t)[i];
             if e.mapped() {
+                assert!(!e.huge(), "a table wanted under the hugetlb leaf of {va:#x}");
                 t = e.pfn;
                 continue;
             }

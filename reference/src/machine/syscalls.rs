@@ -47,7 +47,8 @@ fn err(e: Errno) -> OpResult {
 }
 
 impl Machine {
-    /// Every mapped pte in `[start, end)` of `mm`: (address, slot, entry).
+    /// Every mapped pte in `[start, end)` of `mm`: (address, slot, entry). hugetlb pmd leaves
+    /// are not ptes: hugetlb.rs handles them.
     pub(crate) fn mapped_ptes(&self, mm: usize, start: u64, end: u64) -> Vec<(u64, (Pfn, usize), Entry)> {
         let mut out = Vec::new();
         let pgd = self.mms[mm].pgd;
@@ -76,7 +77,7 @@ impl Machine {
                 break;
             }
             let e = self.frames.table(table)[i];
-            if !e.mapped() || lo + span <= start {
+            if !e.mapped() || lo + span <= start || e.huge() {
                 continue;
             }
             if level == 0 {
@@ -116,11 +117,13 @@ impl Machine {
     /// for the caller to drop after the TLB flush (the mmu_gather). `None`: nothing was
     /// mapped, so nothing needs a flush.
     fn zap_clear(&mut self, mm: usize, start: u64, end: u64) -> Option<Vec<Pfn>> {
+        let mut pages = Vec::new();
+        // __unmap_hugepage_range for the hugetlb leaves (unsharing shared pmd tables).
+        let huge = self.huge_zap_clear(mm, start, end, true, &mut pages);
         let ptes = self.mapped_ptes(mm, start, end);
-        if ptes.is_empty() {
+        if ptes.is_empty() && !huge {
             return None;
         }
-        let mut pages = Vec::with_capacity(ptes.len());
         for (va, slot, e) in ptes {
             self.set_pte(slot, Entry::NONE);
             if self.ptshare.contains_key(&slot.0) {
@@ -324,10 +327,8 @@ impl Machine {
     /// Whether the pte of `va` is present and grants the access (get_user_pages' software
     /// walk: no TLB is filled).
     pub(crate) fn pte_grants(&self, mm: usize, va: u64, write: bool) -> bool {
-        self.pte_slot(mm, va).is_some_and(|slot| {
-            let e = self.frames.table(slot.0)[slot.1];
-            e.present() && (!write || e.writable())
-        })
+        let e = self.pte(mm, va);
+        e.present() && (!write || e.writable())
     }
 
     /// munmap(2) up to unmap_region's preemption point: the checks, the splits, the VMAs
@@ -392,9 +393,21 @@ impl Machine {
         if !self.mms[mm].overlaps(start, end) {
             return Ok(());
         }
+        self.split_vma(mm, start)?;
+        self.split_vma(mm, end)
+    }
+
+    /// __split_vma at `addr` with hugetlb's rules (hugetlb_vm_op_split: only on a huge page
+    /// boundary, and the pmd tables shared around `addr` are unshared first).
+    fn split_vma(&mut self, mm: usize, addr: u64) -> Result<(), Errno> {
         let hps = self.cfg.huge_page_size();
-        self.mms[mm].split_checked(start, hps)?;
-        self.mms[mm].split_checked(end, hps)
+        if let Some(i) = self.mms[mm].find(addr) {
+            let v = self.mms[mm].vmas[i];
+            if v.start < addr && v.hugetlb() && addr & (hps - 1) == 0 {
+                self.hugetlb_split_unshare(mm, v, addr);
+            }
+        }
+        self.mms[mm].split_checked(addr, hps)
     }
 
     pub(crate) fn sys_mprotect(&mut self, mm: usize, start: u64, len: u64, prot: Prot) -> OpResult {
@@ -448,9 +461,8 @@ impl Machine {
         if newflags == v.flags {
             return Ok(());
         }
-        let hps = self.cfg.huge_page_size();
-        self.mms[mm].split_checked(start, hps)?;
-        self.mms[mm].split_checked(end, hps)?;
+        self.split_vma(mm, start)?;
+        self.split_vma(mm, end)?;
         if newflags & VM_WRITE != 0 {
             if v.flags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED) == 0 {
                 newflags |= VM_ACCOUNT;
@@ -471,7 +483,8 @@ impl Machine {
         // mapped but unwalkable.
         let none = newflags & 7 == 0;
         let ptes = self.mapped_ptes(mm, start, end);
-        let mut changed = false;
+        // hugetlb_change_protection for the hugetlb leaves.
+        let mut changed = v.hugetlb() && self.hugetlb_change_protection(mm, start, end, none);
         for (_, slot, e) in ptes {
             let mut n = e;
             n.flags &= !(E_WRITE | E_PRESENT | E_PROTNONE);
@@ -687,6 +700,14 @@ impl Machine {
         // share another mm's table there, the new VMA being in i_mmap already).
         self.pt_unshare_range(mm, addr, addr + old_len);
         let share_new = self.cfg.ptshare && self.cfg.bugs.contains(Bug::PtshareMremapNewrange);
+        if v.hugetlb() {
+            // move_hugetlb_page_tables.
+            if self.move_hugetlb_tables(mm, addr, old_len.min(new_len), dest).is_err() {
+                self.free_pgtables(mm, dest, dest + new_len);
+                self.oom = Oom::After(progress);
+                return Err(Errno::ENOMEM);
+            }
+        }
         // Allocate the destination tables for every source pte first (move_page_tables'
         // undo leaves the source as it was).
         let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
@@ -894,7 +915,11 @@ impl Machine {
                 .map(|v| (v.start + index.saturating_sub(v.pgoff) * PAGE_SIZE, v.end))
                 .collect();
             for (s, e) in ranges {
-                self.zap_range(mm, s, e);
+                if self.files[f].huge {
+                    self.hugetlb_zap_vma(mm, s, e); // hugetlb_vmdelete_list
+                } else {
+                    self.zap_range(mm, s, e);
+                }
             }
             // tlb_finish_mmu's mm_tlb_flush_nested: a VMA of the file that another unmap
             // has cleared but not flushed yet (its ptes are gone, so the zap above found
@@ -1009,15 +1034,13 @@ impl Machine {
             self.pt_unshare_range(mm, v.start, v.end);
         }
         for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
+            // copy_hugetlb_page_range for a hugetlb VMA's leaves.
+            if v.hugetlb() && self.copy_hugetlb_range(mm, cm, v, &mut wrprotected).is_err() {
+                return self.fork_failed(mm, cm, child, wrprotected);
+            }
             for (va, slot, _) in self.mapped_ptes(mm, v.start, v.end) {
                 let Ok(cs) = self.pte_alloc(cm, va) else {
-                    self.oom = Oom::After(0);
-                    self.teardown(cm);
-                    self.tasks[child as usize].state = TaskState::Gone;
-                    if wrprotected {
-                        self.flush_tlb_mm(mm);
-                    }
-                    return err(Errno::ENOMEM);
+                    return self.fork_failed(mm, cm, child, wrprotected);
                 };
                 // The allocation may have reclaimed (unmapped) the page: read the pte again.
                 let e = self.frames.table(slot.0)[slot.1];
@@ -1052,6 +1075,18 @@ impl Machine {
         OpResult::Done
     }
 
+    /// A fork that ran out of memory copying the page tables: the child's mm goes, the
+    /// parent's write-protected ptes are flushed.
+    fn fork_failed(&mut self, mm: usize, cm: usize, child: TaskId, wrprotected: bool) -> OpResult {
+        self.oom = Oom::After(0);
+        self.teardown(cm);
+        self.tasks[child as usize].state = TaskState::Gone;
+        if wrprotected {
+            self.flush_tlb_mm(mm);
+        }
+        err(Errno::ENOMEM)
+    }
+
     /// exit_mm: the task leaves its mm; returns whether it was the mm's last user, whose
     /// caller then tears the mm down ([`Machine::teardown`]) before the task is gone
     /// ([`Machine::exit_done`]). Caller holds mmap_lock for reading.
@@ -1080,9 +1115,15 @@ impl Machine {
         for &(_, slot, _) in &ptes {
             self.set_pte(slot, Entry::NONE);
         }
+        // The hugetlb leaves, shared pmd tables unshared (the flush of the whole mm follows).
+        let mut pages = Vec::new();
+        self.huge_zap_clear(mm, 0, task_size, true, &mut pages);
         self.flush_tlb_mm(mm);
         for (_, _, e) in ptes {
             self.unmap_accounting(mm, e);
+        }
+        for p in pages {
+            self.put_frame(p);
         }
         self.mms[mm].vmas.clear();
         self.free_all_tables(mm);
