@@ -109,3 +109,37 @@ ci:
 # Review changed insta snapshots after a behaviour change.
 review:
     cargo insta review
+
+# Draw a trace's run as a picture: OUT ends in .svg, or .html for a page with details on hover and the event log (add e.g. `--without lock-order`).
+show FILE OUT *ARGS:
+    cargo run --release -- show {{FILE}} -o {{OUT}} {{ARGS}}
+
+# Print a trace's event log (steps, locks, ptes, TLBs, kmaps, frames, the violation), then its replay output.
+events +FILES:
+    cargo run --release -- replay --events {{FILES}}
+
+# Render every regression trace and screenshot each SVG with headless Chromium (Debian's, installed if missing) into target/show/.
+show-check:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! [ -x /usr/bin/chromium ]; then
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    fi
+    cargo build --release
+    mkdir -p target/show
+    for trace in corpus/regressions/*.trace; do
+        name=$(basename "$trace" .trace)
+        ./target/release/mmfuzz show "$trace" -o "target/show/$name.svg"
+        profile=$(mktemp -d)
+        /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+            --disable-background-networking --disable-component-update --disable-sync \
+            --user-data-dir="$profile" --screenshot="$PWD/target/show/$name.png" --window-size=1600,1000 \
+            "file://$PWD/target/show/$name.svg" 2>/dev/null
+        rm -rf "$profile"
+        test -s "target/show/$name.png"
+        echo "target/show/$name.png"
+    done
+
+# Regenerate the README's picture (docs/) from its regression trace.
+docs-picture:
+    cargo run --release -- show corpus/regressions/write-fault-under-page-lock-mmap-lock.trace -o docs/write-fault-under-page-lock-mmap-lock.svg

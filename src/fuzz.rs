@@ -13,7 +13,9 @@
 //! - A finding is never lost: the whole canonical trace, as run (its `config bugs=...`
 //!   included), is written to `ARTIFACTS/crash-SEED-RUN.trace` under a `# violation ORACLE:
 //!   MESSAGE` comment, with the command that replays it printed. If the file cannot be
-//!   written the trace goes to standard output instead.
+//!   written the trace goes to standard output instead. A violation is minimized beside it
+//!   (`crash-SEED-RUN.min.trace`) and drawn there too (`crash-SEED-RUN.min.svg`, as
+//!   `mmfuzz show` draws it).
 //! - Exit status: 0 no finding, 1 a violation (or a panic of the reference, a bug of the
 //!   model, reported the same way with `# model panic: ...`), 2 bad arguments.
 //! - Every finding is also minimized (same oracle, same bug switches) and saved beside the
@@ -109,8 +111,8 @@ impl Engine {
     }
 }
 
-/// The oracles left on by `--without`.
-fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
+/// The oracles left on by `--without` (also `show`'s).
+pub fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
     let mut o = RunOptions::ALL;
     for name in without.into_iter().flat_map(|w| w.split(',')).filter(|n| !n.is_empty()) {
         match name {
@@ -409,5 +411,15 @@ fn minimize_crash(trace: &mm_targets::trace::Trace, finding: &Finding, raw: &Pat
             println!("replay: mmfuzz replay {}", path.display());
         }
         Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+    }
+    // Its picture beside it (`mmfuzz show`, with the oracles of this run: the violation it
+    // keeps is the one drawn).
+    let picture = raw.with_extension("min.svg");
+    let title = path
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    match crate::show::write_picture(&small, &title, &picture, options) {
+        Ok(()) => println!("picture: {}", picture.display()),
+        Err(e) => eprintln!("error: {e}"),
     }
 }

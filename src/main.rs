@@ -10,6 +10,7 @@ mod fuzz;
 mod hunt;
 mod minimize;
 mod replay;
+mod show;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ enum Command {
     Bench(bench::Args),
     /// Time to each zoo bug: N engine runs per bug, found / min / median / max (and a random baseline).
     Hunt(hunt::Args),
+    /// Draw a trace's run as a picture (SVG, or an HTML page with details on hover): tasks,
+    /// locks, CPUs, TLB entries and the violation.
+    Show(show::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Minimize(args) => minimize::main(&args),
         Command::Bench(args) => bench::main(&args),
         Command::Hunt(args) => hunt::main(&args),
+        Command::Show(args) => show::main(&args),
     };
     ExitCode::from(status)
 }

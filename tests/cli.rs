@@ -1,20 +1,10 @@
 //! The command line as a user runs it: exit statuses (0 ok, 1 violation, 2 bad input) and
 //! `error: line N: ...` messages for malformed traces, with nothing run.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn mmfuzz(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmfuzz"))
-        .args(args)
-        .output()
-        .expect("run mmfuzz");
-    (
-        out.status.code().expect("exit status"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::mmfuzz;
+use std::path::PathBuf;
 
 fn write_trace(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mmfuzz-cli-{}", std::process::id()));

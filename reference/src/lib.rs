@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod coverage;
+pub mod events;
 mod kernel;
 mod machine;
 mod oracle;

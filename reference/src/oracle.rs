@@ -1,5 +1,6 @@
-//! The oracles that judge the machine from outside after every step: `rss`, `refcount`,
-//! `tlb`, `use-after-free` and `leak` (MODEL.md). The `spec` oracle lives in `run.rs`, where
+//! The oracles that judge the machine from outside after every step: `share-count`, `rss`
+//! (and the hugetlb counts), `refcount`, `tlb`, `use-after-free` and `leak` (MODEL.md). The
+//! `spec` oracle lives in `run.rs`, where
 //! the flat spec is driven.
 //!
 //! Each oracle recomputes what must hold from the page tables and frames themselves, never
@@ -7,6 +8,7 @@
 //! the mm, address, frame or CPU involved. None of them changes any machine state; their
 //! scratch memory lives in a [`Checker`] reused across steps.
 
+use crate::machine::frames::E_HUGE;
 use crate::machine::{Entry, LockId, Machine, Owner, TaskState, Vma, RSS_NAMES, ZERO_PFN};
 use crate::{Oracle, Violation, PAGE_SIZE};
 
@@ -26,6 +28,10 @@ pub(crate) struct Checker {
     pins: Vec<u32>,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
+    /// Per mm: pages mapped by hugetlb leaves in the tables it links.
+    hugetlb: Vec<u64>,
+    /// Every pmd entry linking a pte table: (table, mm, base address of its range).
+    links: Vec<(u32, usize, u64)>,
 }
 
 impl Checker {
@@ -36,6 +42,8 @@ impl Checker {
             pins: vec![0; frames],
             touched: Vec::new(),
             rss: Vec::new(),
+            hugetlb: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -54,7 +62,8 @@ impl Checker {
                 }
             }
             let r = self
-                .census(m)
+                .check_share(m)
+                .and_then(|()| self.census(m))
                 .and_then(|()| self.check_rss(m))
                 .and_then(|()| self.check_refcount(m));
             for &pfn in &self.touched {
@@ -75,6 +84,100 @@ impl Checker {
         check_kmap(m)
     }
 
+    /// `share-count`, for pte tables: each table's share count equals the pmd entries
+    /// linking it, over every live mm; a table linked more than once is linked only from
+    /// VMAs that may share it: a file mapping (not hugetlb) that covers the table's whole
+    /// range, each mapping the same file page at the range's base, with the same flags.
+    /// (A VMA with an anon_vma must not share either; the ptes of a shared table are the
+    /// same for every sharer, so a private copy reaching another mm is judged by `spec`,
+    /// at the access that reads it.) Orphaned tables are judged in `check_refcount`.
+    fn check_share(&mut self, m: &Machine) -> Result<(), Violation> {
+        self.links.clear();
+        let span = m.entry_span(1);
+        for (mi, mm) in m.mms.iter().enumerate() {
+            if !mm.live {
+                continue;
+            }
+            for (i3, e3) in m.frames.table(mm.pgd).iter().enumerate() {
+                if !e3.mapped() || m.frames.frame(e3.pfn).owner != (Owner::Table { level: 2 }) {
+                    continue;
+                }
+                for (i2, e2) in m.frames.table(e3.pfn).iter().enumerate() {
+                    if !e2.mapped() || m.frames.frame(e2.pfn).owner != (Owner::Table { level: 1 }) {
+                        continue;
+                    }
+                    let base2 = i3 as u64 * m.entry_span(3) + i2 as u64 * m.entry_span(2);
+                    for (i1, e1) in m.frames.table(e2.pfn).iter().enumerate() {
+                        if e1.mapped() && !e1.huge() {
+                            self.links.push((e1.pfn, mi, base2 + i1 as u64 * span));
+                        }
+                    }
+                }
+            }
+        }
+        self.links.sort_unstable();
+        for group in self.links.chunk_by(|a, b| a.0 == b.0) {
+            let table = group[0].0;
+            let fr = &m.frames.frame(table);
+            if fr.owner != (Owner::Table { level: 0 }) {
+                continue; // the census reports what the entry reaches
+            }
+            let linked = || {
+                group
+                    .iter()
+                    .map(|&(_, mm, base)| format!("mm {mm} at {base:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if fr.maps as usize != group.len() + pending(m, table) {
+                return violation(
+                    Oracle::ShareCount,
+                    format!(
+                        "pte table frame {table} has share count {} but {} pmd entries link it ({}){}",
+                        fr.maps,
+                        group.len(),
+                        linked(),
+                        match pending(m, table) {
+                            0 => String::new(),
+                            n => format!(" and {n} links are pending"),
+                        }
+                    ),
+                );
+            }
+            if group.len() < 2 {
+                continue;
+            }
+            let mut first: Option<(u32, u64, u32)> = None;
+            for &(_, mm, base) in group {
+                let why = match covering(m, mm, base, span) {
+                    Err(why) => Some(why),
+                    Ok(this) => match first {
+                        None => {
+                            first = Some(this);
+                            None
+                        }
+                        Some(f) if f.0 != this.0 || f.1 != this.1 => Some(format!(
+                            "it maps page {} of file {} there, not page {} of file {}",
+                            this.1, this.0, f.1, f.0
+                        )),
+                        Some(f) if f.2 != this.2 => Some("its VMA's flags differ from the other sharers'".to_string()),
+                        Some(_) => None,
+                    },
+                };
+                if let Some(why) = why {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "pte table frame {table} is shared ({}) but mm {mm} at {base:#x} may not share it: {why}",
+                            linked()
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn tally(&mut self, pfn: u32, table: bool) {
         let i = pfn as usize;
         if self.maps[i] == 0 && self.table_refs[i] == 0 {
@@ -92,29 +195,50 @@ impl Checker {
     fn census(&mut self, m: &Machine) -> Result<(), Violation> {
         self.rss.clear();
         self.rss.resize(m.mms.len(), [0; 3]);
+        self.hugetlb.clear();
+        self.hugetlb.resize(m.mms.len(), 0);
         for (mi, mm) in m.mms.iter().enumerate() {
             if !mm.live {
                 continue;
             }
             let pgd = mm.pgd;
-            if m.frames.f[pgd as usize].owner != (Owner::Table { level: 3 }) {
+            if m.frames.frame(pgd).owner != (Owner::Table { level: 3 }) {
                 return violation(
                     Oracle::UseAfterFree,
                     format!(
                         "mm {mi}: pgd frame {pgd} is no longer a pgd ({:?})",
-                        m.frames.f[pgd as usize].owner
+                        m.frames.frame(pgd).owner
                     ),
                 );
             }
             self.tally(pgd, true);
             let mut cursor = 0;
-            self.walk(m, mi, pgd, 3, 0, &mut cursor)?;
+            self.walk(m, mi, pgd, 3, 0, &mut cursor, false)?;
+        }
+        // A table a task holds a share count on, and no mm links (its last linker left
+        // meanwhile): its ptes still map their pages.
+        for task in &m.tasks {
+            for &table in &task.share_pending {
+                if self.table_refs[table as usize] > 0
+                    || m.frames.frame(table).owner != (Owner::Table { level: 0 })
+                {
+                    continue;
+                }
+                for e in m.frames.table(table).iter() {
+                    if e.mapped() && !e.special() {
+                        self.tally(e.pfn, false);
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     /// `cursor`: the index of the first VMA not ending at or below the last address visited
     /// (entries are visited in address order, so the VMA of each pte is found by advancing it).
+    /// `again`: a shared table already walked from another entry (its entries' maps are
+    /// tallied once).
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         m: &Machine,
@@ -123,6 +247,7 @@ impl Checker {
         level: u32,
         base: u64,
         cursor: &mut usize,
+        again: bool,
     ) -> Result<(), Violation> {
         let span = m.entry_span(level);
         for (i, &e) in m.frames.table(table).iter().enumerate() {
@@ -130,9 +255,13 @@ impl Checker {
                 continue;
             }
             let va = base + i as u64 * span;
+            if level == 1 && e.huge() {
+                self.huge_leaf(m, mm, va, e, cursor, !again)?;
+                continue;
+            }
             if level > 0 {
                 let want = Owner::Table { level: level as u8 - 1 };
-                let got = m.frames.f[e.pfn as usize].owner;
+                let got = m.frames.frame(e.pfn).owner;
                 if got != want {
                     return violation(
                         Oracle::UseAfterFree,
@@ -144,7 +273,10 @@ impl Checker {
                     );
                 }
                 self.tally(e.pfn, true);
-                self.walk(m, mm, e.pfn, level - 1, va, cursor)?;
+                // A shared table's entries map their pages once, however many mms link it
+                // (each still counts them in its rss and hugetlb count).
+                let again = again || self.table_refs[e.pfn as usize] > 1;
+                self.walk(m, mm, e.pfn, level - 1, va, cursor, again)?;
                 continue;
             }
             if e.special() {
@@ -156,7 +288,7 @@ impl Checker {
                 }
                 continue;
             }
-            let owner = m.frames.f.get(e.pfn as usize).map(|f| f.owner);
+            let owner = m.frames.get(e.pfn).map(|f| f.owner);
             match owner {
                 Some(Owner::Anon) | Some(Owner::Cache { .. }) => {}
                 other => {
@@ -195,9 +327,82 @@ impl Checker {
                     );
                 }
             }
-            self.tally(e.pfn, false);
+            if !again {
+                self.tally(e.pfn, false);
+            }
             self.rss[mm][m.rss_kind(e.pfn)] += 1;
         }
+        Ok(())
+    }
+
+    /// A hugetlb pmd leaf at `va` of `mm`: it heads a live unit, its VMA is a hugetlb VMA
+    /// covering the whole huge page, every frame of the unit is what the VMA maps there (an
+    /// anonymous copy, or the file's page at its index) and is granted no more than the VMA
+    /// allows. Each frame is tallied as mapped once (`first`), and the unit's pages counted in
+    /// the mm's hugetlb count.
+    fn huge_leaf(
+        &mut self,
+        m: &Machine,
+        mm: usize,
+        va: u64,
+        e: Entry,
+        cursor: &mut usize,
+        first: bool,
+    ) -> Result<(), Violation> {
+        let hps = m.cfg.huge_page_size();
+        let Some(frames) = m.unit_checked(e.pfn) else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {}, which heads no live huge page",
+                    e.pfn
+                ),
+            );
+        };
+        let vmas = &m.mms[mm].vmas;
+        while *cursor < vmas.len() && vmas[*cursor].end <= va {
+            *cursor += 1;
+        }
+        let Some(v) = vmas
+            .get(*cursor)
+            .filter(|v| v.start <= va && va + hps <= v.end && v.hugetlb())
+        else {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "mm {mm}: hugetlb pmd leaf at {va:#x} maps frame {} but no hugetlb VMA covers [{va:#x}, {:#x})",
+                    e.pfn,
+                    va + hps
+                ),
+            );
+        };
+        for (k, &p) in frames.iter().enumerate() {
+            let pva = va + k as u64 * PAGE_SIZE;
+            match m.frames.frame(p).owner {
+                Owner::Anon => {}
+                Owner::Cache { file, index } if v.file == Some(file) && v.index_of(pva) == index => {}
+                o => {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("mm {mm}: hugetlb leaf at {va:#x} maps frame {p} ({o:?}) at {pva:#x}, which its VMA does not map there"),
+                    )
+                }
+            }
+            let sub = Entry {
+                pfn: p,
+                flags: e.flags & !E_HUGE,
+            };
+            if let Some(why) = pte_exceeds_vma(m, v, sub) {
+                return violation(
+                    Oracle::Spec,
+                    format!("mm {mm}: hugetlb leaf at {va:#x} (frame {p} at {pva:#x}) {why}"),
+                );
+            }
+            if first {
+                self.tally(p, false);
+            }
+        }
+        self.hugetlb[mm] += frames.len() as u64;
         Ok(())
     }
 
@@ -205,6 +410,15 @@ impl Checker {
     /// zero once the mm is gone).
     fn check_rss(&self, m: &Machine) -> Result<(), Violation> {
         for (mi, mm) in m.mms.iter().enumerate() {
+            if self.hugetlb[mi] != mm.hugetlb {
+                return violation(
+                    Oracle::Rss,
+                    format!(
+                        "mm {mi}: hugetlb count is {} but {} pages are mapped by the hugetlb leaves of its tables",
+                        mm.hugetlb, self.hugetlb[mi]
+                    ),
+                );
+            }
             for (k, name) in RSS_NAMES.iter().enumerate() {
                 if self.rss[mi][k] != mm.rss[k] {
                     return violation(
@@ -226,15 +440,54 @@ impl Checker {
     /// references a frame that is not allocated.
     fn check_refcount(&self, m: &Machine) -> Result<(), Violation> {
         for &pfn in &self.touched {
-            if m.frames.f[pfn as usize].owner == Owner::Free {
+            if m.frames.frame(pfn).owner == Owner::Free {
                 return violation(
                     Oracle::UseAfterFree,
                     format!("frame {pfn} is free but still mapped or referenced"),
                 );
             }
         }
+        // Tables first: a table no entry links any more (its pages' counts still include
+        // its ptes) is the cause to report, not the counts it leaves behind.
         for pfn in m.frames.allocated() {
-            let fr = &m.frames.f[pfn as usize];
+            let fr = &m.frames.frame(pfn);
+            if let Owner::Table { level } = fr.owner {
+                let linked = self.table_refs[pfn as usize] + pending(m, pfn) as u32;
+                if linked == 0 {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "{} table frame {pfn} (share count {}) is allocated but no entry links it: it was not freed with its last link",
+                            ["pte", "pmd", "pud", "pgd"][level as usize],
+                            fr.maps
+                        ),
+                    );
+                }
+                if fr.maps != linked {
+                    return violation(
+                        Oracle::ShareCount,
+                        format!(
+                            "page table frame {pfn} has share count {} but {linked} entries link it",
+                            fr.maps
+                        ),
+                    );
+                }
+                if fr.refs != 1 {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("page table frame {pfn} has reference count {} (expected 1)", fr.refs),
+                    );
+                }
+                // A pmd table linked more than once: hugetlb pmd sharing's eligibility.
+                if level == 1 && linked > 1 {
+                    if let Some(why) = m.pmd_share_violation(pfn) {
+                        return violation(Oracle::ShareCount, why);
+                    }
+                }
+            }
+        }
+        for pfn in m.frames.allocated() {
+            let fr = &m.frames.frame(pfn);
             let maps = self.maps[pfn as usize];
             let pins = self.pins[pfn as usize];
             let (want_refs, want_maps) = match fr.owner {
@@ -254,18 +507,8 @@ impl Checker {
                     }
                     (maps + 1 + pins, maps)
                 }
-                Owner::Table { .. } => {
-                    if self.table_refs[pfn as usize] != 1 {
-                        return violation(
-                            Oracle::Refcount,
-                            format!(
-                                "page table frame {pfn} is referenced by {} entries (expected 1)",
-                                self.table_refs[pfn as usize]
-                            ),
-                        );
-                    }
-                    (1, 0)
-                }
+                // Its map count is its share count, checked above with its reference.
+                Owner::Table { .. } => continue,
             };
             if fr.maps != want_maps || fr.refs != want_refs {
                 return violation(
@@ -285,12 +528,12 @@ impl Checker {
         }
         for (f, file) in m.files.iter().enumerate() {
             for (&index, &pfn) in &file.cache {
-                if m.frames.f[pfn as usize].owner != (Owner::Cache { file: f as u32, index }) {
+                if m.frames.frame(pfn).owner != (Owner::Cache { file: f as u32, index }) {
                     return violation(
                         Oracle::UseAfterFree,
                         format!(
                             "page cache of file {f} at page {index} holds frame {pfn}, which is {:?}",
-                            m.frames.f[pfn as usize].owner
+                            m.frames.frame(pfn).owner
                         ),
                     );
                 }
@@ -298,6 +541,51 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// What `mm` maps over a shared pte table's range `[base, base + span)`: (file, page at
+/// `base`, flags), if one file mapping covers the whole range (VMAs split inside it, as a
+/// split that a failed munmap leaves, count as long as they go on contiguously in the file
+/// with the same flags); else why not.
+fn covering(m: &Machine, mm: usize, base: u64, span: u64) -> Result<(u32, u64, u32), String> {
+    let vmas = &m.mms[mm].vmas;
+    let Some(i) = m.mms[mm].find(base) else {
+        return Err("no VMA maps the start of its range".to_string());
+    };
+    let v = vmas[i];
+    let (Some(file), false) = (v.file, v.hugetlb()) else {
+        return Err("its VMA is not a file mapping".to_string());
+    };
+    let what = (file, v.index_of(base), v.share_flags());
+    let mut end = v.end;
+    for w in &vmas[i + 1..] {
+        if end >= base + span || w.start != end {
+            break;
+        }
+        if w.file != v.file || w.share_flags() != what.2 || w.index_of(w.start) != what.1 + (w.start - base) / PAGE_SIZE
+        {
+            break;
+        }
+        end = w.end;
+    }
+    if end < base + span {
+        return Err(format!(
+            "its VMAs cover [{:#x}, {end:#x}) of the table's range [{base:#x}, {:#x}), not all of it",
+            v.start.max(base),
+            base + span
+        ));
+    }
+    Ok(what)
+}
+
+/// Links to pte table `table` that running tasks have counted but not made yet (a share
+/// count raised across a scheduling point, `Task::share_pending`).
+fn pending(m: &Machine, table: u32) -> usize {
+    m.tasks
+        .iter()
+        .flat_map(|t| &t.share_pending)
+        .filter(|&&p| p == table)
+        .count()
 }
 
 /// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation
@@ -309,7 +597,7 @@ fn check_tlb(m: &Machine) -> Result<(), Violation> {
             let va = e.vpn * PAGE_SIZE;
             let mm = e.mm as usize;
             if e.pfn != ZERO_PFN {
-                let fr = &m.frames.f[e.pfn as usize];
+                let fr = &m.frames.frame(e.pfn);
                 if fr.gen != e.gen || fr.owner == Owner::Free {
                     return violation(
                         Oracle::Tlb,
@@ -365,7 +653,7 @@ fn pte_exceeds_vma(m: &Machine, v: &Vma, e: Entry) -> Option<&'static str> {
         return Some("is accessible in a PROT_NONE VMA");
     }
     if e.writable() && !v.shared() {
-        let fr = &m.frames.f[e.pfn as usize];
+        let fr = &m.frames.frame(e.pfn);
         if matches!(fr.owner, Owner::Cache { .. }) {
             return Some("lets a private mapping write the page cache");
         }
@@ -394,7 +682,7 @@ pub(crate) fn check_leak(m: &Machine) -> Result<(), Violation> {
         return Ok(());
     }
     for pfn in m.frames.allocated() {
-        match m.frames.f[pfn as usize].owner {
+        match m.frames.frame(pfn).owner {
             Owner::Free => {}
             Owner::Cache { file, .. } if !m.files[file as usize].shmem => {}
             o => {

@@ -7,6 +7,7 @@
 //! unfinished is a deadlock. The flat spec follows the linearization points in the order they
 //! happen; every step is judged by every oracle, and the first violation ends the run.
 use crate::coverage::Coverage;
+use crate::events::Event;
 use crate::kernel::{self, Kernel, Lin, Path};
 use crate::machine::{Machine, Mode, Pools, TaskState};
 use crate::oracle::Checker;
@@ -36,6 +37,9 @@ pub struct RunOptions {
     /// Skip the `tables` and `tlb` walks at a step when nothing they read changed since they
     /// last passed (`unchanged.rs`); the verdicts are the same either way.
     pub skip_unchanged: bool,
+    /// Record the event log ([`RunReport::events`]). Not an oracle: off in `ALL` and `NONE`
+    /// (fuzzing), on for `replay --events` and `show`.
+    pub events: bool,
 }
 
 impl RunOptions {
@@ -47,6 +51,7 @@ impl RunOptions {
         lock_order: true,
         coverage: false,
         skip_unchanged: true,
+        events: false,
     };
     pub const NONE: RunOptions = RunOptions {
         spec: false,
@@ -56,6 +61,7 @@ impl RunOptions {
         lock_order: false,
         coverage: false,
         skip_unchanged: true,
+        events: false,
     };
 }
 
@@ -80,6 +86,9 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// With [`RunOptions::coverage`]: the features the run reached, sorted (else empty).
     pub features: Vec<u32>,
+    /// What the executor did, in order, when [`RunOptions::events`] asked for it (empty
+    /// otherwise).
+    pub events: Vec<Event>,
 }
 
 /// Runs `calls` (each task's operations in program order) under `schedule` (TRACE.md's
@@ -125,7 +134,10 @@ impl Reference {
         schedule: &[SchedToken],
         options: &RunOptions,
     ) -> RunReport {
-        let machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        let mut machine = Machine::new(config, files, tasks, std::mem::take(&mut self.pools));
+        if options.events {
+            machine.record_events();
+        }
         let mut checker = match self.checker.take() {
             Some(c) if c.frames() == config.frames as usize => c,
             _ => Checker::new(config.frames as usize),
@@ -142,6 +154,7 @@ impl Reference {
         if options.coverage {
             report.features = self.coverage.take();
         }
+        report.events = kernel.m().take_events(&report.outcome);
         self.pools = kernel.into_machine().into_pools();
         self.checker = Some(checker);
         report
@@ -181,6 +194,8 @@ struct Scheduler<'k, 'c> {
     /// The linearization points of the step being judged (a buffer kept across steps).
     lin: Vec<(TaskId, Lin)>,
     report: RunReport,
+    /// The run records its event log (`events.rs`).
+    recording: bool,
 }
 
 impl<'k, 'c> Scheduler<'k, 'c> {
@@ -207,7 +222,16 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 completed: Vec::with_capacity(calls.len()),
                 outcome: Outcome::Ok,
                 features: Vec::new(),
+                events: Vec::new(),
             },
+            recording: k.m().events.is_some(),
+        }
+    }
+
+    /// Hands the machine to an event hook, only when the run records (no borrow otherwise).
+    fn log(&self, hook: impl FnOnce(&mut Machine)) {
+        if self.recording {
+            hook(&mut self.k.m());
         }
     }
 
@@ -238,6 +262,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         let task = &mut m.tasks[t];
         task.mem_wait = None;
         task.mem_oom = true;
+        m.ev_oom_wake(t as TaskId);
         Some(t)
     }
 
@@ -277,6 +302,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                                 if options.coverage {
                                     judge.coverage.irq(&m, c);
                                 }
+                                m.ev_irq(c);
                                 if let Err(v) = m.irq(c) {
                                     drop(m);
                                     self.report.outcome = Outcome::Violation(v);
@@ -303,10 +329,12 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let message = format!("the run did not finish within {} scheduling steps", self.config.steps);
                 return self.end(Oracle::Livelock, message);
             }
+            self.log(|m| m.ev_step(steps, t as TaskId));
             if self.running[t].is_none() {
                 let idx = self.program[t][self.next[t]];
                 self.next[t] += 1;
                 self.k.m().tasks[t].oom = Oom::No;
+                self.log(|m| m.ev_start(t as TaskId, idx, self.calls[idx].op));
                 self.running[t] = Some(Running {
                     idx,
                     path: kernel::exec(self.k, t as TaskId, self.calls[idx].op),
@@ -329,6 +357,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                     .coverage
                     .step(&self.k.m(), t as TaskId, &self.calls[run.idx].op, run.steps, result);
             }
+            self.log(Machine::ev_polled);
             let violation = {
                 let mut m = self.k.m();
                 let v = m.violation.take();
@@ -478,6 +507,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             }
         }
         self.report.completed.push((run.idx, result));
+        self.log(|m| m.ev_end(t as TaskId, run.idx, result));
         if !options.spec {
             return Ok(());
         }

@@ -425,15 +425,15 @@ impl Bug {
             | Bug::KmapNested
             | Bug::HighpteKmapOverAlloc
             | Bug::KmapAtomicUnordered
-            | Bug::KmapAtomicIrqSlot => true,
-            Bug::PtshareAnonVma
+            | Bug::KmapAtomicIrqSlot
+            | Bug::PtshareAnonVma
             | Bug::PtshareFlushOwnMm
             | Bug::PtshareCountRace
             | Bug::PtshareRss
             | Bug::PtshareEndWrap
             | Bug::PtshareMremapNewrange
             | Bug::HugetlbFaultUnlocked
-            | Bug::HugetlbUnshareNoFlush => false,
+            | Bug::HugetlbUnshareNoFlush => true,
         }
     }
 

@@ -9,14 +9,17 @@
 //! skip on or off (`tests/unchanged.rs` runs generated traces both ways and compares them).
 //!
 //! Invariants kept here:
-//! - The proof has two halves. (1) `Machine::epoch`, bumped by the machine wherever ptes,
-//!   page tables, frames (allocation, freeing, reference counts), the page cache, TLB
-//!   flushes or a task's pins change (one-line hooks in `machine/mod.rs` and
-//!   `kernel/mod.rs`; map counts and rss change only next to a `set_pte` of the same step).
-//!   (2) A snapshot, compared here at every step, of the small state that changes elsewhere:
-//!   every mm's VMAs, liveness and rss counters, each task's state, each file's page-cache
-//!   size and the number of files, every CPU's TLB entries and which mms' `mmap_lock` is held
-//!   for writing (the `tlb` oracle waits for those).
+//! - The proof has two halves. (1) Two counters: `Frames::changes`, bumped inside
+//!   `Frames` by every allocation, free, `frame_mut` (reference and map counts, share
+//!   counts, owners) and `table_mut` (every page-table entry: ptes, pmd links of shared
+//!   tables, hugetlb leaves), which cannot be bypassed (the frame array is private); and
+//!   `Machine::epoch`, bumped where the page cache, TLB flushes or a task's pins change
+//!   (one-line hooks in `machine/` and `kernel/mod.rs`). (2) A snapshot, compared here at
+//!   every step, of the small state that changes elsewhere: every mm's VMAs, liveness, rss
+//!   and hugetlb counters, each task's state, each file's page-cache size and the number of
+//!   files, every CPU's TLB entries and which mms' `mmap_lock` is held for writing (the
+//!   `tlb` oracle waits for those). A task's pending share counts (`share_pending`) change
+//!   only next to the table's map count.
 //! - The `kmap` and `leak` checks are cheap and always run.
 //! - A new kernel path that changes state the checker reads, anywhere else, must bump
 //!   `epoch` (or join the snapshot); the equality test is what catches a missing bump.
@@ -29,9 +32,11 @@ pub(crate) struct Unchanged {
     /// False before the first check of a run.
     valid: bool,
     epoch: u64,
+    /// `Frames::changes` at that check.
+    frame_changes: u64,
     vmas: Vec<Vma>,
-    /// Per mm: the end of its VMAs in `vmas`, its liveness and rss counters.
-    mms: Vec<(usize, bool, [u64; 3])>,
+    /// Per mm: the end of its VMAs in `vmas`, its liveness, rss and hugetlb counters.
+    mms: Vec<(usize, bool, [u64; 3], u64)>,
     tasks: Vec<TaskState>,
     /// Per file: how many pages its page cache holds.
     cache: Vec<usize>,
@@ -50,12 +55,12 @@ impl Unchanged {
 
     /// Whether the state the `tables` part reads is what it was at the last passed check.
     pub fn tables_same(&self, m: &Machine) -> bool {
-        if !self.valid || self.epoch != m.epoch || self.mms.len() != m.mms.len() {
+        if !self.valid || self.epoch != m.epoch || self.frame_changes != m.frames.changes || self.mms.len() != m.mms.len() {
             return false;
         }
         let mut start = 0;
-        for (mm, &(end, live, rss)) in m.mms.iter().zip(&self.mms) {
-            if mm.live != live || mm.rss != rss || mm.vmas[..] != self.vmas[start..end] {
+        for (mm, &(end, live, rss, hugetlb)) in m.mms.iter().zip(&self.mms) {
+            if mm.live != live || mm.rss != rss || mm.hugetlb != hugetlb || mm.vmas[..] != self.vmas[start..end] {
                 return false;
             }
             start = end;
@@ -85,11 +90,12 @@ impl Unchanged {
     pub fn record(&mut self, m: &Machine) {
         self.valid = true;
         self.epoch = m.epoch;
+        self.frame_changes = m.frames.changes;
         self.vmas.clear();
         self.mms.clear();
         for mm in &m.mms {
             self.vmas.extend_from_slice(&mm.vmas);
-            self.mms.push((self.vmas.len(), mm.live, mm.rss));
+            self.mms.push((self.vmas.len(), mm.live, mm.rss, mm.hugetlb));
         }
         self.tasks.clear();
         self.tasks.extend(m.tasks.iter().map(|t| t.state));

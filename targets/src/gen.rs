@@ -613,10 +613,12 @@ impl<'r, C: Choices> Gen<'r, C> {
                 let frames = 65536;
                 let highmem = if self.pct(50) { 0 } else { frames / 2 };
                 let highpte = self.pct(50);
+                let ptshare = self.pct(50);
                 Config {
                     frames,
                     highmem,
                     highpte,
+                    ptshare,
                     ..d
                 }
             }
@@ -1579,6 +1581,9 @@ impl<'r, C: Choices> Gen<'r, C> {
     /// private) at table-aligned addresses in several address spaces (or twice in one), then
     /// touched, so that page tables (pte pages, or hugetlb pmd pages) get shared.
     fn share(&mut self, task: TaskId) {
+        if self.files.iter().any(|f| f.huge) && self.pct(50) && self.huge_share(task) {
+            return;
+        }
         let region_of = |g: &Gen<C>, f: usize| if g.files[f].huge { g.pud() } else { g.hps() };
         let big: Vec<FileId> = (0..self.files.len())
             .filter(|&f| self.sizes[f] >= region_of(self, f))
@@ -1663,6 +1668,125 @@ impl<'r, C: Choices> Gen<'r, C> {
                 self.push(t, op);
             }
         }
+    }
+
+    /// The hugetlb pmd-sharing pattern (seed 004, CVE-2021-4002): one pud range of a
+    /// hugetlbfs file mapped shared and writable at pud-aligned addresses in two or three
+    /// address spaces (so each mapping covers a whole pud range and the pmd table the first
+    /// fault makes is shared by the others), touched in each; then what unshares it raced
+    /// against a fault: the sharer with the lowest address space (the one truncate's i_mmap
+    /// walk meets first) faults another huge page while a truncate into the range and an
+    /// munmap, mprotect or exit of another sharer run, and touches the range again. False
+    /// (nothing generated) without a hugetlbfs file or a second task.
+    fn huge_share(&mut self, task: TaskId) -> bool {
+        let huge: Vec<FileId> = (0..self.files.len() as FileId)
+            .filter(|&f| self.files[f as usize].huge)
+            .collect();
+        let mut who = vec![task];
+        for t in self.alive() {
+            if who.iter().all(|&w| self.space_of(w) != self.space_of(t)) {
+                who.push(t);
+            }
+        }
+        if huge.is_empty() || who.len() < 2 || self.opts.window.is_some() {
+            return false;
+        }
+        let n = self.between(2, who.len().min(3) as u64) as usize;
+        if self.ops.len() + 2 * n + 4 > self.budget {
+            return false;
+        }
+        who.truncate(n);
+        who.sort_by_key(|&t| self.space_of(t));
+        let f = self.pick(&huge);
+        let (pud, hps) = (self.pud(), self.hps());
+        let units = pud / hps;
+        let off = if self.pct(70) { 0 } else { pud * self.below(2) };
+        // A writable hugetlb mapping grows the file to cover it.
+        self.sizes[f as usize] = self.sizes[f as usize].max(off + pud);
+        let same_addr = self.pct(50);
+        let first = self.map_addr_aligned(who[0], pud, pud);
+        let mut addrs = Vec::with_capacity(n);
+        for (i, &t) in who.iter().enumerate() {
+            let addr = if i == 0 || same_addr {
+                first
+            } else {
+                self.map_addr_aligned(t, pud, pud)
+            };
+            addrs.push(addr);
+            let op = Op::Mmap {
+                addr,
+                len: pud,
+                prot: Prot::RW,
+                flags: MmapFlags {
+                    shared: true,
+                    fixed: true,
+                    noreplace: false,
+                    populate: self.pct(10),
+                },
+                file: Some(f),
+                off,
+            };
+            self.apply(t, &op);
+            self.push(t, op);
+            let a = addrs[i] + hps * self.below(units) + self.below(hps);
+            let op = if self.pct(50) {
+                Op::Store {
+                    addr: a,
+                    value: self.rng.byte(),
+                }
+            } else {
+                Op::Load { addr: a }
+            };
+            self.push(t, op);
+        }
+        // The racing fault, and the operations that unshare and free the table.
+        let racer = who[0];
+        let a = addrs[0] + hps * self.below(units) + self.below(hps);
+        self.push(racer, Op::Load { addr: a });
+        if self.pct(80) {
+            let size = off + hps * self.between(0, units - 1);
+            let truncater = if self.pct(50) {
+                who[n - 1]
+            } else {
+                self.pick(&self.alive())
+            };
+            let op = Op::Truncate { file: f, size };
+            self.apply(truncater, &op);
+            self.push(truncater, op);
+        }
+        let other = who[1];
+        match self.weighted(&[6, 2, 2]) {
+            0 => {
+                let op = Op::Munmap {
+                    addr: addrs[1],
+                    len: pud,
+                };
+                self.apply(other, &op);
+                self.push(other, op);
+            }
+            1 => {
+                let op = Op::Mprotect {
+                    addr: addrs[1],
+                    len: pud,
+                    prot: Prot::R,
+                };
+                self.apply(other, &op);
+                self.push(other, op);
+            }
+            _ if self.opts.exit => self.exit(other),
+            _ => {}
+        }
+        let a = addrs[0] + hps * self.below(units) + self.below(hps);
+        let op = if self.pct(50) {
+            Op::Store {
+                addr: a,
+                value: self.rng.byte(),
+            }
+        } else {
+            Op::Load { addr: a }
+        };
+        self.push(racer, op);
+        true
     }
 
     /// A `region`-aligned address of the task's address space for `len` bytes, free if a few

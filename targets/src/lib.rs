@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod events;
 pub mod exec;
 pub mod gen;
 pub mod guided;

@@ -320,7 +320,9 @@ fn simpler(v: u64) -> Vec<u64> {
     let mut p = PAGE_SIZE;
     while p < v {
         out.push(p);
-        p <<= 1;
+        // Past 2^63 the doubling would wrap to 0 and never reach `v`.
+        let Some(next) = p.checked_mul(2) else { break };
+        p = next;
     }
     // Round numbers near v (fewer significant hex digits).
     let mut mask = 0xfu64;

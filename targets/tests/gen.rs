@@ -177,6 +177,7 @@ fn conform_traces_keep_their_constraints() {
                 frames: 256,
                 highmem: 128,
                 highpte: true,
+                ptshare: true,
                 ..t.config
             },
             Config::default(),

@@ -73,9 +73,14 @@ pub(super) async fn handle_mm_fault(
 /// One try of [`handle_mm_fault`]; an allocation failure comes back as `Oom`.
 async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool, allow_retry: bool) -> Handled {
     let mmap_lock = LockId::MmapLock(mm as u32);
+    let share = k.m().pt_share_wanted(mm, va);
+    if let Some(f) = share {
+        pt_share_pte(k, t, mm, va, f).await;
+    }
     let step = k.m().fault_begin(mm, va, write);
     match step {
         FaultStep::Done(r) => Handled::Done(r),
+        FaultStep::Hugetlb => Handled::Done(super::hugetlb::hugetlb_fault(k, t, mm, va, write).await),
         FaultStep::LockPage { page, filemap } => {
             let lock = LockId::Page(page);
             k.hold(t, page);
@@ -98,6 +103,30 @@ async fn handle_mm_fault_once(k: &Kernel, t: TaskId, mm: usize, va: u64, write: 
             k.unlock(t, lock);
             Handled::Done(r)
         }
+    }
+}
+
+/// pt_share_pte (`ptshare.rs`): before the fault allocates a pte page for `va`, look
+/// through the i_mmap of file `f` for another mm's populated one to link. Correct: the
+/// search, the count and the link in one section under i_mmap_rwsem (read), so nothing can
+/// change the table found before it is linked. `ptshare-count-race`: the count is raised
+/// at the search, i_mmap_rwsem is dropped, and the link (or the "already mapped" backout)
+/// comes after a scheduling point, under page_table_lock alone. Caller holds mmap_lock
+/// (read, or write for populate) and no page lock; lock order mmap_lock -> i_mmap_rwsem.
+async fn pt_share_pte(k: &Kernel, t: TaskId, mm: usize, va: u64, f: u32) {
+    let imap = LockId::IMmap(f);
+    k.lock(t, imap, Mode::Read).await;
+    if !k.m().cfg.bugs.contains(Bug::PtshareCountRace) {
+        k.m().pt_share(mm, va);
+        k.unlock(t, imap);
+        return;
+    }
+    let found = k.m().pt_share_get(mm, va);
+    k.unlock(t, imap);
+    if let Some(found) = found {
+        // down_read_trylock of the other mm's mmap_lock and the ptl: others run here.
+        k.point().await;
+        k.m().pt_share_finish(mm, va, found);
     }
 }
 

@@ -17,6 +17,7 @@
 //! path tells the scheduler its linearization points ([`Lin`]) for the flat spec.
 
 mod fault;
+mod hugetlb;
 mod rw;
 mod vm;
 
@@ -61,6 +62,7 @@ impl Kernel {
     /// Takes the sleeping lock `id` (down_read/down_write/lock_page): a scheduling point.
     /// The step ends once the task holds the lock, or sleeps in its queue until a release
     /// hands it over. might_sleep() checks first; lockdep records the lock when granted.
+    #[track_caller]
     fn lock(&self, t: TaskId, id: LockId, mode: Mode) -> Acquire<'_> {
         assert!(!id.spinning(), "{id} is a spinlock");
         Acquire {
@@ -69,15 +71,21 @@ impl Kernel {
             id,
             mode,
             started: false,
+            at: std::panic::Location::caller(),
         }
     }
 
+    #[track_caller]
     fn unlock(&self, t: TaskId, id: LockId) {
-        self.m().locks.release(t, id);
+        let mut m = self.m();
+        let woken = m.locks.release(t, id);
+        m.ev_unlock(t, id, &woken, std::panic::Location::caller());
     }
 
     /// A preemption point (cond_resched): the step ends here.
+    #[track_caller]
     fn point(&self) -> Yield {
+        self.m().ev_yield();
         Yield(false)
     }
 
@@ -89,6 +97,7 @@ impl Kernel {
 
     /// kmap() of `pfn` for task `t`: maps a highmem page in the pool (lowmem needs no slot),
     /// sleeping while every slot is in use. A scheduling point, as a lock taken is.
+    #[track_caller]
     fn kmap(&self, t: TaskId, pfn: Pfn) -> KmapWait<'_> {
         KmapWait {
             k: self,
@@ -96,10 +105,12 @@ impl Kernel {
             pfn,
             checked: false,
             mapped: false,
+            at: std::panic::Location::caller(),
         }
     }
 
     /// kunmap() of `pfn` by task `t`.
+    #[track_caller]
     fn kunmap(&self, t: TaskId, pfn: Pfn) {
         let mut m = self.m();
         if let Err(v) = m.kunmap(t, pfn) {
@@ -110,11 +121,13 @@ impl Kernel {
     /// Sleeps until some frame is freed (the allocator's wait when reclaim found nothing to
     /// take): true if one was, false if the OOM path woke the task because nothing else could
     /// run (the allocation then fails).
+    #[track_caller]
     fn wait_memory(&self, t: TaskId) -> MemWait<'_> {
         MemWait {
             k: self,
             t,
             slept: false,
+            at: std::panic::Location::caller(),
         }
     }
 
@@ -150,6 +163,8 @@ pub(crate) struct Acquire<'k> {
     id: LockId,
     mode: Mode,
     started: bool,
+    /// Where the path takes the lock (for the event log).
+    at: &'static std::panic::Location<'static>,
 }
 
 impl Future for Acquire<'_> {
@@ -175,6 +190,7 @@ impl Future for Acquire<'_> {
             return Poll::Pending;
         }
         m.locks.acquire(t, id, mode);
+        m.ev_lock(t, id, mode, self.at);
         Poll::Pending
     }
 }
@@ -186,6 +202,8 @@ pub(crate) struct KmapWait<'k> {
     pfn: Pfn,
     checked: bool,
     mapped: bool,
+    /// Where the path kmaps (for the event log).
+    at: &'static std::panic::Location<'static>,
 }
 
 impl Future for KmapWait<'_> {
@@ -204,7 +222,7 @@ impl Future for KmapWait<'_> {
             }
         }
         // Woken (or first try): page->virtual is looked at again, then a free slot.
-        if m.kmap_try(t, pfn) {
+        if m.kmap_try(t, pfn, self.at) {
             // Like a lock taken, a kmap taken ends the step (another CPU may kmap now).
             m.tasks[t as usize].kmap_wait = None;
             self.mapped = true;
@@ -212,6 +230,7 @@ impl Future for KmapWait<'_> {
         }
         let w = m.kmap.wakeups;
         m.tasks[t as usize].kmap_wait = Some(w);
+        m.ev_kmap_sleep(t, pfn, self.at);
         Poll::Pending
     }
 }
@@ -222,6 +241,8 @@ pub(crate) struct MemWait<'k> {
     k: &'k Kernel,
     t: TaskId,
     slept: bool,
+    /// Where the path sleeps (for the event log).
+    at: &'static std::panic::Location<'static>,
 }
 
 impl Future for MemWait<'_> {
@@ -239,6 +260,7 @@ impl Future for MemWait<'_> {
         if m.might_sleep(t, "waiting for memory") {
             let frees = m.frames.frees;
             m.tasks[t as usize].mem_wait = Some(frees);
+            m.ev_mem_sleep(t, self.at);
         }
         Poll::Pending
     }

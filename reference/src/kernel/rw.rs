@@ -114,7 +114,7 @@ async fn generic_perform_write(k: &Kernel, t: TaskId, f: usize, off: u64, count:
             // write_end
             let mut m = k.m();
             if copied > 0 {
-                m.frames.f[page as usize].dirty = true;
+                m.frames.frame_mut(page).dirty = true;
             }
             let file = &mut m.files[f];
             file.size = file.size.max(pos + copied);
@@ -237,7 +237,7 @@ async fn copy_from_user_faulting(k: &Kernel, t: TaskId, f: usize, page: Pfn, pos
             ((pos + done) % PAGE_SIZE) as usize,
             n as usize,
         );
-        m.frames.f[page as usize].dirty = true;
+        m.frames.frame_mut(page).dirty = true;
         let file = &mut m.files[f];
         file.size = file.size.max(pos + done + n);
         drop(m);
@@ -410,7 +410,9 @@ pub(super) async fn sys_truncate(k: &Kernel, t: TaskId, f: usize, size: u64) -> 
         k.lock(t, LockId::Page(p), Mode::Write).await;
     }
     let imap = LockId::IMmap(f as u32);
-    k.lock(t, imap, Mode::Read).await;
+    // hugetlb_vmtruncate takes it for writing (it may unshare pmd tables).
+    let mode = if k.m().files[f].huge { Mode::Write } else { Mode::Read };
+    k.lock(t, imap, mode).await;
     let gone = k.m().truncate_commit(f, size);
     k.lin(t, Lin::Whole);
     k.unlock(t, imap);

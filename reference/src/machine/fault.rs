@@ -8,6 +8,9 @@
 //!   reference are taken together with the pte, under the (modelled) page table lock.
 //! - Copy-on-write clears the old pte and flushes every CPU of the mm before the old page
 //!   loses its reference (ptep_clear_flush), so no CPU keeps reading the old copy.
+//! - A hugetlb pmd leaf is walked like a pte: the TLB gets the unit's 4k frame of the
+//!   address (TLB entries stay per page), with that frame's generation. hugetlb faults are
+//!   in hugetlb.rs.
 
 use super::frames::{Entry, Pfn, Zone, E_DIRTY, E_PRESENT, E_SPECIAL, E_WRITE, PAGE, ZERO_PFN};
 use super::mm::{VM_EXEC, VM_READ, VM_WRITE};
@@ -22,6 +25,9 @@ pub(crate) enum FaultStep {
     /// lock is filemap_fault's (lock_folio_maybe_drop_mmap, which may drop mmap_lock to
     /// sleep for it); otherwise it is shmem_fault's or page_mkwrite's, taken under mmap_lock.
     LockPage { page: Pfn, filemap: bool },
+    /// A hugetlb VMA: the access is allowed and inside the file; hugetlb_fault (an async
+    /// path of its own, `kernel/hugetlb.rs`) resolves it.
+    Hugetlb,
 }
 
 impl Machine {
@@ -46,7 +52,7 @@ impl Machine {
             }
         }
         if vma.hugetlb() {
-            return FaultStep::Done(self.hugetlb_fault(mm, vi, va, write));
+            return FaultStep::Hugetlb;
         }
         let slot = match self.pte_alloc(mm, va) {
             Ok(s) => s,
@@ -126,7 +132,7 @@ impl Machine {
                     flags: e.flags | E_WRITE | E_DIRTY,
                 },
             );
-            self.frames.f[page as usize].dirty = true;
+            self.frames.frame_mut(page).dirty = true;
         }
         self.put_frame(page);
         Ok(())
@@ -180,7 +186,7 @@ impl Machine {
         let mut bits = E_PRESENT | if writable { E_WRITE } else { 0 };
         if write {
             bits |= E_DIRTY;
-            self.frames.f[page as usize].dirty = true;
+            self.frames.frame_mut(page).dirty = true;
         }
         // The pin becomes the mapping's reference.
         self.install_ref(mm, va, page, bits);
@@ -200,9 +206,10 @@ impl Machine {
             "pte of {va:#x} already mapped"
         );
         self.set_pte(slot, Entry { pfn: page, flags: bits });
-        self.frames.f[page as usize].maps += 1;
+        self.frames.frame_mut(page).maps += 1;
         let kind = self.rss_kind(page);
-        self.mms[mm].rss[kind] += 1;
+        // In a shared pte page, the pte counts in the rss of every mm linking it.
+        self.rss_add_links(mm, va, slot.0, kind, 1);
         self.spin_unlock(LockId::Ptl(slot.0));
         self.kunmap_atomic_here(d);
     }
@@ -221,7 +228,7 @@ impl Machine {
                     flags: e.flags | E_WRITE | E_DIRTY,
                 },
             );
-            self.frames.f[e.pfn as usize].dirty = true;
+            self.frames.frame_mut(e.pfn).dirty = true;
             return Ok(());
         }
         let old = e.pfn;
@@ -263,132 +270,15 @@ impl Machine {
         Ok(())
     }
 
-    /// hugetlb_fault: a huge page is faulted as a unit of `ptrs` pages, all or nothing (this
-    /// version maps it through pte tables page by page; pmd mappings come with pmd sharing).
-    /// Shared: the unit is instantiated in the file's page cache and mapped writable as the
-    /// VMA allows. Private: a read of a unit already in the page cache maps it read-only;
-    /// a write, or any fault on a unit not in the page cache (hugetlb_no_page), gives the
-    /// mapping private copies of the whole unit (zero if not in the page cache).
-    fn hugetlb_fault(&mut self, mm: usize, vi: usize, va: u64, write: bool) -> Result<(), FaultError> {
-        let v = self.mms[mm].vmas[vi];
-        let f = v.file.expect("hugetlb VMAs map a file") as usize;
-        let n = self.cfg.ptrs as u64;
-        let idx0 = v.index_of(va) / n * n;
-        let base = va - (v.index_of(va) - idx0) * PAGE_SIZE;
-        for i in 0..n {
-            self.pte_alloc(mm, base + i * PAGE_SIZE)?;
-        }
-        let instantiated = self.files[f].cache.contains_key(&idx0);
-        if v.shared() || (!write && instantiated) {
-            // The unit's cache pages, all or nothing.
-            let mut pages = Vec::with_capacity(n as usize);
-            for i in 0..n {
-                match self.get_cache_page(f, idx0 + i) {
-                    Ok(p) => pages.push(p),
-                    Err(e) => {
-                        for (j, p) in pages.into_iter().enumerate() {
-                            self.put_frame(p);
-                            if !instantiated {
-                                let gone = self.files[f].cache.remove(&(idx0 + j as u64));
-                                assert_eq!(gone, Some(p));
-                                self.put_frame(p);
-                            }
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            let writable = v.shared() && v.writable();
-            for (i, page) in pages.into_iter().enumerate() {
-                let pva = base + i as u64 * PAGE_SIZE;
-                let slot = self.pte_slot(mm, pva).expect("allocated above");
-                let e = self.frames.table(slot.0)[slot.1];
-                if e.mapped() {
-                    self.put_frame(page);
-                    if writable && write && !e.writable() {
-                        self.set_pte(
-                            slot,
-                            Entry {
-                                pfn: e.pfn,
-                                flags: e.flags | E_WRITE | E_DIRTY,
-                            },
-                        );
-                    }
-                    continue;
-                }
-                let bits = E_PRESENT | if writable { E_WRITE } else { 0 } | if write { E_DIRTY } else { 0 };
-                self.install_ref(mm, pva, page, bits);
-            }
-            return Ok(());
-        }
-        // Private copies of the whole unit. Pages the mapping already owns alone are kept.
-        let mut copies = Vec::new();
-        for i in 0..n {
-            let e = self.pte(mm, base + i * PAGE_SIZE);
-            if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
-                continue;
-            }
-            match self.alloc_frame(Zone::High, Owner::Anon) {
-                Ok(c) => copies.push((i, c)),
-                Err(err) => {
-                    for (_, c) in copies {
-                        self.put_frame(c);
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        let bits = E_PRESENT | if v.writable() && write { E_WRITE | E_DIRTY } else { 0 };
-        if write && v.writable() {
-            // The pages the mapping owns alone become writable in place.
-            for i in 0..n {
-                let pva = base + i * PAGE_SIZE;
-                let slot = self.pte_slot(mm, pva).expect("allocated above");
-                let e = self.frames.table(slot.0)[slot.1];
-                if e.mapped() && !e.special() && self.exclusive_anon(e.pfn) {
-                    self.set_pte(
-                        slot,
-                        Entry {
-                            pfn: e.pfn,
-                            flags: e.flags | E_WRITE | E_DIRTY,
-                        },
-                    );
-                }
-            }
-        }
-        for (i, copy) in copies {
-            let pva = base + i * PAGE_SIZE;
-            let slot = self.pte_slot(mm, pva).expect("allocated above");
-            let e = self.frames.table(slot.0)[slot.1];
-            let src = if e.mapped() {
-                Some(e.pfn)
-            } else {
-                self.files[f].cache.get(&(idx0 + i)).copied()
-            };
-            match src {
-                Some(p) => self.copy_user_highpage(p, copy),
-                None => self.frames.zero_page(copy),
-            }
-            if e.mapped() {
-                self.set_pte(slot, Entry::NONE);
-                self.flush_tlb_range(mm, pva, pva + PAGE_SIZE);
-                self.unmap_accounting(mm, e);
-            }
-            self.install_ref(mm, pva, copy, bits);
-        }
-        self.anon_vma_prepare(mm, vi);
-        Ok(())
-    }
-
     /// An anonymous page mapped once and held by nothing else: a write may reuse it.
-    fn exclusive_anon(&self, pfn: Pfn) -> bool {
-        let fr = &self.frames.f[pfn as usize];
+    pub(crate) fn exclusive_anon(&self, pfn: Pfn) -> bool {
+        let fr = &self.frames.frame(pfn);
         fr.owner == Owner::Anon && fr.refs == 1 && fr.maps == 1
     }
 
     /// anon_vma_prepare: gives the VMA an anon_vma, reusing a mergeable neighbour's
     /// (find_mergeable_anon_vma: next first, then prev).
-    fn anon_vma_prepare(&mut self, mm: usize, vi: usize) {
+    pub(crate) fn anon_vma_prepare(&mut self, mm: usize, vi: usize) {
         if self.mms[mm].vmas[vi].anon_vma.is_some() {
             return;
         }
@@ -433,7 +323,7 @@ impl Machine {
             .copied();
         if let Some(e) = hit {
             if !write || e.write {
-                if e.pfn != ZERO_PFN && self.frames.f[e.pfn as usize].gen != e.gen {
+                if e.pfn != ZERO_PFN && self.frames.frame(e.pfn).gen != e.gen {
                     self.violation.get_or_insert(Violation {
                         oracle: Oracle::Tlb,
                         message: format!(
@@ -449,8 +339,8 @@ impl Machine {
         if va >= self.cfg.task_size() {
             return None;
         }
-        let slot = self.pte_slot(mm, va)?;
-        let e = self.frames.table(slot.0)[slot.1];
+        let (table, i, level) = self.leaf_slot(mm, va)?;
+        let e = self.frames.table(table)[i];
         if !e.present() || (write && !e.writable()) {
             return None;
         }
@@ -458,11 +348,13 @@ impl Machine {
         if write {
             ne.flags |= E_DIRTY;
         }
-        self.set_pte(slot, ne);
+        self.set_pte((table, i), ne);
+        // A hugetlb pmd leaf maps the unit: the TLB entry is the 4k page of it at `va`.
+        let e = if level == 1 { self.huge_subpage(e, va) } else { e };
         let gen = if e.pfn == ZERO_PFN {
             0
         } else {
-            self.frames.f[e.pfn as usize].gen
+            self.frames.frame(e.pfn).gen
         };
         let tlb = &mut self.cpus[cpu as usize].tlb;
         tlb.retain(|t| !(t.mm == mm as u32 && t.vpn == vpn));
@@ -473,6 +365,7 @@ impl Machine {
             gen,
             write,
         });
+        self.ev_tlb_fill(cpu, mm, vpn, e.pfn, write);
         Some(e.pfn)
     }
 

@@ -29,6 +29,9 @@ pub(crate) const E_DIRTY: u8 = 4;
 pub(crate) const E_SPECIAL: u8 = 8;
 /// Mapped but inaccessible (`PROT_NONE`): counted like a present entry, not walkable.
 pub(crate) const E_PROTNONE: u8 = 16;
+/// A pmd entry that maps a huge page (a hugetlb unit of `ptrs` frames, `pfn` its head) rather
+/// than pointing at a pte table (`pmd_leaf`).
+pub(crate) const E_HUGE: u8 = 32;
 
 /// One page-table entry (any level). Upper levels use only `E_PRESENT`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -54,6 +57,10 @@ impl Entry {
     }
     pub fn special(self) -> bool {
         self.flags & E_SPECIAL != 0
+    }
+    /// A pmd leaf mapping a huge page.
+    pub fn huge(self) -> bool {
+        self.flags & E_HUGE != 0
     }
 }
 
@@ -82,9 +89,11 @@ pub(crate) enum Data {
 
 pub(crate) struct Frame {
     pub gen: u32,
-    /// References: page cache membership, each mapping entry, each pin.
+    /// References: page cache membership, each mapping entry, each pin. A page table has
+    /// one.
     pub refs: u32,
-    /// Entries mapping the page.
+    /// Entries mapping the page (a pmd leaf maps each frame of its unit once). For a page
+    /// table: its share count, the upper-level entries (across all mms) pointing at it.
     pub maps: u32,
     pub owner: Owner,
     pub dirty: bool,
@@ -115,7 +124,12 @@ pub(crate) enum Zone {
 }
 
 pub(crate) struct Frames {
-    pub f: Vec<Frame>,
+    /// Private: every change goes through a `&mut self` method here, each of which bumps
+    /// `changes` (the checker's skip relies on it: `unchanged.rs`).
+    f: Vec<Frame>,
+    /// Bumped by every allocation, free, `frame_mut` and `table_mut`: while it stays the
+    /// same, no frame's metadata and no page-table entry changed.
+    pub changes: u64,
     low_count: u32,
     /// Free frame numbers, highest first so `pop` takes the lowest.
     free_low: Vec<Pfn>,
@@ -163,6 +177,7 @@ impl Frames {
             ptrs: cfg.ptrs as usize,
             allocated: pools.allocated,
             frees: 0,
+            changes: 0,
         }
     }
 
@@ -216,6 +231,7 @@ impl Frames {
     /// Takes a free frame (refcount 1, zero content). `None` when the zone is exhausted.
     pub fn alloc(&mut self, zone: Zone, owner: Owner) -> Option<Pfn> {
         assert!(owner != Owner::Free);
+        self.changes += 1;
         let pfn = match zone {
             Zone::High => self.free_high.pop().or_else(|| self.free_low.pop()),
             Zone::Low => self.free_low.pop(),
@@ -231,6 +247,9 @@ impl Frames {
         fr.dirty = false;
         self.allocated[pfn as usize / 64] |= 1 << (pfn % 64);
         if let Owner::Table { .. } = owner {
+            // A table's map count is its share count: the one entry (or mm's pgd pointer)
+            // about to link it.
+            fr.maps = 1;
             let t = match self.table_pool.pop() {
                 Some(mut t) => {
                     t.fill(Entry::NONE);
@@ -245,6 +264,7 @@ impl Frames {
 
     /// Returns a frame whose last reference is gone to its free list.
     pub fn free(&mut self, pfn: Pfn) {
+        self.changes += 1;
         let fr = &mut self.f[pfn as usize];
         assert!(
             fr.refs == 0 && fr.maps == 0,
@@ -358,6 +378,22 @@ impl Frames {
         }
     }
 
+    /// Frame `pfn`'s metadata.
+    pub fn frame(&self, pfn: Pfn) -> &Frame {
+        &self.f[pfn as usize]
+    }
+
+    /// Frame `pfn`'s metadata, if there is such a frame.
+    pub fn get(&self, pfn: Pfn) -> Option<&Frame> {
+        self.f.get(pfn as usize)
+    }
+
+    /// Frame `pfn`'s metadata, to change it (counts as a change: `changes`).
+    pub fn frame_mut(&mut self, pfn: Pfn) -> &mut Frame {
+        self.changes += 1;
+        &mut self.f[pfn as usize]
+    }
+
     pub fn table(&self, pfn: Pfn) -> &[Entry] {
         match &self.f[pfn as usize].data {
             Data::Table(t) => t,
@@ -366,6 +402,7 @@ impl Frames {
     }
 
     pub fn table_mut(&mut self, pfn: Pfn) -> &mut [Entry] {
+        self.changes += 1;
         match &mut self.f[pfn as usize].data {
             Data::Table(t) => t,
             _ => panic!("frame {pfn} is not a page table"),

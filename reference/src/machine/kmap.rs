@@ -19,11 +19,14 @@
 //! 1 + the number of kmaps of its page held by tasks; a free slot has no page and is in no
 //! CPU's kernel TLB; a CPU's kernel TLB entry of a slot names the page the slot maps.
 //! A broken rule of the kernel being modelled (LIFO, depth, kunmap of a page not mapped) is
-//! a `kmap` violation, returned to the caller; a model bug is an assert.
+//! a `kmap` violation, returned to the caller; a model bug is an assert. Each kmap, kunmap,
+//! flush_all_zero_pkmaps, push and pop is logged where it happens (`events.rs`), after the
+//! state changed (a flush before it, with the slots it frees).
 
 use super::{Machine, Pfn};
 use crate::{CpuId, Oracle, TaskId, Violation};
 use std::collections::BTreeMap;
+use std::panic::Location;
 
 /// Who pushed a kmap_atomic entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -94,37 +97,6 @@ impl Kmap {
         self.flushes += 1;
     }
 
-    /// kmap_high without sleeping: the slot now mapping `pfn` for one more user, or `None`
-    /// when every slot is in use (the caller sleeps and tries again).
-    fn map(&mut self, pfn: Pfn) -> Option<usize> {
-        if let Some(&slot) = self.virt.get(&pfn) {
-            self.count[slot] += 1;
-            return Some(slot);
-        }
-        // map_new_virtual: scan from the slot after the last one used; a wrap flushes, and
-        // the scan then gets a full round again.
-        let n = self.count.len();
-        let mut left = n;
-        loop {
-            self.last = (self.last + 1) % n;
-            if self.last == 0 {
-                self.flush_all_zero();
-                left = n;
-            }
-            if self.count[self.last] == 0 {
-                let slot = self.last;
-                self.page[slot] = Some(pfn);
-                self.virt.insert(pfn, slot);
-                self.count[slot] = 2;
-                return Some(slot);
-            }
-            left -= 1;
-            if left == 0 {
-                return None;
-            }
-        }
-    }
-
     /// Whether kmap() of `pfn` would not sleep now (it has a slot, or one is free or
     /// reclaimable by a flush).
     pub fn pool_has_room(&self, pfn: Pfn) -> bool {
@@ -154,15 +126,51 @@ fn kmap_violation(message: String) -> Violation {
 }
 
 impl Machine {
-    /// kmap() of `pfn` by task `t` without sleeping: true when mapped (or lowmem, which needs
-    /// no slot), false when the pool is full (the caller sleeps on it). Takes the pool lock.
-    pub(crate) fn kmap_try(&mut self, t: TaskId, pfn: Pfn) -> bool {
+    /// kmap_high without sleeping: the slot now mapping `pfn` for one more user, or `None`
+    /// when every slot is in use (the caller sleeps and tries again).
+    fn pkmap_map(&mut self, pfn: Pfn) -> Option<usize> {
+        if let Some(&slot) = self.kmap.virt.get(&pfn) {
+            self.kmap.count[slot] += 1;
+            return Some(slot);
+        }
+        // map_new_virtual: scan from the slot after the last one used; a wrap flushes, and
+        // the scan then gets a full round again.
+        let n = self.kmap.count.len();
+        let mut left = n;
+        loop {
+            let k = &mut self.kmap;
+            k.last = (k.last + 1) % n;
+            if k.last == 0 {
+                self.ev_kmap_flush();
+                self.kmap.flush_all_zero();
+                left = n;
+            }
+            let k = &mut self.kmap;
+            if k.count[k.last] == 0 {
+                let slot = k.last;
+                k.page[slot] = Some(pfn);
+                k.virt.insert(pfn, slot);
+                k.count[slot] = 2;
+                return Some(slot);
+            }
+            left -= 1;
+            if left == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// kmap() of `pfn` by task `t` at `at` without sleeping: true when mapped (or lowmem,
+    /// which needs no slot), false when the pool is full (the caller sleeps on it). Takes the
+    /// pool lock.
+    pub(crate) fn kmap_try(&mut self, t: TaskId, pfn: Pfn, at: &'static Location<'static>) -> bool {
         if !self.frames.is_highmem(pfn) {
             return true;
         }
-        match self.kmap.map(pfn) {
-            Some(_) => {
+        match self.pkmap_map(pfn) {
+            Some(slot) => {
                 self.kmap.held[t as usize].push(pfn);
+                self.ev_kmap(t, pfn, slot, at);
                 true
             }
             None => false,
@@ -171,6 +179,7 @@ impl Machine {
 
     /// kunmap() of `pfn` by task `t`: a kunmap of a page `t` did not kmap is a `kmap`
     /// violation. A count dropping to 1 wakes the pool's sleepers.
+    #[track_caller]
     pub(crate) fn kunmap(&mut self, t: TaskId, pfn: Pfn) -> Result<(), Violation> {
         if !self.frames.is_highmem(pfn) {
             return Ok(());
@@ -185,9 +194,11 @@ impl Machine {
         let slot = *self.kmap.virt.get(&pfn).expect("a kmapped page has a virtual address");
         assert!(self.kmap.count[slot] >= 2, "pkmap slot {slot} count under its holders");
         self.kmap.count[slot] -= 1;
-        if self.kmap.count[slot] == 1 {
+        let woke = self.kmap.count[slot] == 1;
+        if woke {
             self.kmap.wakeups += 1;
         }
+        self.ev_kunmap(t, pfn, slot, woke);
         Ok(())
     }
 
@@ -210,6 +221,7 @@ impl Machine {
     /// kmap_atomic(pfn) on `cpu` for `ctx`: pushes an entry (preemption and page faults are
     /// off from now on). Lowmem pages need none (`None`). Over `atomic` entries is a
     /// `kmap` violation.
+    #[track_caller]
     pub(crate) fn kmap_atomic(&mut self, cpu: CpuId, ctx: Ctx, pfn: Pfn) -> Result<Option<usize>, Violation> {
         if !self.frames.is_highmem(pfn) {
             return Ok(None);
@@ -224,11 +236,14 @@ impl Machine {
             )));
         }
         stack.push(AtomicEntry { pfn, mapped: pfn, ctx });
-        Ok(Some(stack.len() - 1))
+        let depth = stack.len() - 1;
+        self.ev_kmap_atomic(cpu, ctx, pfn, depth);
+        Ok(Some(depth))
     }
 
     /// kunmap_atomic of the entry at `depth` (returned by [`Machine::kmap_atomic`]) on `cpu`:
     /// it must be the top of the stack, and still map the frame it mapped.
+    #[track_caller]
     pub(crate) fn kunmap_atomic(&mut self, cpu: CpuId, ctx: Ctx, depth: Option<usize>) -> Result<(), Violation> {
         let Some(depth) = depth else { return Ok(()) };
         let stack = &mut self.kmap.stacks[cpu as usize];
@@ -243,6 +258,7 @@ impl Machine {
             )));
         }
         stack.pop();
+        self.ev_kunmap_atomic(cpu, ctx, e.mapped, depth);
         if e.pfn != e.mapped {
             return Err(kmap_violation(format!(
                 "CPU {cpu}: {}'s kmap_atomic slot {depth} of frame {} maps frame {} when it is unmapped (clobbered)",

@@ -8,10 +8,20 @@
 //! inode->i_rwsem                  (write, truncate)
 //!   mm->mmap_lock                 (every address-space change; read for faults)
 //!     inode->i_rwsem of hugetlbfs (hugetlbfs_file_mmap; its own lockdep class)
+//!     hugetlb vma lock            (read: a hugetlb fault, huge_pte_alloc to huge_pte_lock;
+//!                                  write: huge_pmd_unshare)
+//!       mapping->i_mmap_rwsem     (vma link/unlink, unmap_mapping_range, the rmap walk,
+//!                                  huge_pmd_share)
 //!     folio_lock (the page lock)  (faults on file pages, write_begin, truncate)
-//!       mapping->i_mmap_rwsem     (vma link/unlink, unmap_mapping_range, the rmap walk)
-//!         ptl (pte page lock), mm->page_table_lock   (spinlocks)
+//!       mapping->i_mmap_rwsem
+//!         ptl (pte or pmd page lock), mm->page_table_lock   (spinlocks)
 //! ```
+//!
+//! The hugetlb fault takes the vma lock, then i_mmap_rwsem inside huge_pmd_share (released
+//! before it sleeps on the page lock), then the page lock, then the pmd page's ptl. hugetlbfs
+//! truncate holds i_mmap_rwsem for writing and only *tries* the vma lock of each VMA
+//! (hugetlb_vmdelete_list: a trylock adds no lockdep dependency, as in lockdep); a VMA whose
+//! lock a fault holds is zapped without unsharing.
 //!
 //! Invariants kept here:
 //! - A lock is held by one writer, or by any number of readers, never both; a page lock,
@@ -49,10 +59,16 @@ pub(crate) enum LockId {
     Page(Pfn),
     /// mapping->i_mmap_rwsem of a file.
     IMmap(u32),
-    /// The pte page-table lock (split ptl) of a pte page.
+    /// The split page-table lock (ptl) of a pte page, or of a hugetlb pmd page
+    /// (huge_pte_lock); named "the pte lock" either way.
     Ptl(Pfn),
     /// mm->page_table_lock (the upper levels).
     PageTableLock(u32),
+    /// The hugetlb vma lock (struct hugetlb_vma_lock, a rwsem) of the shared hugetlb VMA of
+    /// mm `mm` starting at `start`. VMAs change only under mmap_lock held for writing, and
+    /// no task holds a vma lock of the mm then, so the start names the VMA for as long as
+    /// its lock is held.
+    HugetlbVma { mm: u32, start: u64 },
 }
 
 /// A lockdep class: every instance of a lock of one kind.
@@ -65,6 +81,7 @@ pub(crate) enum LockClass {
     IMmap,
     Ptl,
     PageTableLock,
+    HugetlbVma,
 }
 
 impl LockClass {
@@ -77,6 +94,7 @@ impl LockClass {
             LockClass::IMmap => "i_mmap_rwsem",
             LockClass::Ptl => "the pte lock",
             LockClass::PageTableLock => "page_table_lock",
+            LockClass::HugetlbVma => "the hugetlb vma lock",
         }
     }
 }
@@ -91,6 +109,7 @@ impl LockId {
             LockId::IMmap(_) => LockClass::IMmap,
             LockId::Ptl(_) => LockClass::Ptl,
             LockId::PageTableLock(_) => LockClass::PageTableLock,
+            LockId::HugetlbVma { .. } => LockClass::HugetlbVma,
         }
     }
 
@@ -109,6 +128,7 @@ impl std::fmt::Display for LockId {
             LockId::IMmap(file) => write!(f, "i_mmap_rwsem of file {file}"),
             LockId::Ptl(pfn) => write!(f, "the pte lock of table frame {pfn}"),
             LockId::PageTableLock(mm) => write!(f, "page_table_lock of mm {mm}"),
+            LockId::HugetlbVma { mm, start } => write!(f, "the hugetlb vma lock of mm {mm} at {start:#x}"),
         }
     }
 }
@@ -253,7 +273,11 @@ impl Locks {
                 || mode == Mode::Write
                 || matches!(
                     id,
-                    LockId::MmapLock(_) | LockId::IMmap(_) | LockId::IRwsem(_) | LockId::IRwsemHuge(_)
+                    LockId::MmapLock(_)
+                        | LockId::IMmap(_)
+                        | LockId::IRwsem(_)
+                        | LockId::IRwsemHuge(_)
+                        | LockId::HugetlbVma { .. }
                 ),
             "{id} is not a rwsem"
         );
@@ -271,6 +295,24 @@ impl Locks {
             self.waiting[t as usize] = Some((id, mode));
             Acquired::Queued
         }
+    }
+
+    /// down_write_trylock / down_read_trylock: task `t` takes `id` if it is free for `mode`
+    /// and nobody waits, else nothing happens. A trylock never waits, so lockdep records no
+    /// dependency for it (the locks taken while it is held are recorded as usual).
+    pub fn try_acquire(&mut self, t: TaskId, id: LockId, mode: Mode) -> bool {
+        assert!(
+            self.waiting[t as usize].is_none(),
+            "task {t} tries a lock while it waits"
+        );
+        assert!(!self.holds(t, id), "task {t} tries {id}, which it holds");
+        let s = self.table.entry(id).or_default();
+        if !(s.queue.is_empty() && s.free_for(mode)) {
+            return false; // held or waited for: the entry stays
+        }
+        s.holders.push((t, mode));
+        self.held[t as usize].push((id, mode));
+        true
     }
 
     /// Task `t` releases `id`; the lock is handed to the waiters at the head of its queue.

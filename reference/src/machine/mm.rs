@@ -54,6 +54,10 @@ impl Vma {
     pub fn writable(&self) -> bool {
         self.flags & VM_WRITE != 0
     }
+    /// The flags two VMAs sharing a page table must agree on (their entries carry them).
+    pub fn share_flags(&self) -> u32 {
+        self.flags & (VM_READ | VM_WRITE | VM_EXEC | VM_SHARED)
+    }
     /// The file page index `va` maps.
     pub fn index_of(&self, va: u64) -> u64 {
         self.pgoff + (va - self.start) / PAGE_SIZE
@@ -103,6 +107,9 @@ pub(crate) struct Mm {
     pub pgd: Pfn,
     /// rss counters: file, anon, shmem (`MM_*` in machine/mod.rs).
     pub rss: [u64; 3],
+    /// Pages mapped by hugetlb pmd leaves in the tables this mm links (hugetlb_count_add;
+    /// not rss): `ptrs` per leaf, a leaf of a shared pmd table counted in every mm linking it.
+    pub hugetlb: u64,
     /// CPUs the mm has run on (mm_cpumask): the targets of its TLB shootdowns.
     pub cpus: u32,
     /// Tasks using the mm.
@@ -121,6 +128,7 @@ impl Mm {
             vmas: Vec::new(),
             pgd,
             rss: [0; 3],
+            hugetlb: 0,
             cpus: 0,
             users: 1,
             live: true,

@@ -7,8 +7,10 @@
 //! the asserts here catch a model bug at the place it happens):
 //! - Every mapped user pte holds one reference and one map count of its frame (the zero page
 //!   excepted) and is counted once in its mm's rss counter of the frame's kind.
-//! - A page-table frame is reachable from exactly one upper entry, and is freed only once no
-//!   VMA of its mm overlaps the range it maps (free_pgtables' rule) and it is empty.
+//! - A page-table frame's `maps` is its share count: the upper-level entries (across all mms)
+//!   pointing at it (the pgd: 1, for `mm.pgd`). It is freed when the count drops to 0, which
+//!   for an unshared table happens once no VMA of its mm overlaps the range it maps
+//!   (free_pgtables' rule) and it is empty. Only hugetlb pmd tables are shared (hugetlb.rs).
 //! - Ptes are cleared, then the TLBs of every CPU the mm ran on are flushed, then the frames
 //!   are freed (asm-generic/tlb.h's order); no path frees a frame a TLB may still reach.
 //! - VMAs of an mm are sorted, disjoint, non-empty and page aligned.
@@ -21,9 +23,11 @@
 
 mod fault;
 pub(crate) mod frames;
+pub(crate) mod hugetlb;
 mod kmap;
 mod locks;
 mod mm;
+mod ptshare;
 mod syscalls;
 
 pub(crate) use fault::{page_rest, FaultStep};
@@ -93,6 +97,9 @@ pub(crate) struct Task {
     pub mem_wait: Option<u64>,
     /// Woken from `mem_wait` by the OOM path, not by a free.
     pub mem_oom: bool,
+    /// Pte tables whose share count this task raised for a link it has not made yet
+    /// (`ptshare-count-race` holds one across a scheduling point).
+    pub share_pending: Vec<Pfn>,
 }
 
 impl Task {
@@ -107,6 +114,7 @@ impl Task {
             kmap_wait: None,
             mem_wait: None,
             mem_oom: false,
+            share_pending: Vec::new(),
         }
     }
 }
@@ -114,7 +122,7 @@ impl Task {
 /// A linearization point of a running operation, handed to the flat spec in the order the
 /// points happen.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Lin {
+pub enum Lin {
     /// The whole operation takes effect now (its result is compared when it returns).
     Whole,
     /// A write or read copied `n` bytes between file offset `pos` and user address `user`.
@@ -200,11 +208,18 @@ pub(crate) struct Machine {
     /// Pages evicted by reclaim so far (to tell a copy that memory pressure undid from a
     /// model bug).
     pub reclaims: u64,
+    /// The event log, when the run records one (`events.rs`).
+    pub events: Option<Box<crate::events::Recorder>>,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
     /// Bumped by every change of ptes, tables, frames, the page cache, TLB flushes and pins
     /// (`unchanged.rs`: the checker skips its walk while this and a snapshot stay the same).
     pub epoch: u64,
+    /// The frames of each hugetlb unit, by head frame (hugetlb.rs).
+    pub units: hugetlb::Units,
+    /// Shared pte tables: the (mm, base address) of every pmd entry linking each table
+    /// linked more than once (`ptshare.rs`).
+    pub ptshare: BTreeMap<Pfn, Vec<(usize, u64)>>,
 }
 
 impl Machine {
@@ -243,8 +258,11 @@ impl Machine {
             current: 0,
             violation: None,
             reclaims: 0,
+            events: None,
             reclaim_needs_kmap: None,
             epoch: 0,
+            units: hugetlb::Units::default(),
+            ptshare: BTreeMap::new(),
         };
         // Tasks with the same `mm` number share one address space, in order of first use.
         let mut mm_of: Vec<(u32, usize)> = Vec::new();
@@ -332,6 +350,7 @@ impl Machine {
     /// kmap_atomic of `pfn` by the running task on its CPU (a kernel touch of the page's
     /// contents begins); returns the entry's depth (`None` for lowmem). A violation is
     /// recorded for the scheduler.
+    #[track_caller]
     pub fn kmap_atomic_here(&mut self, pfn: Pfn) -> Option<usize> {
         let (t, cpu) = self.running();
         match self.kmap_atomic(cpu, Ctx::Task(t), pfn) {
@@ -344,6 +363,7 @@ impl Machine {
     }
 
     /// kunmap_atomic of the running task's entry at `depth`.
+    #[track_caller]
     pub fn kunmap_atomic_here(&mut self, depth: Option<usize>) {
         let (t, cpu) = self.running();
         if let Err(v) = self.kunmap_atomic(cpu, Ctx::Task(t), depth) {
@@ -382,10 +402,14 @@ impl Machine {
         let Some(page) = self.frames.alloc_highmem(Owner::Anon) else {
             return Ok(());
         };
-        self.epoch += 1; // unchanged.rs
+        self.ev_alloc(page);
         let stack = &mut self.kmap.stacks[cpu as usize];
         let r = if self.cfg.bugs.contains(crate::Bug::KmapAtomicIrqSlot) && !stack.is_empty() {
-            stack.last_mut().expect("non-empty").pfn = page;
+            let depth = stack.len() - 1;
+            let top = stack.last_mut().expect("non-empty");
+            let (holder, was) = (top.ctx, top.pfn);
+            top.pfn = page;
+            self.ev_kmap_remap(cpu, depth, holder, was, page);
             self.frames.page_mut(page)[0] = 0xa5;
             Ok(())
         } else {
@@ -401,14 +425,18 @@ impl Machine {
 
     /// spin_lock of `id` by the running task: never contended (no spinlock is held across a
     /// scheduling point), recorded for lockdep.
+    #[track_caller]
     pub fn spin_lock(&mut self, id: LockId) {
         let t = self.current;
         let got = self.locks.acquire(t, id, Mode::Write);
+        self.ev_lock(t, id, Mode::Write, std::panic::Location::caller());
         assert_eq!(got, locks::Acquired::Taken, "{id} is contended");
     }
 
+    #[track_caller]
     pub fn spin_unlock(&mut self, id: LockId) {
         let woken = self.locks.release(self.current, id);
+        self.ev_unlock(self.current, id, &woken, std::panic::Location::caller());
         assert!(woken.is_empty(), "a task slept on {id}");
     }
 
@@ -459,62 +487,65 @@ impl Machine {
         1u64 << (12 + level * self.bits())
     }
 
-    /// The pte table and index mapping `va`, if every upper table exists.
-    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+    /// The table of `level` (1 pmd or 2 pud) and index mapping `va`, if every table above
+    /// it exists (a hugetlb pmd leaf is an entry of the pmd table, so level 1 reaches it).
+    pub fn table_slot(&self, mm: usize, va: u64, level: u32) -> Option<(Pfn, usize)> {
+        assert!((1..=2).contains(&level), "table_slot below a pmd: use leaf_slot");
         let mut t = self.mms[mm].pgd;
-        for level in (1..=3).rev() {
-            let e = self.frames.table(t)[self.index(va, level)];
+        for l in (level + 1..=3).rev() {
+            let e = self.frames.table(t)[self.index(va, l)];
             if !e.mapped() {
                 return None;
             }
+            assert!(!e.huge(), "a huge leaf above the pmd level");
             t = e.pfn;
         }
-        Some((t, self.index(va, 0)))
+        Some((t, self.index(va, level)))
     }
 
+    /// The leaf slot mapping `va`: (table, index, level) of the pte (level 0) or of the
+    /// hugetlb pmd leaf (level 1), if the tables down to it exist.
+    pub fn leaf_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize, u32)> {
+        let (t, i) = self.table_slot(mm, va, 1)?;
+        let e = self.frames.table(t)[i];
+        if !e.mapped() {
+            return None;
+        }
+        if e.huge() {
+            return Some((t, i, 1));
+        }
+        Some((e.pfn, self.index(va, 0), 0))
+    }
+
+    /// The pte table and index mapping `va`, if every upper table exists (`None` under a
+    /// hugetlb pmd leaf too).
+    pub fn pte_slot(&self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        match self.leaf_slot(mm, va)? {
+            (t, i, 0) => Some((t, i)),
+            _ => None,
+        }
+    }
+
+    /// The translation of the page at `va` as a pte would give it: the pte, or for a hugetlb
+    /// pmd leaf the leaf's bits with the unit's frame for `va`.
     pub fn pte(&self, mm: usize, va: u64) -> Entry {
-        match self.pte_slot(mm, va) {
-            Some((t, i)) => self.frames.table(t)[i],
+        match self.leaf_slot(mm, va) {
+            Some((t, i, 0)) => self.frames.table(t)[i],
+            Some((t, i, _)) => self.huge_subpage(self.frames.table(t)[i], va),
             None => Entry::NONE,
         }
     }
 
+    #[track_caller]
     pub fn set_pte(&mut self, slot: (Pfn, usize), e: Entry) {
-        self.epoch += 1; // unchanged.rs
+        self.ev_entry(slot.0, slot.1, e);
         self.frames.table_mut(slot.0)[slot.1] = e;
     }
 
     /// Walks to the pte of `va`, allocating missing tables (`__pte_alloc` and friends).
     /// Caller holds mmap_lock (read at least); each allocation may reclaim.
     pub fn pte_alloc(&mut self, mm: usize, va: u64) -> Result<(Pfn, usize), FaultError> {
-        let mut t = self.mms[mm].pgd;
-        for level in (1..=3u32).rev() {
-            let i = self.index(va, level);
-            let e = self.frames.table(t)[i];
-            if e.mapped() {
-                t = e.pfn;
-                continue;
-            }
-            let zone = if level == 1 && self.cfg.highpte {
-                Zone::High
-            } else {
-                Zone::Low
-            };
-            let new = self.alloc_frame(zone, Owner::Table { level: level as u8 - 1 })?;
-            // Reclaim never frees page tables, so the walk so far is still valid.
-            // pmd_populate/pud_populate under mm->page_table_lock.
-            let lock = LockId::PageTableLock(mm as u32);
-            self.spin_lock(lock);
-            self.epoch += 1; // unchanged.rs
-            assert!(!self.frames.table(t)[i].mapped());
-            self.frames.table_mut(t)[i] = Entry {
-                pfn: new,
-                flags: frames::E_PRESENT,
-            };
-            self.spin_unlock(lock);
-            t = new;
-        }
-        Ok((t, self.index(va, 0)))
+        self.table_alloc(mm, va, 0)
     }
 
     /// Frees every page table below the pgd of `mm` whose range no VMA overlaps any more
@@ -537,21 +568,30 @@ impl Machine {
             if !e.mapped() {
                 continue;
             }
+            if e.huge() {
+                // A hugetlb leaf is zapped (or unshared) with its VMA, before this runs.
+                assert!(
+                    self.mms[mm].overlaps(lo, hi),
+                    "hugetlb leaf for [{lo:#x}, {hi:#x}) of mm {mm} outlived its VMA"
+                );
+                continue;
+            }
             if level > 1 {
                 self.free_tables_under(mm, e.pfn, level - 1, lo, start, end);
             }
             if self.mms[mm].overlaps(lo, hi) {
                 continue;
             }
-            // Nothing maps [lo, hi): the lower table must be empty now.
+            // Nothing maps [lo, hi): the lower table must be empty now, and no longer
+            // shared (the paths that unmap unshare first).
             let child = e.pfn;
             assert!(
                 self.frames.table(child).iter().all(|c| !c.mapped()),
                 "page table {child} for [{lo:#x}, {hi:#x}) outlived its VMAs with entries in it"
             );
-            self.epoch += 1; // unchanged.rs
+            self.ev_entry(table, i, Entry::NONE);
             self.frames.table_mut(table)[i] = Entry::NONE;
-            self.put_frame(child);
+            self.unlink_table(child);
         }
     }
 
@@ -560,7 +600,16 @@ impl Machine {
         let task_size = self.cfg.task_size();
         self.free_pgtables(mm, 0, task_size);
         let pgd = self.mms[mm].pgd;
-        self.put_frame(pgd);
+        self.unlink_table(pgd);
+    }
+
+    /// The last entry linking `table` (or an mm's pgd pointer) is gone: its share count
+    /// drops to 0 and the frame is freed.
+    fn unlink_table(&mut self, table: Pfn) {
+        let fr = self.frames.frame_mut(table);
+        assert_eq!(fr.maps, 1, "freeing page table {table} still shared");
+        fr.maps = 0;
+        self.put_frame(table);
     }
 
     // ---- frames -----------------------------------------------------------------------
@@ -570,7 +619,7 @@ impl Machine {
     pub fn alloc_frame(&mut self, zone: Zone, owner: Owner) -> Result<Pfn, FaultError> {
         loop {
             if let Some(pfn) = self.frames.alloc(zone, owner) {
-                self.epoch += 1; // unchanged.rs
+                self.ev_alloc(pfn);
                 return Ok(pfn);
             }
             if !self.reclaim_one(zone) {
@@ -585,19 +634,18 @@ impl Machine {
         if pfn == ZERO_PFN {
             return;
         }
-        self.epoch += 1; // unchanged.rs
-        let fr = &mut self.frames.f[pfn as usize];
+        let fr = self.frames.frame_mut(pfn);
         assert!(fr.refs > 0, "put of frame {pfn} with no reference");
         fr.refs -= 1;
         if fr.refs == 0 {
+            self.ev_free(pfn);
             self.frames.free(pfn);
         }
     }
 
     pub fn get_frame(&mut self, pfn: Pfn) {
         if pfn != ZERO_PFN {
-            self.epoch += 1; // unchanged.rs
-            let fr = &mut self.frames.f[pfn as usize];
+            let fr = self.frames.frame_mut(pfn);
             assert!(fr.refs > 0 && fr.owner != Owner::Free, "get of free frame {pfn}");
             fr.refs += 1;
         }
@@ -605,7 +653,7 @@ impl Machine {
 
     /// The rss counter a mapped frame counts in.
     pub fn rss_kind(&self, pfn: Pfn) -> usize {
-        match self.frames.f[pfn as usize].owner {
+        match self.frames.frame(pfn).owner {
             Owner::Anon => MM_ANONPAGES,
             Owner::Cache { file, .. } if self.files[file as usize].shmem => MM_SHMEMPAGES,
             Owner::Cache { .. } => MM_FILEPAGES,
@@ -617,8 +665,10 @@ impl Machine {
 
     /// flush_tlb_range: drops the translations of `[start, end)` of `mm` on every CPU the mm
     /// has run on. Called after the ptes are changed and before any frame is freed.
+    #[track_caller]
     pub fn flush_tlb_range(&mut self, mm: usize, start: u64, end: u64) {
         self.epoch += 1; // unchanged.rs
+        self.ev_flush(mm, start, end);
         let mask = self.mms[mm].cpus;
         let (lo, hi) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
         for (c, cpu) in self.cpus.iter_mut().enumerate() {
@@ -629,6 +679,7 @@ impl Machine {
     }
 
     /// flush_tlb_mm: every translation of `mm`, everywhere it ran.
+    #[track_caller]
     pub fn flush_tlb_mm(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
         self.flush_tlb_range(mm, 0, task_size);
@@ -666,6 +717,7 @@ impl Machine {
             }
             None => {}
         }
+        self.epoch += 1; // unchanged.rs: the page cache
         self.files[f].cache.insert(index, pfn);
         // One reference for the cache (taken by alloc), one pin for the caller.
         self.get_frame(pfn);
@@ -675,18 +727,20 @@ impl Machine {
     /// Writes a dirty cache page back to disk (the whole page, as the block layer would); a
     /// page wholly past EOF (a truncate is dropping it) is not written
     /// (block_write_full_folio).
+    #[track_caller]
     fn writeback(&mut self, f: usize, index: u64, pfn: Pfn) {
         if index >= self.files[f].size_pages() {
-            self.frames.f[pfn as usize].dirty = false;
+            self.frames.frame_mut(pfn).dirty = false;
             return;
         }
+        self.ev_writeback(f, index, pfn);
         let content = self.frames.bytes(pfn).map(|p| {
             let mut b = Box::new([0u8; frames::PAGE]);
             b.copy_from_slice(p);
             b
         });
         self.files[f].disk.insert(index, content);
-        self.frames.f[pfn as usize].dirty = false;
+        self.frames.frame_mut(pfn).dirty = false;
     }
 
     /// try_to_unmap: removes every pte mapping file page `pfn` (at `index` of `f`), found
@@ -709,11 +763,30 @@ impl Machine {
                 if !e.mapped() || e.pfn != pfn {
                     continue;
                 }
+                // A shared table is cleared once for all its sharers, and every one of them
+                // is flushed.
                 self.set_pte(slot, Entry::NONE);
-                self.flush_tlb_range(mm, va, va + PAGE_SIZE);
-                self.unmap_accounting(mm, e);
+                self.flush_links(mm, va, slot.0);
+                self.unmap_accounting_at(mm, va, slot.0, e);
             }
         }
+    }
+
+    /// [`Machine::unmap_accounting`] of a pte cleared in table `table` that `mm` reaches
+    /// at `va`: every other mm linking the table loses it from its rss too.
+    pub fn unmap_accounting_at(&mut self, mm: usize, va: u64, table: Pfn, e: Entry) {
+        if !e.special() && self.ptshare.contains_key(&table) {
+            // Every other link's counter here (an mm may link one table at two places),
+            // this one's in unmap_accounting.
+            let kind = self.rss_kind(e.pfn);
+            let base = va & !(self.pte_span() - 1);
+            for link in self.table_links(table, mm, base) {
+                if link != (mm, base) {
+                    self.rss_add(link.0, kind, -1);
+                }
+            }
+        }
+        self.unmap_accounting(mm, e);
     }
 
     /// The bookkeeping of one cleared pte: dirty bit to the page, map count, rss, reference.
@@ -723,7 +796,7 @@ impl Machine {
             return;
         }
         let kind = self.rss_kind(e.pfn);
-        let fr = &mut self.frames.f[e.pfn as usize];
+        let fr = self.frames.frame_mut(e.pfn);
         if e.dirty() {
             fr.dirty = true;
         }
@@ -749,7 +822,7 @@ impl Machine {
                 continue;
             }
             for (&index, &pfn) in &file.cache {
-                let fr = &self.frames.f[pfn as usize];
+                let fr = &self.frames.frame(pfn);
                 if low_only && self.frames.is_highmem(pfn) {
                     continue;
                 }
@@ -767,15 +840,16 @@ impl Machine {
         self.get_frame(pfn);
         self.try_to_unmap(f, index, pfn);
         assert_eq!(
-            self.frames.f[pfn as usize].maps, 0,
+            self.frames.frame(pfn).maps, 0,
             "try_to_unmap left frame {pfn} mapped"
         );
-        if self.frames.f[pfn as usize].dirty {
-            let mapped = self.kmap_try(t, pfn);
+        if self.frames.frame(pfn).dirty {
+            let mapped = self.kmap_try(t, pfn, std::panic::Location::caller());
             assert!(mapped, "a pool slot was free for frame {pfn}");
             self.writeback(f, index, pfn);
             self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");
         }
+        self.epoch += 1; // unchanged.rs: the page cache
         self.files[f].cache.remove(&index);
         self.put_frame(pfn); // the cache's reference
         self.put_frame(pfn); // ours: frees it
@@ -788,7 +862,7 @@ impl Machine {
     /// back: [`Machine::writeback_kmapped`]).
     pub fn take_reclaim_needs_kmap(&mut self) -> Option<(usize, u64, Pfn)> {
         let pfn = self.reclaim_needs_kmap.take()?;
-        let fr = &self.frames.f[pfn as usize];
+        let fr = &self.frames.frame(pfn);
         let Owner::Cache { file, index } = fr.owner else {
             return None;
         };
@@ -798,7 +872,7 @@ impl Machine {
     /// Whether reclaim may take cache page `pfn`: no kernel path holds it (a reference
     /// beyond cache and maps) and it is not locked (folio_trylock would fail).
     fn reclaimable(&self, pfn: Pfn) -> bool {
-        let fr = &self.frames.f[pfn as usize];
+        let fr = &self.frames.frame(pfn);
         fr.refs == 1 + fr.maps && !self.locks.busy(LockId::Page(pfn))
     }
 
@@ -813,7 +887,7 @@ impl Machine {
         );
         let at = self.kmap_access(cpu, pfn);
         assert_eq!(at, pfn, "the kmap of frame {pfn} reaches frame {at}");
-        if self.frames.f[pfn as usize].dirty && self.files[f].cache.get(&index) == Some(&pfn) {
+        if self.frames.frame(pfn).dirty && self.files[f].cache.get(&index) == Some(&pfn) {
             self.writeback(f, index, pfn);
         }
     }
@@ -843,7 +917,7 @@ impl Machine {
             }
             let cache = std::mem::take(&mut self.files[f].cache);
             for (_, pfn) in cache {
-                assert_eq!(self.frames.f[pfn as usize].maps, 0, "shmem page {pfn} still mapped");
+                assert_eq!(self.frames.frame(pfn).maps, 0, "shmem page {pfn} still mapped");
                 self.put_frame(pfn);
             }
             self.files[f].released = true;

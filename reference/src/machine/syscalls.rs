@@ -14,7 +14,7 @@ use super::fault::page_rest;
 use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
 use super::{File, LockId, Machine, Mm, Owner, TaskState};
-use crate::{CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
+use crate::{Bug, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
 use std::collections::BTreeMap;
 
 /// An mremap request as it is refined by the checks (hugetlb rounds the lengths).
@@ -47,7 +47,8 @@ fn err(e: Errno) -> OpResult {
 }
 
 impl Machine {
-    /// Every mapped pte in `[start, end)` of `mm`: (address, slot, entry).
+    /// Every mapped pte in `[start, end)` of `mm`: (address, slot, entry). hugetlb pmd leaves
+    /// are not ptes: hugetlb.rs handles them.
     pub(crate) fn mapped_ptes(&self, mm: usize, start: u64, end: u64) -> Vec<(u64, (Pfn, usize), Entry)> {
         let mut out = Vec::new();
         let pgd = self.mms[mm].pgd;
@@ -76,7 +77,7 @@ impl Machine {
                 break;
             }
             let e = self.frames.table(table)[i];
-            if !e.mapped() || lo + span <= start {
+            if !e.mapped() || lo + span <= start || e.huge() {
                 continue;
             }
             if level == 0 {
@@ -95,6 +96,7 @@ impl Machine {
         if removed.is_empty() {
             return;
         }
+        self.pt_unshare_range(mm, start, end);
         self.zap_range(mm, start, end);
         self.free_pgtables(mm, start, end);
         self.release_unused_shmem();
@@ -115,16 +117,23 @@ impl Machine {
     /// for the caller to drop after the TLB flush (the mmu_gather). `None`: nothing was
     /// mapped, so nothing needs a flush.
     fn zap_clear(&mut self, mm: usize, start: u64, end: u64) -> Option<Vec<Pfn>> {
+        let mut pages = Vec::new();
+        // __unmap_hugepage_range for the hugetlb leaves (unsharing shared pmd tables).
+        let huge = self.huge_zap_clear(mm, start, end, true, &mut pages);
         let ptes = self.mapped_ptes(mm, start, end);
-        if ptes.is_empty() {
+        if ptes.is_empty() && !huge {
             return None;
         }
-        let mut pages = Vec::with_capacity(ptes.len());
-        for (_, slot, e) in ptes {
+        for (va, slot, e) in ptes {
             self.set_pte(slot, Entry::NONE);
+            if self.ptshare.contains_key(&slot.0) {
+                // Only the reverse map zaps a shared table (the paths of one mm unshare
+                // first): every sharer's TLB goes now, before the caller's flush and puts.
+                self.flush_links(mm, va, slot.0);
+            }
             if !e.special() {
                 self.get_frame(e.pfn);
-                self.unmap_accounting(mm, e);
+                self.unmap_accounting_at(mm, va, slot.0, e);
                 pages.push(e.pfn);
             }
         }
@@ -318,10 +327,8 @@ impl Machine {
     /// Whether the pte of `va` is present and grants the access (get_user_pages' software
     /// walk: no TLB is filled).
     pub(crate) fn pte_grants(&self, mm: usize, va: u64, write: bool) -> bool {
-        self.pte_slot(mm, va).is_some_and(|slot| {
-            let e = self.frames.table(slot.0)[slot.1];
-            e.present() && (!write || e.writable())
-        })
+        let e = self.pte(mm, va);
+        e.present() && (!write || e.writable())
     }
 
     /// munmap(2) up to unmap_region's preemption point: the checks, the splits, the VMAs
@@ -347,6 +354,9 @@ impl Machine {
         let m = &mut self.mms[mm];
         m.tlb_flush_pending += 1;
         m.unlinking.extend(removed.iter().copied());
+        // zap_pxd_range's pt_check_unshare: a shared pte page over the range is unlinked,
+        // not zapped (its ptes stay with the other sharers).
+        self.pt_unshare_range(mm, addr, end);
         let pages = self.zap_clear(mm, addr, end).unwrap_or_default();
         Ok(Some(Gather {
             start: addr,
@@ -383,9 +393,21 @@ impl Machine {
         if !self.mms[mm].overlaps(start, end) {
             return Ok(());
         }
+        self.split_vma(mm, start)?;
+        self.split_vma(mm, end)
+    }
+
+    /// __split_vma at `addr` with hugetlb's rules (hugetlb_vm_op_split: only on a huge page
+    /// boundary, and the pmd tables shared around `addr` are unshared first).
+    fn split_vma(&mut self, mm: usize, addr: u64) -> Result<(), Errno> {
         let hps = self.cfg.huge_page_size();
-        self.mms[mm].split_checked(start, hps)?;
-        self.mms[mm].split_checked(end, hps)
+        if let Some(i) = self.mms[mm].find(addr) {
+            let v = self.mms[mm].vmas[i];
+            if v.start < addr && v.hugetlb() && addr & (hps - 1) == 0 {
+                self.hugetlb_split_unshare(mm, v, addr);
+            }
+        }
+        self.mms[mm].split_checked(addr, hps)
     }
 
     pub(crate) fn sys_mprotect(&mut self, mm: usize, start: u64, len: u64, prot: Prot) -> OpResult {
@@ -439,9 +461,8 @@ impl Machine {
         if newflags == v.flags {
             return Ok(());
         }
-        let hps = self.cfg.huge_page_size();
-        self.mms[mm].split_checked(start, hps)?;
-        self.mms[mm].split_checked(end, hps)?;
+        self.split_vma(mm, start)?;
+        self.split_vma(mm, end)?;
         if newflags & VM_WRITE != 0 {
             if v.flags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED) == 0 {
                 newflags |= VM_ACCOUNT;
@@ -450,6 +471,9 @@ impl Machine {
             // An anonymous VMA never faulted stops being accounted when it loses write.
             newflags &= !VM_ACCOUNT;
         }
+        // pt_unshare_lock_range above vma_merge: the ptes are about to disagree with the
+        // other sharers' VMAs.
+        self.pt_unshare_range(mm, start, end);
         let m = &mut self.mms[mm];
         let j = m.find(start).expect("split piece");
         m.vmas[j].flags = newflags;
@@ -459,7 +483,8 @@ impl Machine {
         // mapped but unwalkable.
         let none = newflags & 7 == 0;
         let ptes = self.mapped_ptes(mm, start, end);
-        let mut changed = false;
+        // hugetlb_change_protection for the hugetlb leaves.
+        let mut changed = v.hugetlb() && self.hugetlb_change_protection(mm, start, end, none);
         for (_, slot, e) in ptes {
             let mut n = e;
             n.flags &= !(E_WRITE | E_PRESENT | E_PROTNONE);
@@ -670,11 +695,28 @@ impl Machine {
             // copy_vma: an anonymous VMA never faulted takes the pgoff of its new place.
             nv.pgoff = dest >> 12;
         }
+        // The old range is held unshared (its ptes move for this mm only); so is the new
+        // one: its tables are this mm's own (`ptshare-mremap-newrange` lets the allocation
+        // share another mm's table there, the new VMA being in i_mmap already).
+        self.pt_unshare_range(mm, addr, addr + old_len);
+        let share_new = self.cfg.ptshare && self.cfg.bugs.contains(Bug::PtshareMremapNewrange);
+        if v.hugetlb() {
+            // move_hugetlb_page_tables.
+            if self.move_hugetlb_tables(mm, addr, old_len.min(new_len), dest).is_err() {
+                self.free_pgtables(mm, dest, dest + new_len);
+                self.oom = Oom::After(progress);
+                return Err(Errno::ENOMEM);
+            }
+        }
         // Allocate the destination tables for every source pte first (move_page_tables'
         // undo leaves the source as it was).
         let moving = self.mapped_ptes(mm, addr, addr + old_len.min(new_len));
         for &(va, _, _) in &moving {
-            if self.pte_alloc(mm, dest + (va - addr)).is_err() {
+            let to = dest + (va - addr);
+            if share_new && self.pmd_entry(mm, to).is_none_or(|e| !e.mapped()) {
+                self.pt_share_vma(mm, &nv, to);
+            }
+            if self.pte_alloc(mm, to).is_err() {
                 self.free_pgtables(mm, dest, dest + new_len);
                 self.oom = Oom::After(progress);
                 return Err(Errno::ENOMEM);
@@ -840,7 +882,8 @@ impl Machine {
             "truncating page {index} inside the file"
         );
         if self.files[f].cache.get(&index) == Some(&pfn) {
-            assert_eq!(self.frames.f[pfn as usize].maps, 0, "truncated page {pfn} still mapped");
+            assert_eq!(self.frames.frame(pfn).maps, 0, "truncated page {pfn} still mapped");
+            self.epoch += 1; // unchanged.rs: the page cache
             self.files[f].cache.remove(&index);
             self.put_frame(pfn);
         }
@@ -873,7 +916,11 @@ impl Machine {
                 .map(|v| (v.start + index.saturating_sub(v.pgoff) * PAGE_SIZE, v.end))
                 .collect();
             for (s, e) in ranges {
-                self.zap_range(mm, s, e);
+                if self.files[f].huge {
+                    self.hugetlb_zap_vma(mm, s, e); // hugetlb_vmdelete_list
+                } else {
+                    self.zap_range(mm, s, e);
+                }
             }
             // tlb_finish_mmu's mm_tlb_flush_nested: a VMA of the file that another unmap
             // has cleared but not flushed yet (its ptes are gone, so the zap above found
@@ -937,7 +984,7 @@ impl Machine {
             if e.special() || !e.present() {
                 continue;
             }
-            let fr = &self.frames.f[e.pfn as usize];
+            let fr = &self.frames.frame(e.pfn);
             let Owner::Cache { file, index } = fr.owner else {
                 continue;
             };
@@ -949,9 +996,10 @@ impl Machine {
             }
             self.get_frame(e.pfn);
             self.try_to_unmap(f, index, e.pfn);
-            if self.frames.f[e.pfn as usize].dirty {
+            if self.frames.frame(e.pfn).dirty {
                 self.writeback(f, index, e.pfn);
             }
+            self.epoch += 1; // unchanged.rs: the page cache
             self.files[f].cache.remove(&index);
             self.put_frame(e.pfn);
             self.put_frame(e.pfn);
@@ -984,15 +1032,17 @@ impl Machine {
         let vmas = self.mms[mm].vmas.clone();
         let mut wrprotected = false;
         for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
+            // copy_page_range write-protects the parent's ptes: they must be its own.
+            self.pt_unshare_range(mm, v.start, v.end);
+        }
+        for v in vmas.iter().filter(|v| v.anon_vma.is_some()) {
+            // copy_hugetlb_page_range for a hugetlb VMA's leaves.
+            if v.hugetlb() && self.copy_hugetlb_range(mm, cm, v, &mut wrprotected).is_err() {
+                return self.fork_failed(mm, cm, child, wrprotected);
+            }
             for (va, slot, _) in self.mapped_ptes(mm, v.start, v.end) {
                 let Ok(cs) = self.pte_alloc(cm, va) else {
-                    self.oom = Oom::After(0);
-                    self.teardown(cm);
-                    self.tasks[child as usize].state = TaskState::Gone;
-                    if wrprotected {
-                        self.flush_tlb_mm(mm);
-                    }
-                    return err(Errno::ENOMEM);
+                    return self.fork_failed(mm, cm, child, wrprotected);
                 };
                 // The allocation may have reclaimed (unmapped) the page: read the pte again.
                 let e = self.frames.table(slot.0)[slot.1];
@@ -1000,7 +1050,7 @@ impl Machine {
                     continue;
                 }
                 let mut ne = e;
-                if !e.special() && self.frames.f[e.pfn as usize].owner == Owner::Anon && e.writable() {
+                if !e.special() && self.frames.frame(e.pfn).owner == Owner::Anon && e.writable() {
                     let mut pe = e;
                     pe.flags &= !E_WRITE;
                     self.set_pte(slot, pe);
@@ -1010,7 +1060,7 @@ impl Machine {
                 self.set_pte(cs, ne);
                 if !e.special() {
                     self.get_frame(e.pfn);
-                    self.frames.f[e.pfn as usize].maps += 1;
+                    self.frames.frame_mut(e.pfn).maps += 1;
                     let kind = self.rss_kind(e.pfn);
                     self.mms[cm].rss[kind] += 1;
                 }
@@ -1025,6 +1075,18 @@ impl Machine {
         task.cpu = cpu;
         task.state = TaskState::Alive;
         OpResult::Done
+    }
+
+    /// A fork that ran out of memory copying the page tables: the child's mm goes, the
+    /// parent's write-protected ptes are flushed.
+    fn fork_failed(&mut self, mm: usize, cm: usize, child: TaskId, wrprotected: bool) -> OpResult {
+        self.oom = Oom::After(0);
+        self.teardown(cm);
+        self.tasks[child as usize].state = TaskState::Gone;
+        if wrprotected {
+            self.flush_tlb_mm(mm);
+        }
+        err(Errno::ENOMEM)
     }
 
     /// exit_mm: the task leaves its mm; returns whether it was the mm's last user, whose
@@ -1049,13 +1111,21 @@ impl Machine {
     /// Caller holds mmap_lock for writing; no task uses the mm any more.
     pub(crate) fn teardown(&mut self, mm: usize) {
         let task_size = self.cfg.task_size();
+        // A shared pte page is unlinked, not zapped: the other sharers keep it.
+        self.pt_unshare_range(mm, 0, task_size);
         let ptes = self.mapped_ptes(mm, 0, task_size);
         for &(_, slot, _) in &ptes {
             self.set_pte(slot, Entry::NONE);
         }
+        // The hugetlb leaves, shared pmd tables unshared (the flush of the whole mm follows).
+        let mut pages = Vec::new();
+        self.huge_zap_clear(mm, 0, task_size, true, &mut pages);
         self.flush_tlb_mm(mm);
         for (_, _, e) in ptes {
             self.unmap_accounting(mm, e);
+        }
+        for p in pages {
+            self.put_frame(p);
         }
         self.mms[mm].vmas.clear();
         self.free_all_tables(mm);
