@@ -219,9 +219,7 @@ impl Checker {
         // meanwhile): its ptes still map their pages.
         for task in &m.tasks {
             for &table in &task.share_pending {
-                if self.table_refs[table as usize] > 0
-                    || m.frames.frame(table).owner != (Owner::Table { level: 0 })
-                {
+                if self.table_refs[table as usize] > 0 || m.frames.frame(table).owner != (Owner::Table { level: 0 }) {
                     continue;
                 }
                 for e in m.frames.table(table).iter() {

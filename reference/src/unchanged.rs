@@ -55,7 +55,11 @@ impl Unchanged {
 
     /// Whether the state the `tables` part reads is what it was at the last passed check.
     pub fn tables_same(&self, m: &Machine) -> bool {
-        if !self.valid || self.epoch != m.epoch || self.frame_changes != m.frames.changes || self.mms.len() != m.mms.len() {
+        if !self.valid
+            || self.epoch != m.epoch
+            || self.frame_changes != m.frames.changes
+            || self.mms.len() != m.mms.len()
+        {
             return false;
         }
         let mut start = 0;

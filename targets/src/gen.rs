@@ -1627,6 +1627,10 @@ impl<'r, C: Choices> Gen<'r, C> {
         if who.len() == 1 {
             who.push(task); // a second mapping in the same address space
         }
+        if !self.files[f as usize].huge && self.opts.window.is_none() && self.pct(20) {
+            self.cow_share(&who, f, off, region, first);
+            return;
+        }
         let n = self.between(2, who.len().min(3) as u64) as usize;
         for (i, &t) in who.iter().take(n).enumerate() {
             if self.ops.len() >= self.budget {
@@ -1667,6 +1671,59 @@ impl<'r, C: Choices> Gen<'r, C> {
                 };
                 self.push(t, op);
             }
+        }
+    }
+
+    /// The anon_vma pattern (seed 002's review): the first of `who` maps one pte page's range
+    /// of file `f` private and writable at `first`, copies a page on write (the VMA gets an
+    /// anon_vma), makes the whole range read-only, and the others map the same file range
+    /// private read-only and read the copied page's address. A pte page with an anonymous
+    /// copy in it must not be shared: the readers must see the file, not the copy.
+    fn cow_share(&mut self, who: &[TaskId], f: FileId, off: u64, region: u64, first: u64) {
+        if self.ops.len() + 3 + 2 * who.len() > self.budget {
+            return;
+        }
+        let owner = who[0];
+        let flags = MmapFlags {
+            shared: false,
+            fixed: true,
+            noreplace: false,
+            populate: false,
+        };
+        let map = |addr, prot| Op::Mmap {
+            addr,
+            len: region,
+            prot,
+            flags,
+            file: Some(f),
+            off,
+        };
+        let op = map(first, Prot::RW);
+        self.apply(owner, &op);
+        self.push(owner, op);
+        let at = self.below(region);
+        let op = Op::Store {
+            addr: first + at,
+            value: self.rng.byte(),
+        };
+        self.push(owner, op);
+        let op = Op::Mprotect {
+            addr: first,
+            len: region,
+            prot: Prot::R,
+        };
+        self.apply(owner, &op);
+        self.push(owner, op);
+        for &t in &who[1..] {
+            let addr = if self.pct(50) && self.space_of(t) != self.space_of(owner) {
+                first
+            } else {
+                self.map_addr_aligned(t, region, region)
+            };
+            let op = map(addr, Prot::R);
+            self.apply(t, &op);
+            self.push(t, op);
+            self.push(t, Op::Load { addr: addr + at });
         }
     }
 

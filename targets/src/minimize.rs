@@ -9,9 +9,12 @@
 //! - It stops at a fixpoint (no pass changes anything) or after `MAX_ROUNDS` rounds.
 //!
 //! Passes, in order: schedule tokens (chunks, then one by one), operations (chunks, then one
-//! by one, a fork together with every operation of the task it creates), unused tasks and
-//! files (renumbered), configuration keys (back to their defaults, then smaller), and the
-//! numbers of each operation (towards 0, page and table boundaries, simpler addresses).
+//! by one, a fork together with every operation of the task it creates), tasks (on CPU 0,
+//! merged into an earlier task or a forked one into its parent, unused ones renumbered),
+//! files (merged into an earlier file, a first truncate folded into the initial size,
+//! unused ones renumbered, smaller), configuration keys (back to their defaults, then
+//! smaller), and the numbers of each operation (towards 0, page and table boundaries,
+//! simpler addresses).
 
 use crate::trace::{parse, Trace};
 use mm_reference::{Config, Op, SchedToken, PAGE_SIZE};
@@ -178,6 +181,27 @@ impl Minimizer<'_> {
                 }
             }
         }
+        // A declared task's operations run by another declared task instead (its schedule
+        // tokens too), the last tasks first; the emptied task then goes below.
+        let mut t = self.best.tasks.len();
+        while t > 1 {
+            t -= 1;
+            for into in 0..t {
+                if let Some(cand) = merged_task(&self.best, t as u32, into as u32) {
+                    if self.try_take(cand) {
+                        break;
+                    }
+                }
+            }
+        }
+        // A forked task's operations run by its parent instead, the fork gone.
+        let mut i = self.best.ops.len();
+        while i > 0 {
+            i -= 1;
+            if let Some(cand) = merged_child(&self.best, i) {
+                self.try_take(cand);
+            }
+        }
         let mut t = self.best.tasks.len();
         while t > 1 {
             t -= 1;
@@ -187,13 +211,48 @@ impl Minimizer<'_> {
         }
     }
 
-    /// Files no operation uses, renumbered.
+    /// Files: one file's uses moved to an earlier file, files no operation uses gone
+    /// (renumbered), a first truncate folded into the initial size, smaller sizes.
     fn files(&mut self) {
+        let mut f = self.best.files.len();
+        while f > 1 {
+            f -= 1;
+            for into in 0..f {
+                if self.best.files[into].huge != self.best.files[f].huge {
+                    continue;
+                }
+                let mut cand = self.best.clone();
+                for l in &mut cand.ops {
+                    rename_file(&mut l.op, f as u32, into as u32);
+                }
+                if let Some(cand) = without_file(&cand, f as u32) {
+                    if self.try_take(cand) {
+                        break;
+                    }
+                }
+            }
+        }
         let mut f = self.best.files.len();
         while f > 0 {
             f -= 1;
             if let Some(cand) = without_file(&self.best, f as u32) {
                 self.try_take(cand);
+            }
+        }
+        // A file's first change of size, a truncate, becomes its initial size.
+        for f in 0..self.best.files.len() {
+            let sizes = |op: &Op| match *op {
+                Op::Write { file, .. } | Op::Truncate { file, .. } => file == f as u32,
+                _ => false,
+            };
+            let first = self.best.ops.iter().position(|l| sizes(&l.op));
+            if let Some(i) = first {
+                if let Op::Truncate { size, .. } = self.best.ops[i].op {
+                    let mut cand = self.best.clone();
+                    cand.files[f].size = size;
+                    cand.ops.remove(i);
+                    self.try_take(cand);
+                }
             }
         }
         // Smaller files: towards one page, then half.
@@ -501,14 +560,71 @@ fn without_task(t: &Trace, gone: u32) -> Option<Trace> {
     Some(cand)
 }
 
+/// The trace with declared task `from`'s operations and schedule tokens given to declared
+/// task `into` (`from` is left with none), if `from` has operations and is not forked.
+fn merged_task(t: &Trace, from: u32, into: u32) -> Option<Trace> {
+    let declared = t.tasks.len() as u32;
+    if from >= declared || into >= declared || !t.ops.iter().any(|l| l.task == from) {
+        return None;
+    }
+    let mut cand = t.clone();
+    for l in &mut cand.ops {
+        if l.task == from {
+            l.task = into;
+        }
+    }
+    for s in &mut cand.schedule {
+        if *s == SchedToken::Task(from) {
+            *s = SchedToken::Task(into);
+        }
+    }
+    Some(cand)
+}
+
+/// The trace without the fork at op `i`, the forked task's operations and schedule tokens
+/// given to the forking task (renumbered); `None` if op `i` is not a fork.
+fn merged_child(t: &Trace, i: usize) -> Option<Trace> {
+    let Op::Fork { task: child, .. } = t.ops[i].op else {
+        return None;
+    };
+    let parent = t.ops[i].task;
+    let mut cand = t.clone();
+    cand.ops.remove(i);
+    for l in &mut cand.ops {
+        if l.task == child {
+            l.task = parent;
+        }
+    }
+    for s in &mut cand.schedule {
+        if *s == SchedToken::Task(child) {
+            *s = SchedToken::Task(parent);
+        }
+    }
+    renumber_tasks(&mut cand, child);
+    Some(cand)
+}
+
+/// Makes `op` name file `to` where it names file `from`.
+fn rename_file(op: &mut Op, from: u32, to: u32) {
+    match op {
+        Op::Mmap { file: Some(f), .. } if *f == from => *f = to,
+        Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } if *file == from => *file = to,
+        _ => {}
+    }
+}
+
+/// Whether `op` names file `f`.
+fn uses_file(op: &Op, f: u32) -> bool {
+    match *op {
+        Op::Mmap { file, .. } => file == Some(f),
+        Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } => file == f,
+        _ => false,
+    }
+}
+
 /// The trace without file `gone`, if no operation uses it.
 fn without_file(t: &Trace, gone: u32) -> Option<Trace> {
-    let uses = |op: &Op| match *op {
-        Op::Mmap { file, .. } => file == Some(gone),
-        Op::Write { file, .. } | Op::Read { file, .. } | Op::Truncate { file, .. } => file == gone,
-        _ => false,
-    };
-    if t.ops.iter().any(|l| uses(&l.op)) {
+    if t.ops.iter().any(|l| uses_file(&l.op, gone)) {
         return None;
     }
     let mut cand = t.clone();

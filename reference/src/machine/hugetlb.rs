@@ -597,10 +597,7 @@ impl Machine {
         }
         for &(va, _, _) in &moving {
             let (dt, _) = self.table_alloc(mm, dest + (va - addr), 1)?;
-            assert_eq!(
-                self.frames.frame(dt).maps, 1,
-                "an mremap destination table is shared"
-            );
+            assert_eq!(self.frames.frame(dt).maps, 1, "an mremap destination table is shared");
         }
         for (base, t) in self.pmd_tables(mm, addr, end) {
             if self.shared_table(t) {

@@ -190,6 +190,7 @@ impl Machine {
             _ => {
                 let fr = self.frames.frame_mut(found.table);
                 fr.maps = fr.maps.saturating_sub(1);
+                self.ptshare_tidy(found.table);
             }
         }
     }
@@ -219,9 +220,7 @@ impl Machine {
             links.push((found.mm, found.base));
         }
         links.push((mm, base));
-        if links.len() == 1 {
-            self.ptshare.remove(&found.table);
-        }
+        self.ptshare_tidy(found.table);
         if !self.cfg.bugs.contains(Bug::PtshareRss) {
             let rss = self.table_rss(found.table);
             for (k, n) in rss.into_iter().enumerate() {
@@ -327,7 +326,16 @@ impl Machine {
         fr.maps -= 1;
         if let Some(links) = self.ptshare.get_mut(&table) {
             links.retain(|&l| l != (mm, base));
-            if links.len() <= 1 {
+        }
+        self.ptshare_tidy(table);
+    }
+
+    /// Drops `table`'s entry in the link index once it is linked at most once and no task
+    /// holds a count on it that it has not linked yet (`ptshare-count-race`'s pending
+    /// counts): such a task, linking later, must find the one link left in the index.
+    fn ptshare_tidy(&mut self, table: Pfn) {
+        if let Some(links) = self.ptshare.get(&table) {
+            if links.len() <= 1 && self.frames.frame(table).maps as usize <= links.len() {
                 self.ptshare.remove(&table);
             }
         }
