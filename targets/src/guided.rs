@@ -45,8 +45,10 @@ pub const MAX_CORPUS: usize = 20_000;
 
 /// Percent of executions that generate a fresh trace once the corpus is not empty: more
 /// while the engine is young (the first [`YOUNG`] executions of a worker), when fresh traces
-/// still find new features fastest.
-const FRESH_PERCENT: u32 = 12;
+/// still find new features fastest. At 12% the guided engine's median time to
+/// `ptshare-mremap-newrange` was 13.5 s against random generation's 0.9 s; at 40%, 4.6 s
+/// (`mmfuzz hunt --bug NAME --runs 10 --time 60`, BENCHMARKS.md).
+const FRESH_PERCENT: u32 = 40;
 const YOUNG_FRESH_PERCENT: u32 = 50;
 const YOUNG: u64 = 2_000;
 

@@ -14,7 +14,9 @@ use super::fault::page_rest;
 use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
 use super::{File, LockId, Machine, Mm, Owner, TaskState};
-use crate::{Bug, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
+use crate::{
+    Bug, BugSet, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE,
+};
 use std::collections::BTreeMap;
 
 /// An mremap request as it is refined by the checks (hugetlb rounds the lengths).
@@ -882,7 +884,13 @@ impl Machine {
             "truncating page {index} inside the file"
         );
         if self.files[f].cache.get(&index) == Some(&pfn) {
-            assert_eq!(self.frames.frame(pfn).maps, 0, "truncated page {pfn} still mapped");
+            // unmap_mapping_range reached every mapping, unless a bug hid one from the
+            // reverse map (`ptshare-count-race`'s orphaned pte page): the page then leaves
+            // the cache still mapped, and the census reports the mapping.
+            assert!(
+                self.frames.frame(pfn).maps == 0 || self.cfg.bugs != BugSet::NONE,
+                "truncated page {pfn} still mapped"
+            );
             self.epoch += 1; // unchanged.rs: the page cache
             self.files[f].cache.remove(&index);
             self.put_frame(pfn);
