@@ -1661,16 +1661,21 @@ impl<'r, C: Choices> Gen<'r, C> {
             if self.ops.len() < self.budget && self.pct(60) {
                 let a = addr + self.below(len);
                 let a = self.confine(a, 1).0;
-                let op = if prot.writable() && self.pct(50) {
-                    Op::Store {
-                        addr: a,
-                        value: self.rng.byte(),
-                    }
-                } else {
-                    Op::Load { addr: a }
-                };
+                let op = self.touch(a, prot.writable());
                 self.push(t, op);
             }
+        }
+    }
+
+    /// A store (half the time, where `writable`) or a load at `addr`.
+    fn touch(&mut self, addr: u64, writable: bool) -> Op {
+        if writable && self.pct(50) {
+            Op::Store {
+                addr,
+                value: self.rng.byte(),
+            }
+        } else {
+            Op::Load { addr }
         }
     }
 
@@ -1786,14 +1791,7 @@ impl<'r, C: Choices> Gen<'r, C> {
             self.apply(t, &op);
             self.push(t, op);
             let a = addrs[i] + hps * self.below(units) + self.below(hps);
-            let op = if self.pct(50) {
-                Op::Store {
-                    addr: a,
-                    value: self.rng.byte(),
-                }
-            } else {
-                Op::Load { addr: a }
-            };
+            let op = self.touch(a, true);
             self.push(t, op);
         }
         // The racing fault, and the operations that unshare and free the table.
@@ -1834,14 +1832,7 @@ impl<'r, C: Choices> Gen<'r, C> {
             _ => {}
         }
         let a = addrs[0] + hps * self.below(units) + self.below(hps);
-        let op = if self.pct(50) {
-            Op::Store {
-                addr: a,
-                value: self.rng.byte(),
-            }
-        } else {
-            Op::Load { addr: a }
-        };
+        let op = self.touch(a, true);
         self.push(racer, op);
         true
     }

@@ -568,17 +568,22 @@ fn merged_task(t: &Trace, from: u32, into: u32) -> Option<Trace> {
         return None;
     }
     let mut cand = t.clone();
-    for l in &mut cand.ops {
+    give_task(&mut cand, from, into);
+    Some(cand)
+}
+
+/// Task `from`'s operations and schedule tokens become task `into`'s.
+fn give_task(t: &mut Trace, from: u32, into: u32) {
+    for l in &mut t.ops {
         if l.task == from {
             l.task = into;
         }
     }
-    for s in &mut cand.schedule {
+    for s in &mut t.schedule {
         if *s == SchedToken::Task(from) {
             *s = SchedToken::Task(into);
         }
     }
-    Some(cand)
 }
 
 /// The trace without the fork at op `i`, the forked task's operations and schedule tokens
@@ -590,16 +595,7 @@ fn merged_child(t: &Trace, i: usize) -> Option<Trace> {
     let parent = t.ops[i].task;
     let mut cand = t.clone();
     cand.ops.remove(i);
-    for l in &mut cand.ops {
-        if l.task == child {
-            l.task = parent;
-        }
-    }
-    for s in &mut cand.schedule {
-        if *s == SchedToken::Task(child) {
-            *s = SchedToken::Task(parent);
-        }
-    }
+    give_task(&mut cand, child, parent);
     renumber_tasks(&mut cand, child);
     Some(cand)
 }

@@ -36,7 +36,7 @@ pub(crate) use kmap::{Ctx, Kmap};
 pub(crate) use locks::{LockId, Locks, Mode};
 pub(crate) use mm::{Mm, Vma};
 
-use crate::{BugSet, Config, CpuId, FileId, FileInit, Oom, TaskId, TaskInit, Violation, PAGE_SIZE};
+use crate::{Config, CpuId, FileId, FileInit, Oom, TaskId, TaskInit, Violation, PAGE_SIZE};
 use frames::{Page, Zone};
 use std::collections::BTreeMap;
 
@@ -844,7 +844,7 @@ impl Machine {
             // The reverse map reaches every mapping, unless a bug left one it cannot see (a
             // pte page whose share count `ptshare-count-race` dropped with its ptes still in
             // it). shrink_folio_list: try_to_unmap failed, the folio stays (activate_locked).
-            assert!(self.cfg.bugs != BugSet::NONE, "try_to_unmap left frame {pfn} mapped");
+            assert!(!self.cfg.bugs.is_empty(), "try_to_unmap left frame {pfn} mapped");
             self.put_frame(pfn);
             return false;
         }
@@ -853,7 +853,7 @@ impl Machine {
                 // The search saw a free slot; only a bug takes it meanwhile (try_to_unmap's
                 // own kmaps of highpte tables are undone: `highpte-kmap-over-alloc` keeps
                 // one). Leave the page unmapped and dirty for a caller that can sleep.
-                assert!(self.cfg.bugs != BugSet::NONE, "a pool slot was free for frame {pfn}");
+                assert!(!self.cfg.bugs.is_empty(), "a pool slot was free for frame {pfn}");
                 self.reclaim_needs_kmap.get_or_insert(pfn);
                 self.put_frame(pfn);
                 return false;
@@ -931,7 +931,7 @@ impl Machine {
             for (_, pfn) in cache {
                 // As truncate_drop: only a bug's hidden mapping survives the last unmap.
                 assert!(
-                    self.frames.frame(pfn).maps == 0 || self.cfg.bugs != BugSet::NONE,
+                    self.frames.frame(pfn).maps == 0 || !self.cfg.bugs.is_empty(),
                     "shmem page {pfn} still mapped"
                 );
                 self.put_frame(pfn);
