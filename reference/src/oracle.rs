@@ -26,6 +26,10 @@ pub(crate) struct Checker {
     table_refs: Vec<u32>,
     /// Pins kept across scheduling points by running kernel paths, per frame.
     pins: Vec<u32>,
+    /// Per frame: equal to `stamp` when a file's page cache holds the frame at the index its
+    /// owner names (so no check needs clearing it).
+    cached: Vec<u32>,
+    stamp: u32,
     touched: Vec<u32>,
     rss: Vec<[u64; 3]>,
     /// Per mm: pages mapped by hugetlb leaves in the tables it links.
@@ -40,6 +44,8 @@ impl Checker {
             maps: vec![0; frames],
             table_refs: vec![0; frames],
             pins: vec![0; frames],
+            cached: vec![0; frames],
+            stamp: 0,
             touched: Vec::new(),
             rss: Vec::new(),
             hugetlb: Vec::new(),
@@ -436,7 +442,7 @@ impl Checker {
     /// cache membership plus maps plus the pins running kernel paths keep across scheduling
     /// points (none survive an operation); tables are referenced once; nothing maps or
     /// references a frame that is not allocated.
-    fn check_refcount(&self, m: &Machine) -> Result<(), Violation> {
+    fn check_refcount(&mut self, m: &Machine) -> Result<(), Violation> {
         for &pfn in &self.touched {
             if m.frames.frame(pfn).owner == Owner::Free {
                 return violation(
@@ -445,8 +451,24 @@ impl Checker {
                 );
             }
         }
+        // Which frames the page cache holds where their owner says (one pass over the
+        // caches instead of a lookup per frame).
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.cached.fill(0);
+            self.stamp = 1;
+        }
+        for (f, file) in m.files.iter().enumerate() {
+            for (&index, &pfn) in &file.cache {
+                if m.frames.get(pfn).map(|fr| fr.owner) == Some(Owner::Cache { file: f as u32, index }) {
+                    self.cached[pfn as usize] = self.stamp;
+                }
+            }
+        }
         // Tables first: a table no entry links any more (its pages' counts still include
-        // its ptes) is the cause to report, not the counts it leaves behind.
+        // its ptes) is the cause to report, not the counts it leaves behind. One pass: the
+        // first page found wrong is reported once no table is.
+        let mut first_page = None;
         for pfn in m.frames.allocated() {
             let fr = &m.frames.frame(pfn);
             if let Owner::Table { level } = fr.owner {
@@ -482,47 +504,12 @@ impl Checker {
                         return violation(Oracle::ShareCount, why);
                     }
                 }
+            } else if first_page.is_none() && self.page_counts(m, pfn).is_err() {
+                first_page = Some(pfn);
             }
         }
-        for pfn in m.frames.allocated() {
-            let fr = &m.frames.frame(pfn);
-            let maps = self.maps[pfn as usize];
-            let pins = self.pins[pfn as usize];
-            let (want_refs, want_maps) = match fr.owner {
-                Owner::Free => unreachable!("frame {pfn} is free but marked allocated"),
-                Owner::Anon => (maps + pins, maps),
-                Owner::Cache { file, index } if m.files[file as usize].cache.get(&index) != Some(&pfn) && pins > 0 => {
-                    // Truncated (or reclaimed) while a running path still holds it: only
-                    // its pins remain (folio->mapping is gone).
-                    (pins, 0)
-                }
-                Owner::Cache { file, index } => {
-                    if m.files[file as usize].cache.get(&index) != Some(&pfn) {
-                        return violation(
-                            Oracle::Refcount,
-                            format!("frame {pfn} claims page {index} of file {file} but is not in its page cache"),
-                        );
-                    }
-                    (maps + 1 + pins, maps)
-                }
-                // Its map count is its share count, checked above with its reference.
-                Owner::Table { .. } => continue,
-            };
-            if fr.maps != want_maps || fr.refs != want_refs {
-                return violation(
-                    Oracle::Refcount,
-                    format!(
-                        "frame {pfn} ({:?}): map count {} and reference count {}, but {} ptes map it (expected references {})",
-                        fr.owner, fr.maps, fr.refs, maps, want_refs
-                    ),
-                );
-            }
-            if fr.owner == Owner::Anon && maps + pins == 0 {
-                return violation(
-                    Oracle::Refcount,
-                    format!("anonymous frame {pfn} is allocated but nothing maps it"),
-                );
-            }
+        if let Some(pfn) = first_page {
+            return self.page_counts(m, pfn);
         }
         for (f, file) in m.files.iter().enumerate() {
             for (&index, &pfn) in &file.cache {
@@ -536,6 +523,48 @@ impl Checker {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `refcount` of one allocated frame that is not a page table (a table's map count is its
+    /// share count, checked with its reference in `check_refcount`).
+    fn page_counts(&self, m: &Machine, pfn: u32) -> Result<(), Violation> {
+        let fr = &m.frames.frame(pfn);
+        let maps = self.maps[pfn as usize];
+        let pins = self.pins[pfn as usize];
+        let in_cache = self.cached[pfn as usize] == self.stamp;
+        let (want_refs, want_maps) = match fr.owner {
+            Owner::Free => unreachable!("frame {pfn} is free but marked allocated"),
+            Owner::Table { .. } => unreachable!("frame {pfn} is a page table"),
+            Owner::Anon => (maps + pins, maps),
+            // Truncated (or reclaimed) while a running path still holds it: only its pins
+            // remain (folio->mapping is gone).
+            Owner::Cache { .. } if !in_cache && pins > 0 => (pins, 0),
+            Owner::Cache { file, index } => {
+                if !in_cache {
+                    return violation(
+                        Oracle::Refcount,
+                        format!("frame {pfn} claims page {index} of file {file} but is not in its page cache"),
+                    );
+                }
+                (maps + 1 + pins, maps)
+            }
+        };
+        if fr.maps != want_maps || fr.refs != want_refs {
+            return violation(
+                Oracle::Refcount,
+                format!(
+                    "frame {pfn} ({:?}): map count {} and reference count {}, but {} ptes map it (expected references {})",
+                    fr.owner, fr.maps, fr.refs, maps, want_refs
+                ),
+            );
+        }
+        if fr.owner == Owner::Anon && maps + pins == 0 {
+            return violation(
+                Oracle::Refcount,
+                format!("anonymous frame {pfn} is allocated but nothing maps it"),
+            );
         }
         Ok(())
     }

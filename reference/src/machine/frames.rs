@@ -9,6 +9,10 @@
 //! - Allocation order is deterministic: lowest free frame number of the preferred zone first.
 //! - Contents are allocated lazily: a frame reads as zeros until its first write, and page
 //!   buffers are recycled through pools so a run allocates nothing for pages never touched.
+//! - A page buffer knows the extent its writers may have touched ([`Bytes`]): every byte
+//!   outside it is zero, and a buffer in the pool is zero throughout (the extent is cleared
+//!   when it goes back), so taking one, copying one or zeroing a page costs what was written,
+//!   not a whole page.
 
 use crate::Config;
 
@@ -83,8 +87,44 @@ pub(crate) enum Owner {
 
 pub(crate) enum Data {
     Zero,
-    Bytes(Box<Page>),
+    Bytes(Bytes),
     Table(Box<[Entry]>),
+}
+
+/// A page's contents: every byte outside `lo..hi` is zero.
+pub(crate) struct Bytes {
+    b: Box<Page>,
+    lo: u16,
+    hi: u16,
+}
+
+impl Bytes {
+    /// A zero page buffer (`b` must be all zeros) with nothing written yet.
+    fn clean(b: Box<Page>) -> Bytes {
+        debug_assert!(b.iter().all(|&x| x == 0), "a pooled page buffer is not zero");
+        Bytes {
+            b,
+            lo: PAGE as u16,
+            hi: 0,
+        }
+    }
+
+    /// Widens the written extent to cover `r`.
+    fn widen(&mut self, r: &std::ops::Range<usize>) {
+        debug_assert!(r.start <= r.end && r.end <= PAGE);
+        if r.start < r.end {
+            self.lo = self.lo.min(r.start as u16);
+            self.hi = self.hi.max(r.end as u16);
+        }
+    }
+
+    /// The buffer, zero again, for the pool.
+    fn release(mut self) -> Box<Page> {
+        if self.lo < self.hi {
+            self.b[self.lo as usize..self.hi as usize].fill(0);
+        }
+        self.b
+    }
 }
 
 pub(crate) struct Frame {
@@ -109,6 +149,7 @@ pub(crate) struct Pools {
     free_low: Vec<Pfn>,
     free_high: Vec<Pfn>,
     allocated: Vec<u64>,
+    /// Page buffers, all zero (see [`Bytes`]).
     pub pages: Vec<Box<Page>>,
     tables: Vec<Box<[Entry]>>,
     ptrs: usize,
@@ -134,6 +175,7 @@ pub(crate) struct Frames {
     /// Free frame numbers, highest first so `pop` takes the lowest.
     free_low: Vec<Pfn>,
     free_high: Vec<Pfn>,
+    /// Zero buffers (see [`Bytes`]).
     page_pool: Vec<Box<Page>>,
     table_pool: Vec<Box<[Entry]>>,
     ptrs: usize,
@@ -186,7 +228,7 @@ impl Frames {
         for fr in &mut self.f {
             match std::mem::replace(&mut fr.data, Data::Zero) {
                 Data::Zero => {}
-                Data::Bytes(b) => self.page_pool.push(b),
+                Data::Bytes(b) => self.page_pool.push(b.release()),
                 Data::Table(t) => self.table_pool.push(t),
             }
         }
@@ -285,7 +327,7 @@ impl Frames {
         self.frees += 1;
         match std::mem::replace(&mut fr.data, Data::Zero) {
             Data::Zero => {}
-            Data::Bytes(b) => self.page_pool.push(b),
+            Data::Bytes(b) => self.page_pool.push(b.release()),
             Data::Table(t) => self.table_pool.push(t),
         }
         self.allocated[pfn as usize / 64] &= !(1 << (pfn % 64));
@@ -302,13 +344,13 @@ impl Frames {
         }
         match &self.f[pfn as usize].data {
             Data::Zero => 0,
-            Data::Bytes(b) => b[off],
+            Data::Bytes(b) => b.b[off],
             Data::Table(_) => panic!("byte access to page table {pfn}"),
         }
     }
 
-    /// The page's bytes, materialized for writing.
-    pub fn page_mut(&mut self, pfn: Pfn) -> &mut Page {
+    /// The page's bytes, materialized for writing: the caller writes only within `written`.
+    pub fn page_mut(&mut self, pfn: Pfn, written: std::ops::Range<usize>) -> &mut Page {
         assert!(pfn != ZERO_PFN, "write to the zero page");
         let fr = &mut self.f[pfn as usize];
         assert!(
@@ -317,53 +359,93 @@ impl Frames {
             fr.owner
         );
         if let Data::Zero = fr.data {
-            let b = match self.page_pool.pop() {
-                Some(mut b) => {
-                    b.fill(0);
-                    b
-                }
-                None => Box::new([0u8; PAGE]),
-            };
-            fr.data = Data::Bytes(b);
+            let b = self.page_pool.pop().unwrap_or_else(|| Box::new([0u8; PAGE]));
+            fr.data = Data::Bytes(Bytes::clean(b));
         }
         match &mut fr.data {
-            Data::Bytes(b) => b,
+            Data::Bytes(b) => {
+                b.widen(&written);
+                &mut b.b
+            }
             _ => unreachable!(),
         }
     }
 
     /// Copies the whole content of `from` into `to` (COW, read-in).
     pub fn copy_page(&mut self, from: Pfn, to: Pfn) {
-        let src_zero = from == ZERO_PFN || matches!(self.f[from as usize].data, Data::Zero);
-        if src_zero {
-            self.zero_page(to);
-            return;
-        }
+        let (lo, hi) = match self.f.get(from as usize).map(|fr| &fr.data) {
+            Some(Data::Bytes(b)) if from != ZERO_PFN && b.lo < b.hi => (b.lo as usize, b.hi as usize),
+            _ => {
+                self.zero_page(to);
+                return;
+            }
+        };
         let mut buf = self.take_buffer();
         if let Data::Bytes(b) = &self.f[from as usize].data {
-            buf.copy_from_slice(&b[..]);
+            buf[lo..hi].copy_from_slice(&b.b[lo..hi]);
         }
-        self.put_bytes(to, buf);
+        self.put_bytes(to, buf, lo..hi);
+    }
+
+    /// Copies `n` bytes of `from` at `fo` to `to` at `to_off`, forward, byte by byte in effect
+    /// (the frames may be the same: with `fo < to_off < fo + n` bytes repeat).
+    pub fn copy_bytes(&mut self, from: Pfn, fo: usize, to: Pfn, to_off: usize, n: usize) {
+        let dst = to_off..to_off + n;
+        if from == to {
+            let p = self.page_mut(to, dst);
+            for i in 0..n {
+                p[to_off + i] = p[fo + i];
+            }
+            return;
+        }
+        if self.bytes(from).is_none() {
+            if self.bytes(to).is_some() {
+                self.page_mut(to, dst.clone())[dst].fill(0);
+            }
+            return;
+        }
+        self.page_mut(to, dst.clone());
+        let (src, dest) = if from < to {
+            let (a, b) = self.f.split_at_mut(to as usize);
+            (&a[from as usize], &mut b[0])
+        } else {
+            let (a, b) = self.f.split_at_mut(from as usize);
+            (&b[0], &mut a[to as usize])
+        };
+        if let (Data::Bytes(s), Data::Bytes(d)) = (&src.data, &mut dest.data) {
+            d.b[dst].copy_from_slice(&s.b[fo..fo + n]);
+        }
     }
 
     /// Sets the page to all zeros.
     pub fn zero_page(&mut self, pfn: Pfn) {
         let fr = &mut self.f[pfn as usize];
         if let Data::Bytes(b) = std::mem::replace(&mut fr.data, Data::Zero) {
-            self.page_pool.push(b);
+            self.page_pool.push(b.release());
         }
     }
 
-    /// A page buffer from the pool (content unspecified).
+    /// A zero page buffer from the pool.
     pub fn take_buffer(&mut self) -> Box<Page> {
         self.page_pool.pop().unwrap_or_else(|| Box::new([0u8; PAGE]))
     }
 
-    /// Installs `buf` as the content of `pfn`.
-    pub fn put_bytes(&mut self, pfn: Pfn, buf: Box<Page>) {
+    /// Installs `buf` (a [`Frames::take_buffer`] with only `written` written) as the content
+    /// of `pfn`.
+    pub fn put_bytes(&mut self, pfn: Pfn, buf: Box<Page>, written: std::ops::Range<usize>) {
+        let mut b = Bytes {
+            b: buf,
+            lo: PAGE as u16,
+            hi: 0,
+        };
+        b.widen(&written);
+        debug_assert!(
+            (0..PAGE).all(|i| written.contains(&i) || b.b[i] == 0),
+            "bytes outside the written extent"
+        );
         let fr = &mut self.f[pfn as usize];
-        if let Data::Bytes(old) = std::mem::replace(&mut fr.data, Data::Bytes(buf)) {
-            self.page_pool.push(old);
+        if let Data::Bytes(old) = std::mem::replace(&mut fr.data, Data::Bytes(b)) {
+            self.page_pool.push(old.release());
         }
     }
 
@@ -373,7 +455,7 @@ impl Frames {
             return None;
         }
         match &self.f[pfn as usize].data {
-            Data::Bytes(b) => Some(b),
+            Data::Bytes(b) => Some(&b.b),
             _ => None,
         }
     }

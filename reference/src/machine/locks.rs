@@ -41,7 +41,7 @@
 //!   cycle that never completes be reported as the `deadlock` it is, naming its tasks.)
 
 use crate::{TaskId, Violation};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::Pfn;
 
@@ -83,6 +83,10 @@ pub(crate) enum LockClass {
     PageTableLock,
     HugetlbVma,
 }
+
+/// The number of lock classes (lockdep's pair matrix is this square).
+const CLASSES: usize = 8;
+const _: () = assert!(LockClass::HugetlbVma as usize + 1 == CLASSES);
 
 impl LockClass {
     fn name(self) -> &'static str {
@@ -169,13 +173,17 @@ struct Witness {
 /// lockdep's record of lock-class pairs.
 #[derive(Default)]
 pub(crate) struct Locks {
-    table: BTreeMap<LockId, LockState>,
+    /// Every lock held or waited for, with its state; a lock nobody holds or waits for has no
+    /// entry. A handful at a time: searched linearly, never iterated for an answer.
+    table: Vec<(LockId, LockState)>,
+    /// Emptied states of locks that left the table, kept for their buffers.
+    spare: Vec<LockState>,
     /// Per task: the locks it holds, in the order it took them.
     held: Vec<Vec<(LockId, Mode)>>,
     /// Per task: the lock it waits for.
     waiting: Vec<Option<(LockId, Mode)>>,
-    /// lockdep: (held class, taken class) -> first witness.
-    order: BTreeMap<(LockClass, LockClass), Witness>,
+    /// lockdep: `[held class][taken class]` -> first witness.
+    order: [[Option<Witness>; CLASSES]; CLASSES],
     /// The first lock-order violation seen (taken by the scheduler after each step).
     pub violation: Option<Violation>,
 }
@@ -192,10 +200,11 @@ pub(crate) enum Acquired {
 impl Locks {
     pub fn new(tasks: usize) -> Locks {
         Locks {
-            table: BTreeMap::new(),
+            table: Vec::new(),
+            spare: Vec::new(),
             held: vec![Vec::new(); tasks],
             waiting: vec![None; tasks],
-            order: BTreeMap::new(),
+            order: Default::default(),
             violation: None,
         }
     }
@@ -224,14 +233,31 @@ impl Locks {
 
     /// Whether any task holds `id` (in any mode) or waits for it.
     pub fn busy(&self, id: LockId) -> bool {
-        self.table.contains_key(&id)
+        self.state(id).is_some()
     }
 
     /// Whether some task holds `id` for writing.
     pub fn write_held(&self, id: LockId) -> bool {
-        self.table
-            .get(&id)
+        self.state(id)
             .is_some_and(|s| s.holders.iter().any(|&(_, m)| m == Mode::Write))
+    }
+
+    /// The state of `id`, if anyone holds it or waits for it.
+    fn state(&self, id: LockId) -> Option<&LockState> {
+        self.table.iter().find(|(l, _)| *l == id).map(|(_, s)| s)
+    }
+
+    /// The state of `id`, made (empty) if nobody held it or waited for it.
+    fn entry(&mut self, id: LockId) -> &mut LockState {
+        let i = match self.table.iter().position(|(l, _)| *l == id) {
+            Some(i) => i,
+            None => {
+                let s = self.spare.pop().unwrap_or_default();
+                self.table.push((id, s));
+                self.table.len() - 1
+            }
+        };
+        &mut self.table[i].1
     }
 
     /// lockdep's record of task `t` taking `id` with what it holds: each (held class, `id`'s
@@ -243,7 +269,7 @@ impl Locks {
             if hc == class {
                 continue; // nesting within one class: not an ordering between classes
             }
-            if let Some(w) = self.order.get(&(class, hc)) {
+            if let Some(w) = &self.order[class as usize][hc as usize] {
                 return Err(Violation {
                     oracle: crate::Oracle::LockOrder,
                     message: format!(
@@ -256,7 +282,7 @@ impl Locks {
                     ),
                 });
             }
-            self.order.entry((hc, class)).or_insert(Witness {
+            self.order[hc as usize][class as usize].get_or_insert(Witness {
                 task: t,
                 held: h,
                 taken: id,
@@ -281,7 +307,7 @@ impl Locks {
                 ),
             "{id} is not a rwsem"
         );
-        let s = self.table.entry(id).or_default();
+        let s = self.entry(id);
         if s.queue.is_empty() && s.free_for(mode) {
             s.holders.push((t, mode));
             self.granted(t, id, mode);
@@ -306,7 +332,7 @@ impl Locks {
             "task {t} tries a lock while it waits"
         );
         assert!(!self.holds(t, id), "task {t} tries {id}, which it holds");
-        let s = self.table.entry(id).or_default();
+        let s = self.entry(id);
         if !(s.queue.is_empty() && s.free_for(mode)) {
             return false; // held or waited for: the entry stays
         }
@@ -324,7 +350,12 @@ impl Locks {
             .rposition(|&(l, _)| l == id)
             .unwrap_or_else(|| panic!("task {t} releases {id}, which it does not hold"));
         held.remove(i);
-        let s = self.table.get_mut(&id).expect("a held lock is in the table");
+        let at = self
+            .table
+            .iter()
+            .position(|(l, _)| *l == id)
+            .expect("a held lock is in the table");
+        let s = &mut self.table[at].1;
         let j = s.holders.iter().position(|&(h, _)| h == t).expect("holder recorded");
         s.holders.remove(j);
         let mut woken = Vec::new();
@@ -349,7 +380,8 @@ impl Locks {
             _ => {}
         }
         if s.holders.is_empty() && s.queue.is_empty() {
-            self.table.remove(&id);
+            let (_, s) = self.table.swap_remove(at);
+            self.spare.push(s);
         }
         for &w in &woken {
             let (_, mode) = self.waiting[w as usize].take().expect("a woken task waited");
@@ -381,7 +413,7 @@ impl Locks {
             let Some((id, mode)) = self.waiting[t] else {
                 return Vec::new();
             };
-            let s = &self.table[&id];
+            let s = self.state(id).expect("a waited-for lock is in the table");
             // Holders in a conflicting mode, then everyone queued ahead (FIFO handoff).
             let mut out: Vec<TaskId> = s
                 .holders

@@ -291,8 +291,12 @@ impl Machine {
     /// Tears the machine down into its reusable buffers.
     pub fn into_pools(self) -> Pools {
         let mut pools = self.frames.into_pools();
+        // Written-back pages join the page pool, which holds zero buffers only.
         for f in self.files {
-            pools.pages.extend(f.disk.into_values().flatten());
+            pools.pages.extend(f.disk.into_values().flatten().map(|mut p| {
+                p.fill(0);
+                p
+            }));
         }
         pools
     }
@@ -411,12 +415,12 @@ impl Machine {
             let (holder, was) = (top.ctx, top.pfn);
             top.pfn = page;
             self.ev_kmap_remap(cpu, depth, holder, was, page);
-            self.frames.page_mut(page)[0] = 0xa5;
+            self.frames.page_mut(page, 0..1)[0] = 0xa5;
             Ok(())
         } else {
             self.kmap_atomic(cpu, Ctx::Irq, page).and_then(|d| {
                 let at = self.atomic_access(cpu, d, page)?;
-                self.frames.page_mut(at)[0] = 0xa5;
+                self.frames.page_mut(at, 0..1)[0] = 0xa5;
                 self.kunmap_atomic(cpu, Ctx::Irq, d)
             })
         };
@@ -705,7 +709,7 @@ impl Machine {
             Some(Some(p)) => {
                 let mut buf = self.frames.take_buffer();
                 buf.copy_from_slice(&p[..]);
-                self.frames.put_bytes(pfn, buf);
+                self.frames.put_bytes(pfn, buf, 0..frames::PAGE);
             }
             Some(None) => {}
             None if !file.shmem && base < file.pattern_end => {
@@ -713,8 +717,7 @@ impl Machine {
                 let mut buf = self.frames.take_buffer();
                 let n = (end - base).min(PAGE_SIZE) as usize;
                 fill_pattern(&mut buf[..n], id, base);
-                buf[n..].fill(0);
-                self.frames.put_bytes(pfn, buf);
+                self.frames.put_bytes(pfn, buf, 0..n);
             }
             None => {}
         }

@@ -11,7 +11,7 @@
 //! faults).
 
 use super::fault::page_rest;
-use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE, PAGE};
+use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
 use super::{File, LockId, Machine, Mm, Owner, TaskState};
 use crate::{Bug, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
@@ -807,25 +807,7 @@ impl Machine {
 
     /// Copies `n` bytes forward, byte by byte in effect (the frames may be the same).
     pub(crate) fn copy_bytes(&mut self, from: Pfn, fo: usize, to: Pfn, to_off: usize, n: usize) {
-        if from == to {
-            let p = self.frames.page_mut(to);
-            for i in 0..n {
-                p[to_off + i] = p[fo + i];
-            }
-            return;
-        }
-        match self.frames.bytes(from) {
-            None => {
-                if self.frames.bytes(to).is_some() {
-                    self.frames.page_mut(to)[to_off..to_off + n].fill(0);
-                }
-            }
-            Some(src) => {
-                let mut tmp = [0u8; PAGE];
-                tmp[..n].copy_from_slice(&src[fo..fo + n]);
-                self.frames.page_mut(to)[to_off..to_off + n].copy_from_slice(&tmp[..n]);
-            }
-        }
+        self.frames.copy_bytes(from, fo, to, to_off, n);
     }
 
     /// ftruncate(2)'s checks before i_rwsem.
@@ -860,7 +842,7 @@ impl Machine {
                 // zero_user_segment: the page kmap_atomic()ed for the zeroing.
                 let d = self.kmap_atomic_here(pfn);
                 if self.frames.bytes(pfn).is_some() {
-                    self.frames.page_mut(pfn)[tail..].fill(0);
+                    self.frames.page_mut(pfn, tail..super::frames::PAGE)[tail..].fill(0);
                 }
                 self.kunmap_atomic_here(d);
             }
