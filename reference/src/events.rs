@@ -53,6 +53,9 @@ pub enum Event {
         task: TaskId,
         cpu: CpuId,
         mm: u32,
+        /// The schedule token that chose the task (its index among the run's tokens), or
+        /// `None` when the file-order rule did (no token left naming a runnable task).
+        token: Option<u32>,
     },
     /// An `irqC` token: an interrupt on `cpu`, on top of `current` (the task it last ran).
     Irq { cpu: CpuId, current: Option<TaskId> },
@@ -432,14 +435,20 @@ impl Machine {
 
     /// Step `step` of `task` begins (`lin` is empty again).
     #[inline]
-    pub(crate) fn ev_step(&mut self, step: u64, task: TaskId) {
+    pub(crate) fn ev_step(&mut self, step: u64, task: TaskId, token: Option<u32>) {
         if self.events.is_some() {
             self.logged(|m| {
                 if let Some(r) = m.events.as_deref_mut() {
                     r.lins = 0;
                 }
                 let (cpu, mm) = (m.tasks[task as usize].cpu, m.tasks[task as usize].mm as u32);
-                m.record(Event::Step { step, task, cpu, mm });
+                m.record(Event::Step {
+                    step,
+                    task,
+                    cpu,
+                    mm,
+                    token,
+                });
             });
         }
     }

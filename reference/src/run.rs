@@ -281,7 +281,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
 
     fn run(mut self, judge: &mut Judge, schedule: &[SchedToken], options: &RunOptions) -> RunReport {
         let ntasks = self.program.len();
-        let mut tokens = schedule.iter();
+        let mut tokens = schedule.iter().enumerate();
         let mut steps: u64 = 0;
         loop {
             // Pick the task for this scheduling point: the next token naming a runnable task
@@ -290,10 +290,10 @@ impl<'k, 'c> Scheduler<'k, 'c> {
             let chosen = {
                 let mut m = self.k.m();
                 let mut chosen = None;
-                for tok in tokens.by_ref() {
+                for (k, tok) in tokens.by_ref() {
                     match *tok {
                         SchedToken::Task(t) if (t as usize) < ntasks && self.runnable(&m, t as usize) => {
-                            chosen = Some(t as usize);
+                            chosen = Some((t as usize, Some(k as u32)));
                             break;
                         }
                         SchedToken::Task(_) => {}
@@ -316,9 +316,10 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                     (0..ntasks)
                         .filter(|&t| self.runnable(&m, t))
                         .min_by_key(|&t| self.current_call(t))
+                        .map(|t| (t, None))
                 })
             };
-            let Some(t) = chosen.or_else(|| self.oom_wake()) else {
+            let Some((t, token)) = chosen.or_else(|| self.oom_wake().map(|t| (t, None))) else {
                 return match self.deadlock() {
                     Some(message) => self.end(Oracle::Deadlock, message),
                     None => self.report,
@@ -329,7 +330,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let message = format!("the run did not finish within {} scheduling steps", self.config.steps);
                 return self.end(Oracle::Livelock, message);
             }
-            self.log(|m| m.ev_step(steps, t as TaskId));
+            self.log(|m| m.ev_step(steps, t as TaskId, token));
             if self.running[t].is_none() {
                 let idx = self.program[t][self.next[t]];
                 self.next[t] += 1;

@@ -566,7 +566,9 @@ impl Timeline {
         for e in &report.events {
             let line = event_line(trace, e);
             match e {
-                Event::Step { step, task, cpu, mm } => {
+                Event::Step {
+                    step, task, cpu, mm, ..
+                } => {
                     in_irq = None;
                     let lane = &mut tl.tasks[*task as usize];
                     // The task runs again: its sleep ends here.

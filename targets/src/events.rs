@@ -41,7 +41,9 @@ pub fn event_line(trace: &Trace, e: &Event) -> String {
         .to_string()
     };
     match e {
-        Event::Step { step, task, cpu, mm } => format!("step {step}: task {task} (mm {mm}) on CPU {cpu}"),
+        Event::Step {
+            step, task, cpu, mm, ..
+        } => format!("step {step}: task {task} (mm {mm}) on CPU {cpu}"),
         Event::Irq { cpu, current } => match current {
             Some(t) => format!("irq on CPU {cpu}, over task {t}"),
             None => format!("irq on CPU {cpu}, idle"),

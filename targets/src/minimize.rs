@@ -10,14 +10,17 @@
 //!
 //! Passes, in order: schedule tokens (chunks, then one by one), operations (chunks, then one
 //! by one, a fork together with every operation of the task it creates), tasks (on CPU 0,
-//! merged into an earlier task or a forked one into its parent, unused ones renumbered),
+//! merged into an earlier task, a forked one into its parent or made a thread of its parent's
+//! process, unused ones renumbered),
 //! files (merged into an earlier file, a first truncate folded into the initial size,
 //! unused ones renumbered, smaller), configuration keys (back to their defaults, then
 //! smaller), and the numbers of each operation (towards 0, page and table boundaries,
 //! simpler addresses).
 
+use crate::engine::run_trace_with;
 use crate::trace::{parse, Trace};
-use mm_reference::{Config, Op, SchedToken, PAGE_SIZE};
+use mm_reference::events::Event;
+use mm_reference::{Config, Op, Reference, RunOptions, SchedToken, PAGE_SIZE};
 
 /// An upper bound on the rounds of all passes (each round that changes nothing ends it).
 const MAX_ROUNDS: usize = 32;
@@ -32,6 +35,7 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
     let mut m = Minimizer {
         best: trace.clone(),
         keep,
+        reference: Reference::new(),
     };
     for _ in 0..MAX_ROUNDS {
         let before = m.best.clone();
@@ -51,6 +55,8 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
 struct Minimizer<'a> {
     best: Trace,
     keep: &'a mut dyn FnMut(&Trace) -> bool,
+    /// Runs the candidates' event logs (which schedule token ran which operation).
+    reference: Reference,
 }
 
 impl Minimizer<'_> {
@@ -114,10 +120,10 @@ impl Minimizer<'_> {
     }
 
     /// Operations; a fork goes together with the task it creates (removed and renumbered).
-    /// An operation that cannot go alone is tried again with the first one to three schedule
-    /// tokens of its task (the steps it took: without them, the rest of the schedule keeps its
-    /// timing), and an mremap that moved a mapping with every later address in its new range
-    /// moved back to the old one.
+    /// An operation that cannot go alone is tried again with the schedule tokens that ran its
+    /// steps (read off the run's event log: without them, the rest of the schedule keeps its
+    /// timing), then with the first one to three tokens of its task, and an mremap that moved
+    /// a mapping with every later address in its new range moved back to the old one.
     fn ops(&mut self) {
         self.shrink_list(|t| &t.ops, |t, o| t.ops = o);
         let mut i = 0;
@@ -125,6 +131,19 @@ impl Minimizer<'_> {
             let line = self.best.ops[i];
             let mut taken = false;
             if !matches!(line.op, Op::Fork { .. }) {
+                let ran = token_ops(&mut self.reference, &self.best);
+                if ran.contains(&Some(i)) {
+                    let mut cand = self.best.clone();
+                    cand.ops.remove(i);
+                    let mut k = 0;
+                    cand.schedule.retain(|_| {
+                        k += 1;
+                        ran[k - 1] != Some(i)
+                    });
+                    taken = self.try_take(cand);
+                }
+            }
+            if !taken && !matches!(line.op, Op::Fork { .. }) {
                 for k in 1..=3 {
                     let mut cand = self.best.clone();
                     cand.ops.remove(i);
@@ -194,11 +213,18 @@ impl Minimizer<'_> {
                 }
             }
         }
-        // A forked task's operations run by its parent instead, the fork gone.
+        // A forked task's operations run by its parent instead, the fork gone; else by a
+        // declared thread of the parent's process (a race between two processes is often one
+        // between two threads, which needs no fork).
         let mut i = self.best.ops.len();
         while i > 0 {
             i -= 1;
             if let Some(cand) = merged_child(&self.best, i) {
+                if self.try_take(cand) {
+                    continue;
+                }
+            }
+            if let Some(cand) = forked_as_thread(&self.best, i) {
                 self.try_take(cand);
             }
         }
@@ -450,6 +476,48 @@ pub(crate) fn set_arg(op: &mut Op, slot: usize, v: u64) {
 }
 
 /// Removes the first `k` schedule tokens naming `task`; false if there are fewer.
+/// For each schedule token of `t`, the operation (index into `t.ops`) whose step it chose,
+/// from a run's event log; `None` for a token the scheduler skipped or never reached.
+fn token_ops(reference: &mut Reference, t: &Trace) -> Vec<Option<usize>> {
+    let mut ran = vec![None; t.schedule.len()];
+    let options = RunOptions {
+        events: true,
+        ..RunOptions::ALL
+    };
+    let Ok(report) = run_trace_with(reference, t, &options) else {
+        return ran;
+    };
+    // A step's operation is known once its `Start` (if it starts one) has been seen: the
+    // token of the step before is settled at each `Step` and at the end.
+    let mut current: Vec<Option<usize>> = Vec::new();
+    let mut step: Option<(usize, Option<u32>)> = None;
+    let mut settle = |step: Option<(usize, Option<u32>)>, current: &Vec<Option<usize>>| {
+        if let Some((task, Some(k))) = step {
+            if let Some(slot) = ran.get_mut(k as usize) {
+                *slot = current.get(task).copied().flatten();
+            }
+        }
+    };
+    for e in &report.events {
+        match *e {
+            Event::Step { task, token, .. } => {
+                settle(step, &current);
+                step = Some((task as usize, token));
+            }
+            Event::Start { task, call, .. } => {
+                let task = task as usize;
+                if current.len() <= task {
+                    current.resize(task + 1, None);
+                }
+                current[task] = Some(call);
+            }
+            _ => {}
+        }
+    }
+    settle(step, &current);
+    ran
+}
+
 fn drop_tokens(s: &mut Vec<SchedToken>, task: u32, k: usize) -> bool {
     let mut left = k;
     let mut out = Vec::with_capacity(s.len());
@@ -597,6 +665,41 @@ fn merged_child(t: &Trace, i: usize) -> Option<Trace> {
     cand.ops.remove(i);
     give_task(&mut cand, child, parent);
     renumber_tasks(&mut cand, child);
+    Some(cand)
+}
+
+/// The trace without the fork at op `i`, the task it created declared instead as a thread of
+/// the forking (declared) task's process, on the fork's CPU; `None` if op `i` is not a fork
+/// by a declared task. The new task takes the first forked id; the forked ids before the
+/// child's move up one, so forks still create the next unused id in order.
+fn forked_as_thread(t: &Trace, i: usize) -> Option<Trace> {
+    let Op::Fork { task: child, cpu } = t.ops[i].op else {
+        return None;
+    };
+    let parent = t.tasks.get(t.ops[i].task as usize)?;
+    let declared = t.tasks.len() as u32;
+    let id = |x: u32| match x {
+        x if x == child => declared,
+        x if x >= declared && x < child => x + 1,
+        x => x,
+    };
+    let mut cand = t.clone();
+    cand.ops.remove(i);
+    cand.tasks.push(mm_reference::TaskInit {
+        mm: parent.mm,
+        cpu: cpu.unwrap_or(parent.cpu),
+    });
+    for l in &mut cand.ops {
+        l.task = id(l.task);
+        if let Op::Fork { task, .. } = &mut l.op {
+            *task = id(*task);
+        }
+    }
+    for s in &mut cand.schedule {
+        if let SchedToken::Task(x) = s {
+            *x = id(*x);
+        }
+    }
     Some(cand)
 }
 
