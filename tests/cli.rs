@@ -115,3 +115,22 @@ fn unknown_bug_is_bad_input() {
     assert_eq!(code, 2);
     assert!(err.contains("no-such-bug"), "{err}");
 }
+
+#[test]
+fn bench_all_only_measures_one_column() {
+    let (code, out, err) = mmfuzz(&["bench", "--runs", "20", "--target", "concurrent", "--all-only"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["target", "decode/s", "all", "ops/run"]
+    );
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(row.len(), 4, "{out}");
+    assert_eq!(row[0], "concurrent");
+    let all: f64 = row[2].parse().expect("a rate");
+    assert!(all > 0.0, "{out}");
+    let (code, _, err) = mmfuzz(&["bench", "--runs", "0", "--all-only"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--runs"), "{err}");
+}
