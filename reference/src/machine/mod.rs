@@ -290,14 +290,21 @@ impl Machine {
 
     /// Tears the machine down into its reusable buffers.
     pub fn into_pools(self) -> Pools {
+        let frames = self.cfg.frames as usize;
         let mut pools = self.frames.into_pools();
-        // Written-back pages join the page pool, which holds zero buffers only.
+        // Written-back pages join the page pool, which holds zero buffers only, and no more of
+        // them than the machine has frames (a run never has more frame contents than that):
+        // the pool does not grow from one run to the next with each run's disk pages.
         for f in self.files {
-            pools.pages.extend(f.disk.into_values().flatten().map(|mut p| {
+            for mut p in f.disk.into_values().flatten() {
+                if pools.pages.len() >= frames {
+                    break;
+                }
                 p.fill(0);
-                p
-            }));
+                pools.pages.push(p);
+            }
         }
+        pools.pages.truncate(frames);
         pools
     }
 
@@ -738,11 +745,15 @@ impl Machine {
             return;
         }
         self.ev_writeback(f, index, pfn);
-        let content = self.frames.bytes(pfn).map(|p| {
-            let mut b = Box::new([0u8; frames::PAGE]);
-            b.copy_from_slice(p);
-            b
-        });
+        // The disk copy in a pooled buffer (the pool gets it back when the machine goes).
+        let content = match self.frames.bytes(pfn) {
+            None => None,
+            Some(_) => {
+                let mut b = self.frames.take_buffer();
+                b.copy_from_slice(self.frames.bytes(pfn).expect("content checked above"));
+                Some(b)
+            }
+        };
         self.files[f].disk.insert(index, content);
         self.frames.frame_mut(pfn).dirty = false;
     }
