@@ -587,3 +587,77 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         Some(format!("every unfinished task is asleep: {}", parts.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MmapFlags, Outcome, Prot};
+
+    /// The buffers a reference keeps do not grow from run to run: pages written back to disk
+    /// (here by MADV_PAGEOUT of dirty shared file pages) go back to the page pool, which keeps
+    /// no more buffers than the machine has frames.
+    #[test]
+    fn the_page_pool_stays_bounded_across_runs() {
+        let config = Config {
+            frames: 32,
+            highmem: 16,
+            ..Config::default()
+        };
+        let files = [FileInit {
+            size: 0x8000,
+            huge: false,
+        }];
+        let tasks = [TaskInit { mm: 0, cpu: 0 }];
+        let base = 0x100000;
+        let mut calls = vec![Call {
+            task: 0,
+            op: Op::Mmap {
+                addr: base,
+                len: 0x8000,
+                prot: Prot::RW,
+                flags: MmapFlags {
+                    shared: true,
+                    fixed: true,
+                    ..MmapFlags::default()
+                },
+                file: Some(0),
+                off: 0,
+            },
+        }];
+        for page in 0..8 {
+            calls.push(Call {
+                task: 0,
+                op: Op::Store {
+                    addr: base + page * 0x1000 + 7,
+                    value: 1,
+                },
+            });
+        }
+        calls.push(Call {
+            task: 0,
+            op: Op::Pageout {
+                addr: base,
+                len: 0x8000,
+            },
+        });
+        let options = RunOptions {
+            events: true,
+            ..RunOptions::ALL
+        };
+        let mut r = Reference::new();
+        let mut sizes = Vec::new();
+        for _ in 0..40 {
+            let report = r.run(&config, &files, &tasks, &calls, &[], &options);
+            assert_eq!(report.outcome, Outcome::Ok);
+            let written = report
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Writeback { .. }))
+                .count();
+            assert_eq!(written, 8, "every dirty page is written back");
+            sizes.push(r.pools.pages.len());
+        }
+        assert!(sizes.iter().all(|&n| n <= config.frames as usize), "{sizes:?}");
+        assert!(sizes[2..].iter().all(|&n| n == sizes[2]), "the pool grows: {sizes:?}");
+    }
+}
