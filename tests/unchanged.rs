@@ -1,6 +1,7 @@
 //! Skipping the checker's walks at steps that changed nothing it reads
 //! (`RunOptions::skip_unchanged`, reference/src/unchanged.rs) gives the same reports, bit for
-//! bit, as walking at every step; and recording coverage changes no result. Generated traces
+//! bit, as walking at every step, and every skipped walk would have read exactly what the
+//! last passed one read (`RunOptions::audit_skip`); and recording coverage changes no result. Generated traces
 //! of every mode and every fuzz target are run both ways, on the correct reference and with
 //! every modelled zoo bug on (so that violations, found at the same step with the same
 //! message, are compared too).
@@ -52,8 +53,14 @@ fn skipping_unchanged_state_changes_no_report() {
         skip_unchanged: false,
         ..RunOptions::ALL
     };
+    // The skipping run audits every skip: what a skipped walk reads must not have changed.
+    let audited = RunOptions {
+        audit_skip: true,
+        ..RunOptions::ALL
+    };
     for t in traces() {
-        let a = run(&mut skip, &t, &RunOptions::ALL);
+        let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut skip, &t, &audited)))
+            .unwrap_or_else(|_| panic!("the audit of skip_unchanged failed (message above) on\n{t}"));
         let b = run(&mut walk, &t, &full);
         assert_eq!(a, b, "skip_unchanged changed the report of\n{t}");
         violations += usize::from(a.outcome != Outcome::Ok);

@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Record the event log ([`RunReport::events`]). Not an oracle: off in `ALL` and `NONE`
     /// (fuzzing), on for `replay --events` and `show`.
     pub events: bool,
+    /// Audit `skip_unchanged` (tests): at every step it skips a walk, hash everything that
+    /// walk reads and panic, as a model bug, if it differs from the last walk that passed.
+    pub audit_skip: bool,
 }
 
 impl RunOptions {
@@ -52,6 +55,7 @@ impl RunOptions {
         coverage: false,
         skip_unchanged: true,
         events: false,
+        audit_skip: false,
     };
     pub const NONE: RunOptions = RunOptions {
         spec: false,
@@ -62,6 +66,7 @@ impl RunOptions {
         coverage: false,
         skip_unchanged: true,
         events: false,
+        audit_skip: false,
     };
 }
 
@@ -392,9 +397,14 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let same = skip && judge.unchanged.tables_same(&m);
                 let tables = options.tables && !same;
                 let tlb = options.tlb && !(same && judge.unchanged.tlb_same(&m));
+                if options.audit_skip {
+                    judge
+                        .unchanged
+                        .audit(&m, !tables && options.tables, !tlb && options.tlb, steps);
+                }
                 let r = judge.checker.check(&m, tables, tlb);
                 if skip && r.is_ok() && (tables || tlb) {
-                    judge.unchanged.record(&m);
+                    judge.unchanged.record(&m, options.audit_skip);
                 }
                 r.and_then(|()| {
                     if options.leak {

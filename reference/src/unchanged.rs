@@ -22,7 +22,12 @@
 //!   only next to the table's map count.
 //! - The `kmap` and `leak` checks are cheap and always run.
 //! - A new kernel path that changes state the checker reads, anywhere else, must bump
-//!   `epoch` (or join the snapshot); the equality test is what catches a missing bump.
+//!   `epoch` (or join the snapshot). Two tests catch a missing bump: the equality test (same
+//!   reports with the skip on and off) and the audit (`RunOptions::audit_skip`: at every
+//!   skipped walk, a hash of everything the walk reads must equal the hash taken at the last
+//!   walk that passed, even where the verdict would not change).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::machine::{LockId, Machine, TaskState, TlbEntry, Vma};
 
@@ -45,12 +50,16 @@ pub(crate) struct Unchanged {
     tlb_ends: Vec<usize>,
     /// Per mm: whether its mmap_lock is held for writing.
     write_held: Vec<bool>,
+    /// With `audit_skip`: the hashes of what the `tables` and the `tlb` parts read, at the
+    /// last check that found nothing.
+    prints: Option<(u64, u64)>,
 }
 
 impl Unchanged {
     /// Forgets the last run (a new run starts with a full check).
     pub fn reset(&mut self) {
         self.valid = false;
+        self.prints = None;
     }
 
     /// Whether the state the `tables` part reads is what it was at the last passed check.
@@ -90,8 +99,24 @@ impl Unchanged {
         (0..m.mms.len()).all(|mm| m.locks.write_held(LockId::MmapLock(mm as u32)) == self.write_held[mm])
     }
 
-    /// Records the state after a check that found nothing.
-    pub fn record(&mut self, m: &Machine) {
+    /// Panics if a walk skipped at step `step` (`tables`, `tlb`: which ones) would have read
+    /// anything other than what the last passed walk read: the skip's proof has a hole (a
+    /// path changed checked state without bumping a counter or joining the snapshot).
+    pub fn audit(&self, m: &Machine, tables: bool, tlb: bool, step: u64) {
+        let Some((t, l)) = self.prints else { return };
+        assert!(
+            !tables || tables_print(m) == t,
+            "step {step}: the tables walk was skipped, but what it reads changed since it last passed"
+        );
+        assert!(
+            !tlb || (tables_print(m) == t && tlb_print(m) == l),
+            "step {step}: the tlb check was skipped, but what it reads changed since it last passed"
+        );
+    }
+
+    /// Records the state after a check that found nothing (and its hashes for the audit).
+    pub fn record(&mut self, m: &Machine, audit: bool) {
+        self.prints = audit.then(|| (tables_print(m), tlb_print(m)));
         self.valid = true;
         self.epoch = m.epoch;
         self.frame_changes = m.frames.changes;
@@ -115,4 +140,35 @@ impl Unchanged {
         self.write_held
             .extend((0..m.mms.len()).map(|mm| m.locks.write_held(LockId::MmapLock(mm as u32))));
     }
+}
+
+/// A hash of everything the `tables` part of the checker reads: frames (owner, counts,
+/// generation) and page-table entries, every mm's VMAs, counters and pgd, every task's state,
+/// pins and pending share counts, every file's page cache.
+fn tables_print(m: &Machine) -> u64 {
+    let mut h = DefaultHasher::new();
+    m.frames.hash_state(&mut h);
+    for mm in &m.mms {
+        (mm.live, mm.pgd, &mm.vmas, mm.rss, mm.hugetlb).hash(&mut h);
+    }
+    for t in &m.tasks {
+        (t.state, &t.pins, &t.share_pending).hash(&mut h);
+    }
+    for f in &m.files {
+        f.cache.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A hash of what the `tlb` part reads beyond the tables: every CPU's TLB entries and which
+/// mms' mmap_lock is held for writing.
+fn tlb_print(m: &Machine) -> u64 {
+    let mut h = DefaultHasher::new();
+    for cpu in &m.cpus {
+        cpu.tlb.hash(&mut h);
+    }
+    for mm in 0..m.mms.len() {
+        m.locks.write_held(LockId::MmapLock(mm as u32)).hash(&mut h);
+    }
+    h.finish()
 }

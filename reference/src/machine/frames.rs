@@ -38,7 +38,7 @@ pub(crate) const E_PROTNONE: u8 = 16;
 pub(crate) const E_HUGE: u8 = 32;
 
 /// One page-table entry (any level). Upper levels use only `E_PRESENT`.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct Entry {
     pub pfn: Pfn,
     pub flags: u8,
@@ -69,7 +69,7 @@ impl Entry {
 }
 
 /// What a frame is used for.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Owner {
     Free,
     /// An anonymous page (private memory, copy-on-write copies).
@@ -457,6 +457,18 @@ impl Frames {
         match &self.f[pfn as usize].data {
             Data::Bytes(b) => Some(&b.b),
             _ => None,
+        }
+    }
+
+    /// Feeds every frame's metadata and every page table's entries to `h` (the skip's audit,
+    /// `unchanged.rs`; page contents are not read by the checker and not hashed).
+    pub fn hash_state(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        for fr in &self.f {
+            (fr.owner, fr.refs, fr.maps, fr.gen).hash(h);
+            if let Data::Table(t) = &fr.data {
+                t.hash(h);
+            }
         }
     }
 

@@ -23,7 +23,7 @@ pub(crate) fn prot_flags(prot: Prot) -> u32 {
         | (if prot.exec() { VM_EXEC } else { 0 })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct Vma {
     pub start: u64,
     pub end: u64,

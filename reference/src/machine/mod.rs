@@ -72,7 +72,7 @@ impl File {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum TaskState {
     /// Will be created by a fork.
     Unborn,
@@ -137,7 +137,7 @@ pub enum Lin {
 }
 
 /// A cached translation: filled by user accesses, removed only by flushes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct TlbEntry {
     pub mm: u32,
     pub vpn: u64,
