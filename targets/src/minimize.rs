@@ -12,7 +12,8 @@
 //! by one, a fork together with every operation of the task it creates), tasks (on CPU 0,
 //! merged into an earlier task, a forked one into its parent or made a thread of its parent's
 //! process, unused ones renumbered),
-//! files (merged into an earlier file, a first truncate folded into the initial size,
+//! mappings (a file mapping made anonymous, an mmap populated instead of the accesses its
+//! task makes in it), files (merged into an earlier file, a first truncate folded into the initial size,
 //! unused ones renumbered, smaller), configuration keys (back to their defaults, then
 //! smaller), and the numbers of each operation (towards 0, page and table boundaries,
 //! simpler addresses).
@@ -42,6 +43,7 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
         m.schedule();
         m.ops();
         m.tasks();
+        m.mappings();
         m.files();
         m.config();
         m.numbers();
@@ -234,6 +236,62 @@ impl Minimizer<'_> {
             if let Some(cand) = without_task(&self.best, t as u32) {
                 self.try_take(cand);
             }
+        }
+    }
+
+    /// Mappings made simpler: a file mapping made anonymous (over whole huge pages for a
+    /// hugetlbfs file), so the file may go; a fixed mapping populated at mmap in place of the
+    /// loads and stores its task makes in it afterwards (all of them, else the first).
+    fn mappings(&mut self) {
+        let hps = self.best.config.huge_page_size();
+        for i in 0..self.best.ops.len() {
+            if let Op::Mmap { file: Some(f), len, .. } = self.best.ops[i].op {
+                let huge = self.best.files.get(f as usize).is_some_and(|f| f.huge);
+                let mut cand = self.best.clone();
+                if let Op::Mmap { file, off, len: l, .. } = &mut cand.ops[i].op {
+                    *file = None;
+                    *off = 0;
+                    if huge {
+                        *l = len.div_ceil(hps).saturating_mul(hps);
+                    }
+                }
+                self.try_take(cand);
+            }
+        }
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            if let Op::Mmap { addr, len, flags, .. } = line.op {
+                if !flags.populate && (flags.fixed || flags.noreplace) {
+                    let end = addr.saturating_add(len);
+                    let touches: Vec<usize> = (i + 1..self.best.ops.len())
+                        .filter(|&j| {
+                            let l = self.best.ops[j];
+                            let at = match l.op {
+                                Op::Load { addr } | Op::Store { addr, .. } => addr,
+                                _ => return false,
+                            };
+                            l.task == line.task && (addr..end).contains(&at)
+                        })
+                        .collect();
+                    for gone in [&touches[..], &touches[..touches.len().min(1)]] {
+                        if gone.is_empty() {
+                            break;
+                        }
+                        let mut cand = self.best.clone();
+                        if let Op::Mmap { flags, .. } = &mut cand.ops[i].op {
+                            flags.populate = true;
+                        }
+                        for &j in gone.iter().rev() {
+                            cand.ops.remove(j);
+                        }
+                        if self.try_take(cand) {
+                            break;
+                        }
+                    }
+                }
+            }
+            i += 1;
         }
     }
 
