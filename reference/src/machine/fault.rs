@@ -375,7 +375,7 @@ impl Machine {
         match store {
             None => self.frames.byte(pfn, off),
             Some(v) => {
-                self.frames.page_mut(pfn, off..off + 1)[off] = v;
+                self.frames.bytes_mut(pfn, off..off + 1)[0] = v;
                 v
             }
         }

@@ -349,8 +349,14 @@ impl Frames {
         }
     }
 
-    /// The page's bytes, materialized for writing: the caller writes only within `written`.
-    pub fn page_mut(&mut self, pfn: Pfn, written: std::ops::Range<usize>) -> &mut Page {
+    /// Bytes `range` of the page, materialized for writing (the extent widened to cover them).
+    pub fn bytes_mut(&mut self, pfn: Pfn, range: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.page_mut(pfn, range.clone())[range]
+    }
+
+    /// The page's bytes, materialized for writing: the caller writes only within `written`
+    /// (private: a write outside it would leave bytes the pool's zeroing misses).
+    fn page_mut(&mut self, pfn: Pfn, written: std::ops::Range<usize>) -> &mut Page {
         assert!(pfn != ZERO_PFN, "write to the zero page");
         let fr = &mut self.f[pfn as usize];
         assert!(
@@ -400,7 +406,7 @@ impl Frames {
         }
         if self.bytes(from).is_none() {
             if self.bytes(to).is_some() {
-                self.page_mut(to, dst.clone())[dst].fill(0);
+                self.bytes_mut(to, dst).fill(0);
             }
             return;
         }

@@ -422,12 +422,12 @@ impl Machine {
             let (holder, was) = (top.ctx, top.pfn);
             top.pfn = page;
             self.ev_kmap_remap(cpu, depth, holder, was, page);
-            self.frames.page_mut(page, 0..1)[0] = 0xa5;
+            self.frames.bytes_mut(page, 0..1)[0] = 0xa5;
             Ok(())
         } else {
             self.kmap_atomic(cpu, Ctx::Irq, page).and_then(|d| {
                 let at = self.atomic_access(cpu, d, page)?;
-                self.frames.page_mut(at, 0..1)[0] = 0xa5;
+                self.frames.bytes_mut(at, 0..1)[0] = 0xa5;
                 self.kunmap_atomic(cpu, Ctx::Irq, d)
             })
         };

@@ -842,7 +842,7 @@ impl Machine {
                 // zero_user_segment: the page kmap_atomic()ed for the zeroing.
                 let d = self.kmap_atomic_here(pfn);
                 if self.frames.bytes(pfn).is_some() {
-                    self.frames.page_mut(pfn, tail..super::frames::PAGE)[tail..].fill(0);
+                    self.frames.bytes_mut(pfn, tail..super::frames::PAGE).fill(0);
                 }
                 self.kunmap_atomic_here(d);
             }
