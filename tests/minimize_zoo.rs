@@ -43,12 +43,22 @@ fn budget(bug: Bug, oracle: Oracle, r: &mut Reference) -> usize {
     same.into_iter().min().unwrap_or_else(|| all.into_iter().max().unwrap()) + 1
 }
 
+/// The seeds of the guided engine whose first crash of each bug is minimized.
+const SEEDS: u64 = 12;
+
 /// The crashes the minimizer does not yet bring within budget (bug, seed, lines it reaches),
-/// measured. Each must stay at most that long, and leave this list when it meets the budget.
-/// Empty since the minimizer maps tokens to operations exactly, turns forks into threads and
-/// populates mappings in place of their accesses (the two `ptshare-count-race` crashes of
-/// seeds 2 and 4 that were here, at 20 and 15 lines, now take 14 and 12).
-const OVER_BUDGET: &[(&str, u64, usize)] = &[];
+/// measured; issue 7 keeps them open. Each must stay at most that long, and leave this list
+/// when it meets the budget. Each is one or two lines over: shapes the engine built that
+/// the regression does not have (a private hugetlb mapping copied from the page cache where
+/// the regression forks, a third process whose steps only set the timing, a fork whose child
+/// only exists), which no pass turns into the regression's shape yet.
+const OVER_BUDGET: &[(&str, u64, usize)] = &[
+    ("highpte-kmap-over-alloc", 5, 21),
+    ("kmap-atomic-unordered", 9, 9),
+    ("ptshare-count-race", 6, 15),
+    ("ptshare-mremap-newrange", 10, 12),
+    ("ptshare-end-wrap", 12, 11),
+];
 
 #[test]
 fn every_zoo_crash_minimizes_to_the_regression_size() {
@@ -58,7 +68,7 @@ fn every_zoo_crash_minimizes_to_the_regression_size() {
         let mut bugs = BugSet::NONE;
         bugs.insert(bug);
         let mut found = 0;
-        for seed in 1..=4 {
+        for seed in 1..=SEEDS {
             let cfg = GuidedConfig {
                 runs: Some(200_000),
                 bugs,
@@ -97,8 +107,8 @@ fn every_zoo_crash_minimizes_to_the_regression_size() {
                 ));
             }
         }
-        if found < 3 {
-            failures.push(format!("{}: only {found} of 4 seeds gave a violation", bug.name()));
+        if found * 4 < SEEDS * 3 {
+            failures.push(format!("{}: only {found} of {SEEDS} seeds gave a violation", bug.name()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
