@@ -108,7 +108,10 @@ fn every_zoo_crash_minimizes_to_the_regression_size() {
             }
         }
         if found * 4 < SEEDS * 3 {
-            failures.push(format!("{}: only {found} of {SEEDS} seeds gave a violation", bug.name()));
+            failures.push(format!(
+                "{}: only {found} of {SEEDS} seeds gave a violation",
+                bug.name()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
