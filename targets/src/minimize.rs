@@ -533,7 +533,6 @@ pub(crate) fn set_arg(op: &mut Op, slot: usize, v: u64) {
     }
 }
 
-/// Removes the first `k` schedule tokens naming `task`; false if there are fewer.
 /// For each schedule token of `t`, the operation (index into `t.ops`) whose step it chose,
 /// from a run's event log; `None` for a token the scheduler skipped or never reached.
 fn token_ops(reference: &mut Reference, t: &Trace) -> Vec<Option<usize>> {
@@ -576,6 +575,7 @@ fn token_ops(reference: &mut Reference, t: &Trace) -> Vec<Option<usize>> {
     ran
 }
 
+/// Removes the first `k` schedule tokens naming `task`; false if there are fewer.
 fn drop_tokens(s: &mut Vec<SchedToken>, task: u32, k: usize) -> bool {
     let mut left = k;
     let mut out = Vec::with_capacity(s.len());
