@@ -6,6 +6,9 @@
 //! That sharing really happens is checked through `hugetlb-unshare-no-flush`: enough of the
 //! traces must unshare a table under it and show the missing flush.
 
+mod common;
+
+use common::off_and_on;
 use mm_reference::{BugSet, Outcome, RunOptions};
 use mm_targets::exec::run_trace;
 use mm_targets::gen::{generate, GenOptions, Mix};
@@ -38,12 +41,7 @@ fn hugeshare_changes_no_result() {
         if seed % 2 == 1 {
             trace.config.ptrs = 4;
         }
-        let mut off = trace.clone();
-        off.config.hugeshare = false;
-        let mut on = trace.clone();
-        on.config.hugeshare = true;
-        let a = run_trace(&off, &RunOptions::default());
-        let b = run_trace(&on, &RunOptions::default());
+        let (a, b, on) = off_and_on(&trace, |c, on| c.hugeshare = on);
         assert_eq!(a.outcome, Outcome::Ok, "seed {seed}: {:?}", a.outcome);
         assert_eq!(a, b, "seed {seed}: hugeshare changed a result\n{trace}");
         ran += usize::from(trace.files.iter().any(|f| f.huge) && a.completed.len() > 4);

@@ -5,6 +5,9 @@
 //! switch (a link that forgets the new sharer's rss) turns a trace into a violation exactly
 //! when a populated pte page was linked, so it counts the traces that shared.
 
+mod common;
+
+use common::off_and_on;
 use mm_reference::{Bug, BugSet, Oracle, Outcome, RunOptions};
 use mm_targets::exec::run_trace;
 use mm_targets::gen::{generate, GenOptions};
@@ -35,12 +38,7 @@ fn sharing_pte_pages_changes_no_result() {
     for (name, mut trace) in all.iter().cloned() {
         trace.schedule.clear();
         trace.config.bugs = BugSet::NONE;
-        let mut off = trace.clone();
-        off.config.ptshare = false;
-        let mut on = trace.clone();
-        on.config.ptshare = true;
-        let a = run_trace(&off, &RunOptions::default());
-        let b = run_trace(&on, &RunOptions::default());
+        let (a, b, mut on) = off_and_on(&trace, |c, on| c.ptshare = on);
         assert_eq!(a.outcome, Outcome::Ok, "{name}: {:?}", a.outcome);
         assert_eq!(a, b, "{name}: sharing pte pages changed a result");
         on.config.bugs = BugSet::NONE;

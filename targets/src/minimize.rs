@@ -128,12 +128,14 @@ impl Minimizer<'_> {
     /// a mapping with every later address in its new range moved back to the old one.
     fn ops(&mut self) {
         self.shrink_list(|t| &t.ops, |t, o| t.ops = o);
+        // The token map of `best`, run once per change of `best` (not once per operation).
+        let mut map: Option<Vec<Option<usize>>> = None;
         let mut i = 0;
         while i < self.best.ops.len() {
             let line = self.best.ops[i];
             let mut taken = false;
             if !matches!(line.op, Op::Fork { .. }) {
-                let ran = token_ops(&mut self.reference, &self.best);
+                let ran = map.get_or_insert_with(|| token_ops(&mut self.reference, &self.best));
                 if ran.contains(&Some(i)) {
                     let mut cand = self.best.clone();
                     cand.ops.remove(i);
@@ -163,7 +165,9 @@ impl Minimizer<'_> {
                     taken = self.try_take(cand);
                 }
             }
-            if !taken {
+            if taken {
+                map = None;
+            } else {
                 i += 1;
             }
         }
