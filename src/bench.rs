@@ -177,10 +177,14 @@ pub fn main(args: &Args) -> u8 {
             ops
         );
     }
-    println!(
-        "(all: exec/s with every oracle; walk: the same, walking the tables at every step (no skip of unchanged \
-         state); cov: every oracle and coverage recorded; none: no oracle; an oracle's column: microseconds per \
-         run it costs)"
-    );
+    if args.all_only {
+        println!("(all: exec/s with every oracle)");
+    } else {
+        println!(
+            "(all: exec/s with every oracle; walk: the same, walking the tables at every step (no skip of unchanged \
+             state); cov: every oracle and coverage recorded; none: no oracle; an oracle's column: microseconds per \
+             run it costs)"
+        );
+    }
     0
 }

@@ -185,7 +185,7 @@ impl Coverage {
             self.hit(WAIT, 0x1_0000 | sleepers.min(4) | u64::from(chain) << 4 | kind << 8);
         }
         // The kmap pool and the atomic stacks.
-        let in_use = m.kmap.count.iter().filter(|&&c| c > 1).count() as u64;
+        let in_use = m.kmap.count().iter().filter(|&&c| c > 1).count() as u64;
         let waiters = m.tasks.iter().filter(|t| t.kmap_wait.is_some()).count() as u64;
         let pkmap = m.cfg.pkmap as u64;
         self.hit(

@@ -723,9 +723,9 @@ impl Machine {
     pub(crate) fn ev_kmap_flush(&mut self) {
         if self.events.is_some() {
             self.logged(|m| {
-                let freed = (0..m.kmap.count.len())
-                    .filter(|&s| m.kmap.count[s] == 1)
-                    .filter_map(|s| Some((s as u32, m.kmap.page[s]?)))
+                let freed = (0..m.kmap.count().len())
+                    .filter(|&s| m.kmap.count()[s] == 1)
+                    .filter_map(|s| Some((s as u32, m.kmap.page()[s]?)))
                     .collect();
                 m.record(Event::KmapFlush { task: m.current, freed });
             });

@@ -34,8 +34,12 @@ pub(crate) struct Checker {
     rss: Vec<[u64; 3]>,
     /// Per mm: pages mapped by hugetlb leaves in the tables it links.
     hugetlb: Vec<u64>,
-    /// Every pmd entry linking a pte table: (table, mm, base address of its range).
+    /// Every pmd entry linking a pte table: (table, mm, base address of its range),
+    /// collected by the census walk.
     links: Vec<(u32, usize, u64)>,
+    /// Every task's pending share counts (`Task::share_pending`), sorted: taken once per
+    /// check (almost always empty).
+    pending: Vec<u32>,
 }
 
 impl Checker {
@@ -50,26 +54,43 @@ impl Checker {
             rss: Vec::new(),
             hugetlb: Vec::new(),
             links: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    /// The number of frames the scratch is sized for.
-    pub(crate) fn frames(&self) -> usize {
-        self.maps.len()
+    /// Sizes the scratch for `frames` frames (a new run's), keeping its memory. The per-frame
+    /// tallies are all zero between checks, so they stay so.
+    pub(crate) fn resize(&mut self, frames: usize) {
+        debug_assert!(self.touched.is_empty(), "resize between checks only");
+        for v in [&mut self.maps, &mut self.table_refs, &mut self.pins, &mut self.cached] {
+            v.resize(frames, 0);
+        }
     }
 
     /// The oracles that hold between operations: with `tables`, `use-after-free` (every entry
-    /// reaches a frame of the right kind), `rss` and `refcount`; with `tlb`, `tlb`.
-    pub(crate) fn check(&mut self, m: &Machine, tables: bool, tlb: bool) -> Result<(), Violation> {
+    /// reaches a frame of the right kind), `rss` and `refcount`; with `tlb`, `tlb`; with
+    /// `kmap`, `kmap`.
+    pub(crate) fn check(&mut self, m: &Machine, tables: bool, tlb: bool, kmap: bool) -> Result<(), Violation> {
         if tables {
             for task in &m.tasks {
                 for &pfn in &task.pins {
                     self.pins[pfn as usize] += 1;
                 }
             }
+            self.pending.clear();
+            self.pending
+                .extend(m.tasks.iter().flat_map(|t| t.share_pending.iter().copied()));
+            self.pending.sort_unstable();
+            // The census collects the pmd links `share-count` judges; that is judged first.
+            // A census that stopped at a violation has not seen every link: then they are
+            // collected by a walk of their own (only when something is already wrong).
+            let census = self.census(m);
+            if census.is_err() {
+                self.collect_links(m);
+            }
             let r = self
                 .check_share(m)
-                .and_then(|()| self.census(m))
+                .and(census)
                 .and_then(|()| self.check_rss(m))
                 .and_then(|()| self.check_refcount(m));
             for &pfn in &self.touched {
@@ -87,17 +108,15 @@ impl Checker {
         if tlb {
             check_tlb(m)?;
         }
-        check_kmap(m)
+        if kmap {
+            check_kmap(m)?;
+        }
+        Ok(())
     }
 
-    /// `share-count`, for pte tables: each table's share count equals the pmd entries
-    /// linking it, over every live mm; a table linked more than once is linked only from
-    /// VMAs that may share it: a file mapping (not hugetlb) that covers the table's whole
-    /// range, each mapping the same file page at the range's base, with the same flags.
-    /// (A VMA with an anon_vma must not share either; the ptes of a shared table are the
-    /// same for every sharer, so a private copy reaching another mm is judged by `spec`,
-    /// at the access that reads it.) Orphaned tables are judged in `check_refcount`.
-    fn check_share(&mut self, m: &Machine) -> Result<(), Violation> {
+    /// Every live mm's pmd entries that link a pte table, into `links`, by a walk of their
+    /// own: what the census collects on its way when it finds nothing wrong.
+    fn collect_links(&mut self, m: &Machine) {
         self.links.clear();
         let span = m.entry_span(1);
         for (mi, mm) in m.mms.iter().enumerate() {
@@ -121,6 +140,18 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// `share-count`, for pte tables: each table's share count equals the pmd entries
+    /// linking it, over every live mm; a table linked more than once is linked only from
+    /// VMAs that may share it: a file mapping (not hugetlb) that covers the table's whole
+    /// range, each mapping the same file page at the range's base, with the same flags.
+    /// (A VMA with an anon_vma must not share either; the ptes of a shared table are the
+    /// same for every sharer, so a private copy reaching another mm is judged by `spec`,
+    /// at the access that reads it.) Orphaned tables are judged in `check_refcount`. The
+    /// links are those the census (or `collect_links`) gathered.
+    fn check_share(&mut self, m: &Machine) -> Result<(), Violation> {
+        let span = m.entry_span(1);
         self.links.sort_unstable();
         for group in self.links.chunk_by(|a, b| a.0 == b.0) {
             let table = group[0].0;
@@ -135,7 +166,7 @@ impl Checker {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            if fr.maps as usize != group.len() + pending(m, table) {
+            if fr.maps as usize != group.len() + self.pending(table) {
                 return violation(
                     Oracle::ShareCount,
                     format!(
@@ -143,7 +174,7 @@ impl Checker {
                         fr.maps,
                         group.len(),
                         linked(),
-                        match pending(m, table) {
+                        match self.pending(table) {
                             0 => String::new(),
                             n => format!(" and {n} links are pending"),
                         }
@@ -184,6 +215,7 @@ impl Checker {
         Ok(())
     }
 
+    #[inline]
     fn tally(&mut self, pfn: u32, table: bool) {
         let i = pfn as usize;
         if self.maps[i] == 0 && self.table_refs[i] == 0 {
@@ -199,6 +231,7 @@ impl Checker {
     /// Walks every live mm's tables: checks each entry reaches a frame of the right kind, and
     /// tallies maps, table references and rss by kind.
     fn census(&mut self, m: &Machine) -> Result<(), Violation> {
+        self.links.clear();
         self.rss.clear();
         self.rss.resize(m.mms.len(), [0; 3]);
         self.hugetlb.clear();
@@ -259,9 +292,12 @@ impl Checker {
                 continue;
             }
             let va = base + i as u64 * span;
-            if level == 1 && e.huge() {
-                self.huge_leaf(m, mm, va, e, cursor, !again)?;
-                continue;
+            if level == 1 {
+                if e.huge() {
+                    self.huge_leaf(m, mm, va, e, cursor, !again)?;
+                    continue;
+                }
+                self.links.push((e.pfn, mm, va));
             }
             if level > 0 {
                 let want = Owner::Table { level: level as u8 - 1 };
@@ -293,15 +329,12 @@ impl Checker {
                 continue;
             }
             let owner = m.frames.get(e.pfn).map(|f| f.owner);
-            match owner {
-                Some(Owner::Anon) | Some(Owner::Cache { .. }) => {}
-                other => {
-                    return violation(
-                        Oracle::UseAfterFree,
-                        format!("mm {mm}: pte at {va:#x} maps frame {} which is {other:?}", e.pfn),
-                    )
-                }
-            }
+            let Some(kind) = owner.and_then(|o| m.rss_kind_of(o)) else {
+                return violation(
+                    Oracle::UseAfterFree,
+                    format!("mm {mm}: pte at {va:#x} maps frame {} which is {owner:?}", e.pfn),
+                );
+            };
             let vmas = &m.mms[mm].vmas;
             while *cursor < vmas.len() && vmas[*cursor].end <= va {
                 *cursor += 1;
@@ -334,7 +367,7 @@ impl Checker {
             if !again {
                 self.tally(e.pfn, false);
             }
-            self.rss[mm][m.rss_kind(e.pfn)] += 1;
+            self.rss[mm][kind] += 1;
         }
         Ok(())
     }
@@ -452,16 +485,20 @@ impl Checker {
             }
         }
         // Which frames the page cache holds where their owner says (one pass over the
-        // caches instead of a lookup per frame).
+        // caches instead of a lookup per frame), and the first entry holding a frame that is
+        // not that page (reported last).
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             self.cached.fill(0);
             self.stamp = 1;
         }
+        let mut stray = None;
         for (f, file) in m.files.iter().enumerate() {
             for (&index, &pfn) in &file.cache {
-                if m.frames.get(pfn).map(|fr| fr.owner) == Some(Owner::Cache { file: f as u32, index }) {
+                if m.frames.frame(pfn).owner == (Owner::Cache { file: f as u32, index }) {
                     self.cached[pfn as usize] = self.stamp;
+                } else if stray.is_none() {
+                    stray = Some((f, index, pfn));
                 }
             }
         }
@@ -472,7 +509,7 @@ impl Checker {
         for pfn in m.frames.allocated() {
             let fr = &m.frames.frame(pfn);
             if let Owner::Table { level } = fr.owner {
-                let linked = self.table_refs[pfn as usize] + pending(m, pfn) as u32;
+                let linked = self.table_refs[pfn as usize] + self.pending(pfn) as u32;
                 if linked == 0 {
                     return violation(
                         Oracle::ShareCount,
@@ -511,20 +548,22 @@ impl Checker {
         if let Some(pfn) = first_page {
             return self.page_counts(m, pfn);
         }
-        for (f, file) in m.files.iter().enumerate() {
-            for (&index, &pfn) in &file.cache {
-                if m.frames.frame(pfn).owner != (Owner::Cache { file: f as u32, index }) {
-                    return violation(
-                        Oracle::UseAfterFree,
-                        format!(
-                            "page cache of file {f} at page {index} holds frame {pfn}, which is {:?}",
-                            m.frames.frame(pfn).owner
-                        ),
-                    );
-                }
-            }
+        if let Some((f, index, pfn)) = stray {
+            return violation(
+                Oracle::UseAfterFree,
+                format!(
+                    "page cache of file {f} at page {index} holds frame {pfn}, which is {:?}",
+                    m.frames.frame(pfn).owner
+                ),
+            );
         }
         Ok(())
+    }
+
+    /// Links to pte table `table` that running tasks have counted but not made yet (a share
+    /// count raised across a scheduling point, `Task::share_pending`).
+    fn pending(&self, table: u32) -> usize {
+        self.pending.iter().filter(|&&p| p == table).count()
     }
 
     /// `refcount` of one allocated frame that is not a page table (a table's map count is its
@@ -603,16 +642,6 @@ fn covering(m: &Machine, mm: usize, base: u64, span: u64) -> Result<(u32, u64, u
         ));
     }
     Ok(what)
-}
-
-/// Links to pte table `table` that running tasks have counted but not made yet (a share
-/// count raised across a scheduling point, `Task::share_pending`).
-fn pending(m: &Machine, table: u32) -> usize {
-    m.tasks
-        .iter()
-        .flat_map(|t| &t.share_pending)
-        .filter(|&&p| p == table)
-        .count()
 }
 
 /// `tlb`: no TLB entry on any CPU reaches a freed or reused frame, and once an operation
@@ -729,16 +758,16 @@ pub(crate) fn check_leak(m: &Machine) -> Result<(), Violation> {
 /// means a missing flush_all_zero_pkmaps).
 pub(crate) fn check_kmap(m: &Machine) -> Result<(), Violation> {
     let k = &m.kmap;
-    for (slot, (&count, &page)) in k.count.iter().zip(&k.page).enumerate() {
+    for (slot, (&count, &page)) in k.count().iter().zip(k.page()).enumerate() {
         let bad = match page {
             None if count != 0 => Some(format!("pkmap slot {slot} has count {count} but maps no page")),
             None => None,
             Some(p) if count == 0 => Some(format!("pkmap slot {slot} is free but still maps frame {p}")),
-            Some(p) if k.virt.get(&p) != Some(&slot) => Some(format!(
+            Some(p) if k.virt(p) != Some(slot) => Some(format!(
                 "pkmap slot {slot} maps frame {p}, whose virtual address is elsewhere"
             )),
             Some(p) => {
-                let users = k.held.iter().flatten().filter(|&&q| q == p).count() as u32;
+                let users = k.held_all().filter(|&q| q == p).count() as u32;
                 (count != 1 + users)
                     .then(|| format!("pkmap slot {slot} of frame {p} has count {count} for {users} kmaps held"))
             }
@@ -747,15 +776,15 @@ pub(crate) fn check_kmap(m: &Machine) -> Result<(), Violation> {
             return violation(Oracle::Kmap, message);
         }
     }
-    for (cpu, tlb) in k.ktlb.iter().enumerate() {
+    for (cpu, tlb) in k.ktlb().iter().enumerate() {
         for (slot, &e) in tlb.iter().enumerate() {
             if let Some(p) = e {
-                if k.page[slot] != Some(p) {
+                if k.page()[slot] != Some(p) {
                     return violation(
                         Oracle::Kmap,
                         format!(
                             "CPU {cpu}'s kernel TLB maps pkmap slot {slot} to frame {p}, but the slot maps {:?} (a count went to 0 without a flush)",
-                            k.page[slot]
+                            k.page()[slot]
                         ),
                     );
                 }

@@ -143,10 +143,8 @@ impl Reference {
         if options.events {
             machine.record_events();
         }
-        let mut checker = match self.checker.take() {
-            Some(c) if c.frames() == config.frames as usize => c,
-            _ => Checker::new(config.frames as usize),
-        };
+        let mut checker = self.checker.take().unwrap_or_else(|| Checker::new(0));
+        checker.resize(config.frames as usize);
         let kernel = Kernel::new(machine);
         self.coverage.reset();
         self.unchanged.reset();
@@ -397,14 +395,23 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 let same = skip && judge.unchanged.tables_same(&m);
                 let tables = options.tables && !same;
                 let tlb = options.tlb && !(same && judge.unchanged.tlb_same(&m));
+                let kmap = !(skip && judge.unchanged.kmap_same(&m));
                 if options.audit_skip {
                     judge
                         .unchanged
                         .audit(&m, !tables && options.tables, !tlb && options.tlb, steps);
+                    if !kmap {
+                        judge.unchanged.audit_kmap(&m, steps);
+                    }
                 }
-                let r = judge.checker.check(&m, tables, tlb);
-                if skip && r.is_ok() && (tables || tlb) {
-                    judge.unchanged.record(&m, options.audit_skip);
+                let r = judge.checker.check(&m, tables, tlb, kmap);
+                if skip && r.is_ok() {
+                    if tables || tlb {
+                        judge.unchanged.record(&m, options.audit_skip);
+                    }
+                    if kmap {
+                        judge.unchanged.record_kmap(&m, options.audit_skip);
+                    }
                 }
                 r.and_then(|()| {
                     if options.leak {
@@ -481,7 +488,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         let op = self.calls[self.running[t].as_ref().expect("a completing task runs").idx]
             .op
             .name();
-        let held = &m.kmap.held[t];
+        let held = m.kmap.held(t);
         let message = if !held.is_empty() {
             format!("task {t} returns from {op} holding a kmap of frames {held:?}")
         } else if m.kmap.in_atomic(t as TaskId, cpu) {
@@ -556,7 +563,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                     Mode::Write => l.to_string(),
                 })
                 .collect();
-            names.extend(m.kmap.held[t as usize].iter().map(|p| format!("a kmap of frame {p}")));
+            names.extend(m.kmap.held(t as usize).iter().map(|p| format!("a kmap of frame {p}")));
             if names.is_empty() {
                 "holds nothing".to_string()
             } else {

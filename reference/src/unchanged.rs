@@ -20,7 +20,9 @@
 //!   files, every CPU's TLB entries and which mms' `mmap_lock` is held for writing (the
 //!   `tlb` oracle waits for those). A task's pending share counts (`share_pending`) change
 //!   only next to the table's map count.
-//! - The `kmap` and `leak` checks are cheap and always run.
+//! - The `kmap` check is skipped on its own when `Kmap::changes` (bumped by every change
+//!   of the pool's state, which is private to machine/kmap.rs) is what it was at the last
+//!   passed `kmap` check. The `leak` check is cheap and always runs.
 //! - A new kernel path that changes state the checker reads, anywhere else, must bump
 //!   `epoch` (or join the snapshot). Two tests catch a missing bump: the equality test (same
 //!   reports with the skip on and off) and the audit (`RunOptions::audit_skip`: at every
@@ -53,6 +55,9 @@ pub(crate) struct Unchanged {
     /// With `audit_skip`: the hashes of what the `tables` and the `tlb` parts read, at the
     /// last check that found nothing.
     prints: Option<(u64, u64)>,
+    /// `Kmap::changes` at the last `kmap` check that found nothing (and with `audit_skip`, a
+    /// hash of the pool's state then).
+    kmap: Option<(u64, Option<u64>)>,
 }
 
 impl Unchanged {
@@ -60,6 +65,28 @@ impl Unchanged {
     pub fn reset(&mut self) {
         self.valid = false;
         self.prints = None;
+        self.kmap = None;
+    }
+
+    /// Whether the kmap pool's state is what it was at the last passed `kmap` check.
+    pub fn kmap_same(&self, m: &Machine) -> bool {
+        self.kmap.is_some_and(|(changes, _)| changes == m.kmap.changes())
+    }
+
+    /// Records the pool's state after a `kmap` check that found nothing.
+    pub fn record_kmap(&mut self, m: &Machine, audit: bool) {
+        self.kmap = Some((m.kmap.changes(), audit.then(|| kmap_print(m))));
+    }
+
+    /// Panics if a skipped `kmap` check (at `step`) would have read anything other than what
+    /// the last passed one read.
+    pub fn audit_kmap(&self, m: &Machine, step: u64) {
+        if let Some((_, Some(print))) = self.kmap {
+            assert!(
+                kmap_print(m) == print,
+                "step {step}: the kmap check was skipped, but the pool changed since it last passed"
+            );
+        }
     }
 
     /// Whether the state the `tables` part reads is what it was at the last passed check.
@@ -170,5 +197,13 @@ fn tlb_print(m: &Machine) -> u64 {
     for mm in 0..m.mms.len() {
         m.locks.write_held(LockId::MmapLock(mm as u32)).hash(&mut h);
     }
+    h.finish()
+}
+
+/// A hash of what the `kmap` oracle reads: the pool's counts, pages, page->virtual, kernel
+/// TLBs and held kmaps.
+fn kmap_print(m: &Machine) -> u64 {
+    let mut h = DefaultHasher::new();
+    m.kmap.hash_state(&mut h);
     h.finish()
 }

@@ -44,25 +44,31 @@ pub(crate) struct AtomicEntry {
     pub ctx: Ctx,
 }
 
+/// The pool's state (`count`, `page`, `virt`, `ktlb`, `held`: what the `kmap` oracle reads)
+/// is private to this module, so every change to it goes through a function here that bumps
+/// `changes` (the oracle skips a step that changed none of it, unchanged.rs).
 pub(crate) struct Kmap {
     /// pkmap_count per slot.
-    pub count: Vec<u32>,
+    count: Vec<u32>,
     /// The page each slot maps (the pkmap page table).
-    pub page: Vec<Option<Pfn>>,
+    page: Vec<Option<Pfn>>,
     /// page->virtual: the slot of each page that has one.
-    pub virt: BTreeMap<Pfn, usize>,
+    virt: BTreeMap<Pfn, usize>,
     /// last_pkmap_nr.
     last: usize,
     /// Bumped whenever a count drops to 1 (the pkmap_map_wait wakeup).
     pub wakeups: u64,
     /// Per CPU, per slot: the page that CPU's kernel TLB holds for the slot.
-    pub ktlb: Vec<Vec<Option<Pfn>>>,
+    ktlb: Vec<Vec<Option<Pfn>>>,
     /// Per CPU: the kmap_atomic stack.
     pub stacks: Vec<Vec<AtomicEntry>>,
     /// Per task: the pages it holds a pool kmap of (one entry per kmap).
-    pub held: Vec<Vec<Pfn>>,
+    held: Vec<Vec<Pfn>>,
     /// flush_all_zero_pkmaps runs so far.
     pub flushes: u64,
+    /// Bumped by every change of the pool's state (counts, pages, page->virtual, kernel
+    /// TLBs, held kmaps).
+    changes: u64,
 }
 
 impl Kmap {
@@ -77,12 +83,61 @@ impl Kmap {
             stacks: vec![Vec::new(); cpus as usize],
             held: vec![Vec::new(); tasks],
             flushes: 0,
+            changes: 0,
         }
+    }
+
+    /// pkmap_count per slot.
+    pub fn count(&self) -> &[u32] {
+        &self.count
+    }
+
+    /// The page each slot maps.
+    pub fn page(&self) -> &[Option<Pfn>] {
+        &self.page
+    }
+
+    /// page->virtual of `pfn`: its slot, if it has one.
+    pub fn virt(&self, pfn: Pfn) -> Option<usize> {
+        self.virt.get(&pfn).copied()
+    }
+
+    /// Per CPU, per slot: the page that CPU's kernel TLB holds for the slot.
+    pub fn ktlb(&self) -> &[Vec<Option<Pfn>>] {
+        &self.ktlb
+    }
+
+    /// The pages task `t` holds a pool kmap of.
+    pub fn held(&self, t: usize) -> &[Pfn] {
+        &self.held[t]
+    }
+
+    /// Every task's held kmaps.
+    pub fn held_all(&self) -> impl Iterator<Item = Pfn> + '_ {
+        self.held.iter().flatten().copied()
+    }
+
+    /// The number of changes to the pool's state so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Hashes the pool's state, what the `kmap` oracle reads (`RunOptions::audit_skip`).
+    pub fn hash_state<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        (&self.count, &self.page, &self.virt, &self.ktlb, &self.held).hash(h);
+    }
+
+    /// A new task, holding no kmap.
+    pub fn add_task(&mut self) {
+        self.changes += 1;
+        self.held.push(Vec::new());
     }
 
     /// flush_all_zero_pkmaps: every slot no one uses (count 1) becomes free; every CPU's
     /// kernel TLB of the pool is flushed.
     fn flush_all_zero(&mut self) {
+        self.changes += 1;
         for slot in 0..self.count.len() {
             if self.count[slot] != 1 {
                 continue;
@@ -129,6 +184,7 @@ impl Machine {
     /// kmap_high without sleeping: the slot now mapping `pfn` for one more user, or `None`
     /// when every slot is in use (the caller sleeps and tries again).
     fn pkmap_map(&mut self, pfn: Pfn) -> Option<usize> {
+        self.kmap.changes += 1;
         if let Some(&slot) = self.kmap.virt.get(&pfn) {
             self.kmap.count[slot] += 1;
             return Some(slot);
@@ -184,6 +240,7 @@ impl Machine {
         if !self.frames.is_highmem(pfn) {
             return Ok(());
         }
+        self.kmap.changes += 1;
         let held = &mut self.kmap.held[t as usize];
         let Some(i) = held.iter().rposition(|&p| p == pfn) else {
             return Err(kmap_violation(format!(
@@ -214,8 +271,12 @@ impl Machine {
             .virt
             .get(&pfn)
             .expect("access through a kmap the caller holds");
+        let page = self.kmap.page[slot].expect("a used slot maps a page");
         let tlb = &mut self.kmap.ktlb[cpu as usize][slot];
-        *tlb.get_or_insert(self.kmap.page[slot].expect("a used slot maps a page"))
+        if tlb.is_none() {
+            self.kmap.changes += 1;
+        }
+        *tlb.get_or_insert(page)
     }
 
     /// kmap_atomic(pfn) on `cpu` for `ctx`: pushes an entry (preemption and page faults are

@@ -313,7 +313,7 @@ impl Machine {
         assert_eq!(task as usize, self.tasks.len(), "tasks are created in order");
         self.tasks.push(Task::new(usize::MAX, 0, TaskState::Unborn));
         self.locks.add_task(task);
-        self.kmap.held.push(Vec::new());
+        self.kmap.add_task();
     }
 
     /// Context switch: `cpu` now runs task `t` (switch_mm: its mm stays in the mm's cpumask
@@ -665,11 +665,18 @@ impl Machine {
 
     /// The rss counter a mapped frame counts in.
     pub fn rss_kind(&self, pfn: Pfn) -> usize {
-        match self.frames.frame(pfn).owner {
-            Owner::Anon => MM_ANONPAGES,
-            Owner::Cache { file, .. } if self.files[file as usize].shmem => MM_SHMEMPAGES,
-            Owner::Cache { .. } => MM_FILEPAGES,
-            o => panic!("user pte maps frame {pfn} owned by {o:?}"),
+        let owner = self.frames.frame(pfn).owner;
+        self.rss_kind_of(owner)
+            .unwrap_or_else(|| panic!("user pte maps frame {pfn} owned by {owner:?}"))
+    }
+
+    /// The rss counter a user page of `owner` counts in (`None`: no user pte may map it).
+    pub fn rss_kind_of(&self, owner: Owner) -> Option<usize> {
+        match owner {
+            Owner::Anon => Some(MM_ANONPAGES),
+            Owner::Cache { file, .. } if self.files[file as usize].shmem => Some(MM_SHMEMPAGES),
+            Owner::Cache { .. } => Some(MM_FILEPAGES),
+            _ => None,
         }
     }
 
