@@ -130,7 +130,10 @@ fn bench_all_only_measures_one_column() {
     assert_eq!(row[0], "concurrent");
     let all: f64 = row[2].parse().expect("a rate");
     assert!(all > 0.0, "{out}");
-    assert_eq!(lines[3], "(all: exec/s with every oracle)", "the legend names only the column shown");
+    assert_eq!(
+        lines[3], "(all: exec/s with every oracle)",
+        "the legend names only the column shown"
+    );
     let (code, _, err) = mmfuzz(&["bench", "--runs", "0", "--all-only"]);
     assert_eq!(code, 2);
     assert!(err.contains("--runs"), "{err}");

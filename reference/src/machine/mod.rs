@@ -502,17 +502,23 @@ impl Machine {
     /// The table of `level` (1 pmd or 2 pud) and index mapping `va`, if every table above
     /// it exists (a hugetlb pmd leaf is an entry of the pmd table, so level 1 reaches it).
     pub fn table_slot(&self, mm: usize, va: u64, level: u32) -> Option<(Pfn, usize)> {
+        self.table_walk(mm, va, level).ok()
+    }
+
+    /// [`Machine::table_slot`], or `Err(l)`: the entry of `va` at level `l` above it is empty,
+    /// so nothing in the `entry_span(l)` bytes around `va` has a table of `level`.
+    pub fn table_walk(&self, mm: usize, va: u64, level: u32) -> Result<(Pfn, usize), u32> {
         assert!((1..=2).contains(&level), "table_slot below a pmd: use leaf_slot");
         let mut t = self.mms[mm].pgd;
         for l in (level + 1..=3).rev() {
             let e = self.frames.table(t)[self.index(va, l)];
             if !e.mapped() {
-                return None;
+                return Err(l);
             }
             assert!(!e.huge(), "a huge leaf above the pmd level");
             t = e.pfn;
         }
-        Some((t, self.index(va, level)))
+        Ok((t, self.index(va, level)))
     }
 
     /// The leaf slot mapping `va`: (table, index, level) of the pte (level 0) or of the

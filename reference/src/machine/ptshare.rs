@@ -300,13 +300,19 @@ impl Machine {
         let span = self.pte_span();
         let mut base = start & !(span - 1);
         while base < end {
-            if let Some((pmd, i)) = self.pmd_slot(mm, base) {
-                let e = self.frames.table(pmd)[i];
-                if e.mapped() && !e.huge() && self.frames.frame(e.pfn).maps > 1 {
-                    self.pt_unlink(mm, base, (pmd, i), e.pfn);
+            let next = match self.table_walk(mm, base, 1) {
+                Ok((pmd, i)) => {
+                    let e = self.frames.table(pmd)[i];
+                    if e.mapped() && !e.huge() && self.frames.frame(e.pfn).maps > 1 {
+                        self.pt_unlink(mm, base, (pmd, i), e.pfn);
+                    }
+                    base.checked_add(span)
                 }
-            }
-            base += span;
+                // No pmd table under the empty entry: skip the whole range it would map.
+                Err(level) => (base | (self.entry_span(level) - 1)).checked_add(1),
+            };
+            let Some(next) = next else { break };
+            base = next;
         }
     }
 
