@@ -203,10 +203,17 @@ impl Coverage {
         // TLB entries outliving a pte change their writer has not flushed yet.
         let mut stale = 0u64;
         let mut gone = false;
-        for c in &m.cpus {
+        let writing = |mm: usize| m.mms[mm].live && m.locks.write_held(crate::machine::LockId::MmapLock(mm as u32));
+        // (Most steps have no writer: then no entry needs looking at.)
+        let cpus = if (0..m.mms.len()).any(writing) {
+            &m.cpus[..]
+        } else {
+            &[]
+        };
+        for c in cpus {
             for e in &c.tlb {
                 let mm = e.mm as usize;
-                if !m.mms[mm].live || !m.locks.write_held(crate::machine::LockId::MmapLock(mm as u32)) {
+                if !writing(mm) {
                     continue;
                 }
                 let pte = m.pte(mm, e.vpn * PAGE_SIZE);
@@ -220,7 +227,7 @@ impl Coverage {
             self.hit(STALE, stale.min(4) | u64::from(gone) << 4 | kind << 8);
         }
         // Memory.
-        let allocated = m.frames.allocated().count() as u64;
+        let allocated = m.frames.allocated_count() as u64;
         let free = u64::from(m.cfg.frames).saturating_sub(allocated);
         let bucket = match free {
             0 => 0,

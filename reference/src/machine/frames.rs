@@ -243,6 +243,11 @@ impl Frames {
         }
     }
 
+    /// How many frames are allocated.
+    pub fn allocated_count(&self) -> usize {
+        self.allocated.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     /// The allocated frames, in increasing order.
     pub fn allocated(&self) -> impl Iterator<Item = Pfn> + '_ {
         self.allocated.iter().enumerate().flat_map(|(w, &bits)| {

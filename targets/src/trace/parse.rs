@@ -49,8 +49,13 @@ fn err<T>(line: usize, message: impl Into<String>) -> Res<T> {
 pub fn parse(text: &str) -> Result<Trace, ParseError> {
     // `fork` lines anywhere in the file create task ids that operation lines may use before
     // the fork itself: count them first. A malformed fork line is rejected by the main pass.
-    let forks = lines(text)
-        .filter(|(_, toks)| toks.len() >= 2 && toks[0].ends_with(':') && toks[1] == "fork")
+    let forks = text
+        .lines()
+        .filter(|raw| raw.contains("fork"))
+        .filter(|raw| {
+            let mut toks = tokens(raw);
+            toks.next().is_some_and(|t| t.ends_with(':')) && toks.next() == Some("fork")
+        })
         .count();
     let mut parser = Parser {
         section: Section::Header,
@@ -61,18 +66,42 @@ pub fn parse(text: &str) -> Result<Trace, ParseError> {
         total_tasks: 0,
         exited: Vec::new(),
     };
-    for (line, toks) in lines(text) {
-        parser.line(line, &toks)?;
+    // One token buffer for every line (a trace is parsed at every mutation the fuzzer tries).
+    let mut toks = Vec::new();
+    let mut count = 0;
+    for (i, raw) in text.lines().enumerate() {
+        count = i + 1;
+        toks.clear();
+        toks.extend(tokens(raw));
+        if !toks.is_empty() {
+            parser.line(i + 1, &toks)?;
+        }
     }
-    parser.finish(text.lines().count().max(1))
+    parser.finish(count.max(1))
 }
 
-/// The non-empty lines of `text` as (1-based line number, tokens), comments removed.
-fn lines(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
-    text.lines().enumerate().filter_map(|(i, raw)| {
-        let code = raw.split('#').next().unwrap_or("");
-        let toks: Vec<&str> = code.split([' ', '\t']).filter(|t| !t.is_empty()).collect();
-        (!toks.is_empty()).then_some((i + 1, toks))
+/// The tokens of one line (separated by spaces and tabs), its comment removed. Byte by
+/// byte: the separators and `#` are ASCII, which never occurs inside a multi-byte character,
+/// so every token is a whole `str`.
+fn tokens(raw: &str) -> impl Iterator<Item = &str> {
+    let code = match raw.find('#') {
+        Some(i) => &raw[..i],
+        None => raw,
+    };
+    let bytes = code.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() && matches!(bytes[at], b' ' | b'\t') {
+            at += 1;
+        }
+        if at == bytes.len() {
+            return None;
+        }
+        let start = at;
+        while at < bytes.len() && !matches!(bytes[at], b' ' | b'\t') {
+            at += 1;
+        }
+        Some(&code[start..at])
     })
 }
 
@@ -130,7 +159,7 @@ impl ConfigLines {
     fn line(&mut self, line: usize, toks: &[&str]) -> Res<()> {
         self.last_line = Some(line);
         let args = Args::new(line, "config", toks, &CONFIG_KEYS)?;
-        for &(key, value) in &args.pairs {
+        for &(key, value) in args.pairs() {
             let Some(&key) = CONFIG_KEYS.iter().find(|k| **k == key) else {
                 return err(line, format!("unknown key `{key}` for config"));
             };
@@ -526,17 +555,28 @@ fn declared_id(line: usize, what: &str, tok: Option<&str>, want: usize) -> Res<(
     }
 }
 
-/// The `key=value` arguments of one line, checked against the keys allowed there.
+/// The most keys any line allows (`config`'s).
+const MAX_KEYS: usize = CONFIG_KEYS.len();
+
+/// The `key=value` arguments of one line, checked against the keys allowed there. Each key
+/// is allowed and given once, so there are at most `MAX_KEYS` (no allocation per line).
 struct Args<'a> {
     line: usize,
     /// The operation or line kind, for messages.
     what: &'a str,
-    pairs: Vec<(&'a str, &'a str)>,
+    pairs: [(&'a str, &'a str); MAX_KEYS],
+    len: usize,
 }
 
 impl<'a> Args<'a> {
     fn new(line: usize, what: &'a str, toks: &[&'a str], allowed: &[&str]) -> Res<Args<'a>> {
-        let mut pairs: Vec<(&'a str, &'a str)> = Vec::with_capacity(toks.len());
+        assert!(allowed.len() <= MAX_KEYS, "{what} allows more than MAX_KEYS keys");
+        let mut args = Args {
+            line,
+            what,
+            pairs: [("", ""); MAX_KEYS],
+            len: 0,
+        };
         for &tok in toks {
             let Some((key, value)) = tok.split_once('=') else {
                 return err(line, format!("expected KEY=VALUE, found `{tok}`"));
@@ -544,16 +584,22 @@ impl<'a> Args<'a> {
             if !allowed.contains(&key) {
                 return err(line, format!("unknown key `{key}` for {what}"));
             }
-            if pairs.iter().any(|(k, _)| *k == key) {
+            if args.pairs().iter().any(|(k, _)| *k == key) {
                 return err(line, format!("repeated key `{key}`"));
             }
-            pairs.push((key, value));
+            args.pairs[args.len] = (key, value);
+            args.len += 1;
         }
-        Ok(Args { line, what, pairs })
+        Ok(args)
+    }
+
+    /// The arguments given, in line order.
+    fn pairs(&self) -> &[(&'a str, &'a str)] {
+        &self.pairs[..self.len]
     }
 
     fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.pairs().iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
     fn req(&self, key: &str) -> Res<&'a str> {
