@@ -178,6 +178,7 @@ fn configure(args: &Args) -> Result<(FuzzConfig, Mode), String> {
             bugs,
             gen: mode.gens(),
             options,
+            past_panics: false,
         },
         mode,
     ))

@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use std::time::Instant;
-
-use mm_reference::{Bug, BugSet, Outcome, Reference, RunOptions};
-use mm_targets::engine::{run_trace_with, trace_for, Finding, FuzzConfig, Mode};
+use mm_reference::{Bug, BugSet};
+use mm_targets::engine::{fuzz_until, Finding, FuzzConfig, Mode};
 use mm_targets::guided::{guided, GuidedConfig};
 
 #[derive(clap::Args)]
@@ -62,32 +60,22 @@ fn one_run(bug: Bug, seed: u64, time: Duration, mode: Mode, random: bool, interr
     bugs.insert(bug);
     let report_panic = |m: &str| eprintln!("hunt: {} seed {seed}: model panic: {m}", bug.name());
     if random {
-        // engine::fuzz's loop (run n is trace_for(cfg, n)), going on past panics of the model.
         let cfg = FuzzConfig {
-            seed,
             time: Some(time),
-            runs: None,
             bugs,
             gen: mode.gens(),
-            options: RunOptions::ALL,
+            past_panics: true,
+            ..FuzzConfig::new(seed)
         };
-        let start = Instant::now();
-        let mut reference = Reference::new();
-        let mut n = 0;
-        while start.elapsed() < time && !interrupt.load(Ordering::Relaxed) {
-            let trace = trace_for(&cfg, n);
-            n += 1;
-            match run_trace_with(&mut reference, &trace, &cfg.options) {
-                Ok(r) if r.outcome != Outcome::Ok => {
-                    return Run {
-                        found: Some((start.elapsed().as_secs_f64(), n)),
-                    }
-                }
-                Ok(_) => {}
-                Err(m) => report_panic(&m),
+        let r = fuzz_until(&cfg, interrupt, |_| {});
+        for c in &r.panics {
+            if let Finding::Panic(m) = &c.finding {
+                report_panic(m);
             }
         }
-        return Run { found: None };
+        return Run {
+            found: r.crash.map(|_| (r.stats.elapsed.as_secs_f64(), r.stats.execs)),
+        };
     }
     let cfg = GuidedConfig {
         time: Some(time),

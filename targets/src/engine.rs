@@ -83,6 +83,9 @@ pub struct FuzzConfig {
     pub gen: Vec<GenOptions>,
     /// The oracles that judge each run.
     pub options: RunOptions,
+    /// Go on past a panic of the model (a bug of the reference, kept in
+    /// [`FuzzResult::panics`]) and stop only at a violation or a limit.
+    pub past_panics: bool,
 }
 
 impl FuzzConfig {
@@ -95,6 +98,7 @@ impl FuzzConfig {
             bugs: BugSet::NONE,
             gen: Mode::Mixed.gens(),
             options: RunOptions::ALL,
+            past_panics: false,
         }
     }
 }
@@ -168,8 +172,30 @@ pub struct Crash {
 #[derive(Clone, Debug)]
 pub struct FuzzResult {
     pub stats: Stats,
-    /// The first finding, if any; `None` when a limit was reached first.
+    /// The finding that stopped the loop, if any; `None` when a limit was reached first.
     pub crash: Option<Crash>,
+    /// With [`FuzzConfig::past_panics`]: the panics of the model the loop went on past (the
+    /// first [`MAX_PANICS`]).
+    pub panics: Vec<Crash>,
+}
+
+/// The most panics of the model a loop keeps while going on past them.
+pub const MAX_PANICS: usize = 100;
+
+/// What one run's result adds to the counts (operations completed, and completed with a
+/// non-error result) and what it found, for every engine.
+pub fn judge(result: &Result<RunReport, String>) -> (u64, u64, Option<Finding>) {
+    match result {
+        Ok(report) => {
+            let valid = report.completed.iter().filter(|(_, r)| is_valid_result(r)).count();
+            let finding = match &report.outcome {
+                Outcome::Ok => None,
+                Outcome::Violation(v) => Some(Finding::Violation(v.clone())),
+            };
+            (report.completed.len() as u64, valid as u64, finding)
+        }
+        Err(message) => (0, 0, Some(Finding::Panic(message.clone()))),
+    }
 }
 
 /// The trace of run `run` of the loop `cfg` (as [`fuzz`] generates it).
@@ -247,36 +273,40 @@ pub fn fuzz_until(cfg: &FuzzConfig, interrupt: &AtomicBool, mut on_progress: imp
     let start = Instant::now();
     let mut stats = Stats::default();
     let mut reference = Reference::new();
+    let mut panics = Vec::new();
     loop {
         stats.elapsed = start.elapsed();
         let out_of_runs = cfg.runs.is_some_and(|n| stats.execs >= n);
         let out_of_time = cfg.time.is_some_and(|t| stats.elapsed >= t);
         if out_of_runs || out_of_time || interrupt.load(Ordering::Relaxed) {
-            return FuzzResult { stats, crash: None };
+            return FuzzResult {
+                stats,
+                crash: None,
+                panics,
+            };
         }
         let n = stats.execs;
         let trace = trace_for(cfg, n);
         let result = run_trace_with(&mut reference, &trace, &cfg.options);
+        let (completed, valid, finding) = judge(&result);
         stats.execs += 1;
         stats.ops += trace.ops.len() as u64;
-        let finding = match result {
-            Ok(report) => {
-                stats.completed += report.completed.len() as u64;
-                stats.valid += report.completed.iter().filter(|(_, r)| is_valid_result(r)).count() as u64;
-                match report.outcome {
-                    Outcome::Ok => None,
-                    Outcome::Violation(v) => Some(Finding::Violation(v)),
-                }
-            }
-            Err(message) => Some(Finding::Panic(message)),
-        };
+        stats.completed += completed;
+        stats.valid += valid;
         stats.elapsed = start.elapsed();
         on_progress(&stats);
-        if let Some(finding) = finding {
-            return FuzzResult {
-                stats,
-                crash: Some(Crash { run: n, trace, finding }),
-            };
+        let Some(finding) = finding else { continue };
+        let crash = Crash { run: n, trace, finding };
+        if cfg.past_panics && matches!(crash.finding, Finding::Panic(_)) {
+            if panics.len() < MAX_PANICS {
+                panics.push(crash);
+            }
+            continue;
         }
+        return FuzzResult {
+            stats,
+            crash: Some(crash),
+            panics,
+        };
     }
 }

@@ -34,7 +34,7 @@ use mm_reference::{BugSet, Outcome, Reference, RunOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::engine::{is_valid_result, run_trace_with, Crash, Finding, Mode, Stats};
+use crate::engine::{judge, run_trace_with, Crash, Finding, Mode, Stats};
 use crate::gen::{generate, GenOptions, Mix};
 use crate::mutate::mutate;
 use crate::targets::{options as target_options, Target};
@@ -301,34 +301,26 @@ impl Shared<'_> {
                 }
             };
             let result = run_trace_with(&mut reference, &trace, &options);
+            let (completed, valid, finding) = judge(&result);
             self.execs.fetch_add(1, Ordering::Relaxed);
             self.ops.fetch_add(trace.ops.len() as u64, Ordering::Relaxed);
-            let finding = match result {
-                Ok(report) => {
-                    self.completed
-                        .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
-                    let valid = report.completed.iter().filter(|(_, r)| is_valid_result(r)).count();
-                    self.valid.fetch_add(valid as u64, Ordering::Relaxed);
-                    let mut c = self.corpus.lock().expect("corpus lock");
-                    let mut new = 0;
-                    for &f in &report.features {
-                        new += usize::from(c.features.insert(f));
-                    }
-                    if new > 0 && report.outcome == Outcome::Ok {
-                        if c.entries.len() < MAX_CORPUS {
-                            c.entries.push(Entry { trace: trace.clone() });
-                        } else {
-                            let i = rng.gen_range(0..MAX_CORPUS / 2);
-                            c.entries[i] = Entry { trace: trace.clone() };
-                        }
-                    }
-                    match report.outcome {
-                        Outcome::Ok => None,
-                        Outcome::Violation(v) => Some(Finding::Violation(v)),
+            self.completed.fetch_add(completed, Ordering::Relaxed);
+            self.valid.fetch_add(valid, Ordering::Relaxed);
+            if let Ok(report) = &result {
+                let mut c = self.corpus.lock().expect("corpus lock");
+                let mut new = 0;
+                for &f in &report.features {
+                    new += usize::from(c.features.insert(f));
+                }
+                if new > 0 && report.outcome == Outcome::Ok {
+                    if c.entries.len() < MAX_CORPUS {
+                        c.entries.push(Entry { trace: trace.clone() });
+                    } else {
+                        let i = rng.gen_range(0..MAX_CORPUS / 2);
+                        c.entries[i] = Entry { trace: trace.clone() };
                     }
                 }
-                Err(message) => Some(Finding::Panic(message)),
-            };
+            }
             if let Some(finding) = finding {
                 let sig = signature(&finding);
                 let mut crashes = self.crashes.lock().expect("crash lock");
