@@ -19,8 +19,8 @@
 //! simpler addresses). Only when none of these changes anything, a second tier: the
 //! schedule dropped with the operations in the order the run completed (or started) them, a
 //! declared task with everything it does, a read or write made the access to its buffer, a
-//! hugetlbfs file made a regular one, a file's first write folded into its size; then the
-//! first tier again. The second tier never makes the result longer than the first alone.
+//! hugetlbfs file made a regular one, a file's first write folded into its size, an mremap
+//! that resizes a mapping in place folded into its mmap; then the first tier again. The second tier never makes the result longer than the first alone.
 
 use crate::engine::run_trace_with;
 use crate::trace::{parse, Trace};
@@ -55,7 +55,8 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
             // Only at a fixpoint of the passes above, a second tier: passes that reshape
             // the trace (a schedule into the order of the operations, a read or write into
             // the access it makes, a hugetlbfs file into a regular one) or take away more at
-            // once (a declared task and all it does, a write folded into a file's size). Run
+            // once (a declared task and all it does, a write folded into a file's size, an
+            // mremap into the mmap before it). Run
             // here, they never lead the passes above away from a trace those would have
             // shrunk further on their own: the first tier reaches the fixpoint it reaches
             // alone, and no pass makes a trace longer, so the result is never longer.
@@ -64,6 +65,7 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
             m.accesses();
             m.huge_files();
             m.grown_files();
+            m.resized_mmaps();
             if m.best == before {
                 break;
             }
@@ -430,6 +432,41 @@ impl Minimizer<'_> {
                     break;
                 }
             }
+        }
+    }
+
+    /// An mremap that resizes a mapping where it is (not `fixed`) folded into the mmap of
+    /// the same task at that address before it, which maps the new length at once: a mapping
+    /// grown after the fact is, for what comes after, a mapping made that long.
+    fn resized_mmaps(&mut self) {
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            let Op::Mremap {
+                addr,
+                new,
+                flags,
+                to: None,
+                ..
+            } = line.op
+            else {
+                i += 1;
+                continue;
+            };
+            let made = self.best.ops[..i]
+                .iter()
+                .rposition(|l| l.task == line.task && matches!(l.op, Op::Mmap { addr: a, .. } if a == addr));
+            if let (Some(j), false) = (made, flags.fixed) {
+                let mut cand = self.best.clone();
+                if let Op::Mmap { len, .. } = &mut cand.ops[j].op {
+                    *len = new;
+                }
+                cand.ops.remove(i);
+                if self.try_take(cand) {
+                    continue;
+                }
+            }
+            i += 1;
         }
     }
 
@@ -1075,6 +1112,29 @@ task 1 mm=1 cpu=0
         assert_eq!(reordered(&t, &[4, 1, 0, 3, 2]), None);
         assert_eq!(reordered(&t, &[0, 1, 2, 3]), None);
         assert_eq!(reordered(&t, &[0, 0, 1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_mapping_grown_in_place_is_mapped_that_long_at_once() {
+        // The property: some store succeeds past the mapping's first page.
+        let mut keep = |t: &Trace| {
+            let report = crate::exec::run_trace(t, &RunOptions::default());
+            report.completed.iter().any(|&(i, r)| {
+                matches!(t.ops[i].op, Op::Store { addr, .. } if addr >= 0x101000) && r == mm_reference::OpResult::Done
+            })
+        };
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x1000 prot=rw flags=private,fixed
+0: mremap addr=0x100000 old=0x1000 new=0x3000
+0: store addr=0x102000 value=1
+",
+        );
+        assert!(keep(&t));
+        let small = minimize(&t, &mut keep);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[0].op, Op::Mmap { len: 0x3000, .. }), "{small}");
     }
 
     #[test]
