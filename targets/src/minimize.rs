@@ -18,9 +18,10 @@
 //! smaller), and the numbers of each operation (towards 0, page and table boundaries,
 //! simpler addresses). Only when none of these changes anything, a second tier: the
 //! schedule dropped with the operations in the order the run completed (or started) them, a
-//! declared task with everything it does, a read or write made the access to its buffer, a
-//! hugetlbfs file made a regular one, a file's first write folded into its size, an mremap
-//! that resizes a mapping in place folded into its mmap; then the first tier again. The second tier never makes the result longer than the first alone.
+//! declared task with everything it does, a read or write made the first access to its
+//! buffer, a hugetlbfs file made a regular one, a file's first write folded into its size,
+//! an mremap that resizes a mapping in place folded into its mmap; then the first tier
+//! again. The second tier never makes the result longer than the first alone.
 
 use crate::engine::run_trace_with;
 use crate::trace::{parse, Trace};
@@ -299,9 +300,9 @@ impl Minimizer<'_> {
         }
     }
 
-    /// A read or write made the one user access it makes to its buffer: a read stores into
-    /// `buf`, a write loads from it. Many reads and writes are there only for the fault they
-    /// take on their buffer (a page faulted in, a table allocated, a copy on write); the
+    /// A read or write made the first user access it makes to its buffer: a read stores
+    /// into `buf`, a write loads from it. Many reads and writes are there only for the fault
+    /// they take on their buffer (a page faulted in, a table allocated, a copy on write); the
     /// access is one page of that, with no file, so a file that only buffers used may go.
     fn accesses(&mut self) {
         for i in 0..self.best.ops.len() {
