@@ -16,7 +16,12 @@
 //! task makes in it), files (merged into an earlier file, a first truncate folded into the initial size,
 //! unused ones renumbered, smaller), configuration keys (back to their defaults, then
 //! smaller), and the numbers of each operation (towards 0, page and table boundaries,
-//! simpler addresses).
+//! simpler addresses). Only when none of these changes anything, a second tier: the
+//! schedule dropped with the operations in the order the run completed (or started) them, a
+//! declared task with everything it does, a read or write made the first access to its
+//! buffer, a hugetlbfs file made a regular one, a file's first write folded into its size,
+//! an mremap that resizes a mapping in place folded into its mmap; then the first tier
+//! again. The second tier never makes the result longer than the first alone.
 
 use crate::engine::run_trace_with;
 use crate::trace::{parse, Trace};
@@ -48,7 +53,23 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
         m.config();
         m.numbers();
         if m.best == before {
-            break;
+            // Only at a fixpoint of the passes above, a second tier: passes that reshape
+            // the trace (a schedule into the order of the operations, a read or write into
+            // the access it makes, a hugetlbfs file into a regular one) or take away more at
+            // once (a declared task and all it does, a write folded into a file's size, an
+            // mremap into the mmap before it). Run
+            // here, they never lead the passes above away from a trace those would have
+            // shrunk further on their own: the first tier reaches the fixpoint it reaches
+            // alone, and no pass makes a trace longer, so the result is never longer.
+            m.serial();
+            m.declared_tasks();
+            m.accesses();
+            m.huge_files();
+            m.grown_files();
+            m.resized_mmaps();
+            if m.best == before {
+                break;
+            }
         }
     }
     m.best
@@ -121,6 +142,28 @@ impl Minimizer<'_> {
         self.shrink_list(|t| &t.schedule, |t, s| t.schedule = s);
     }
 
+    /// The schedule gone, the operation lines put in the order the run completed them (else
+    /// started them): a race that needs no step of one operation inside another is a
+    /// sequence of whole operations, which needs no schedule, and tasks that then run one
+    /// after another may merge. Each task's operations complete, and start, in its program
+    /// order, so the reordering keeps it; forked ids are renumbered to the new order of the
+    /// forks (each fork still creates the next unused id).
+    fn serial(&mut self) {
+        if self.best.schedule.is_empty() {
+            return;
+        }
+        let Some((ends, starts)) = op_order(&mut self.reference, &self.best) else {
+            return;
+        };
+        for order in [ends, starts] {
+            if let Some(cand) = reordered(&self.best, &order) {
+                if self.try_take(cand) {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Operations; a fork goes together with the task it creates (removed and renumbered).
     /// An operation that cannot go alone is tried again with the schedule tokens that ran its
     /// steps (read off the run's event log: without them, the rest of the schedule keeps its
@@ -179,6 +222,20 @@ impl Minimizer<'_> {
                 }
             }
             i += 1;
+        }
+    }
+
+    /// A declared task with everything it does (the tasks its forks create too), the last
+    /// first, renumbered: a task whose one operation cannot go while the task stays declared
+    /// (an exit that makes another task's exit the last of its process: without it the
+    /// process would outlive that exit) goes together with its declaration.
+    fn declared_tasks(&mut self) {
+        let mut t = self.best.tasks.len();
+        while t > 1 {
+            t -= 1;
+            if let Some(cand) = without_declared_task(&self.best, t as u32) {
+                self.try_take(cand);
+            }
         }
     }
 
@@ -243,6 +300,23 @@ impl Minimizer<'_> {
         }
     }
 
+    /// A read or write made the first user access it makes to its buffer: a read stores
+    /// into `buf`, a write loads from it. Many reads and writes are there only for the fault
+    /// they take on their buffer (a page faulted in, a table allocated, a copy on write); the
+    /// access is one page of that, with no file, so a file that only buffers used may go.
+    fn accesses(&mut self) {
+        for i in 0..self.best.ops.len() {
+            let op = match self.best.ops[i].op {
+                Op::Read { buf, .. } => Op::Store { addr: buf, value: 0 },
+                Op::Write { buf, .. } => Op::Load { addr: buf },
+                _ => continue,
+            };
+            let mut cand = self.best.clone();
+            cand.ops[i].op = op;
+            self.try_take(cand);
+        }
+    }
+
     /// Mappings made simpler: a file mapping made anonymous (over whole huge pages for a
     /// hugetlbfs file), so the file may go; a fixed mapping populated at mmap in place of the
     /// loads and stores its task makes in it afterwards (all of them, else the first).
@@ -293,6 +367,104 @@ impl Minimizer<'_> {
                             break;
                         }
                     }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// A hugetlbfs file made a regular one, its mappings kept whole huge pages long and the
+    /// file as long as they reach: the same pages mapped, but read in from the file, so a
+    /// page-cache page that only a shared mapping's fault made exists without it (a private
+    /// mapping's copy on write copies from it), and the mappings are plain file mappings
+    /// that the other passes know how to shrink.
+    fn huge_files(&mut self) {
+        let hps = self.best.config.huge_page_size();
+        for f in 0..self.best.files.len() {
+            if !self.best.files[f].huge {
+                continue;
+            }
+            let mut cand = self.best.clone();
+            cand.files[f].huge = false;
+            for l in &mut cand.ops {
+                if let Op::Mmap {
+                    file: Some(g),
+                    len,
+                    off,
+                    ..
+                } = &mut l.op
+                {
+                    if *g == f as u32 {
+                        *len = len.div_ceil(hps).saturating_mul(hps);
+                        let reach = off.saturating_add(*len);
+                        let size = &mut cand.files[f].size;
+                        *size = (*size).max(reach);
+                    }
+                }
+            }
+            self.try_take(cand);
+        }
+    }
+
+    /// A file's first change of size, a write, folded into its initial size (as far as the
+    /// write would reach, else as far as its offset: a write from a bad buffer still grows
+    /// the file to it) and gone: many writes are there only to make a file long enough for
+    /// a later fault in a mapping of it.
+    fn grown_files(&mut self) {
+        for f in 0..self.best.files.len() {
+            if self.best.files[f].huge {
+                continue;
+            }
+            let sizes = |op: &Op| match *op {
+                Op::Write { file, .. } | Op::Truncate { file, .. } => file == f as u32,
+                _ => false,
+            };
+            let Some(i) = self.best.ops.iter().position(|l| sizes(&l.op)) else {
+                continue;
+            };
+            let Op::Write { off, len, .. } = self.best.ops[i].op else {
+                continue;
+            };
+            for reach in [off.saturating_add(len), off] {
+                let mut cand = self.best.clone();
+                cand.files[f].size = cand.files[f].size.max(reach);
+                cand.ops.remove(i);
+                if self.try_take(cand) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// An mremap that resizes a mapping where it is (not `fixed`) folded into the mmap of
+    /// the same task at that address before it, which maps the new length at once: a mapping
+    /// grown after the fact is, for what comes after, a mapping made that long.
+    fn resized_mmaps(&mut self) {
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            let Op::Mremap {
+                addr,
+                new,
+                flags,
+                to: None,
+                ..
+            } = line.op
+            else {
+                i += 1;
+                continue;
+            };
+            let made = self.best.ops[..i]
+                .iter()
+                .rposition(|l| l.task == line.task && matches!(l.op, Op::Mmap { addr: a, .. } if a == addr));
+            if let (Some(j), false) = (made, flags.fixed) {
+                let mut cand = self.best.clone();
+                if let Op::Mmap { len, .. } = &mut cand.ops[j].op {
+                    *len = new;
+                }
+                cand.ops.remove(i);
+                if self.try_take(cand) {
+                    continue;
                 }
             }
             i += 1;
@@ -803,4 +975,196 @@ fn without_file(t: &Trace, gone: u32) -> Option<Trace> {
         }
     }
     Some(cand)
+}
+
+/// The order in which a run of `t` completed its operations, and the order in which it
+/// started them (indices into `t.ops`); operations that never completed (or never started)
+/// follow in the order they started (or in file order). `None` if the run fails.
+fn op_order(reference: &mut Reference, t: &Trace) -> Option<(Vec<usize>, Vec<usize>)> {
+    let options = RunOptions {
+        events: true,
+        ..RunOptions::ALL
+    };
+    let report = run_trace_with(reference, t, &options).ok()?;
+    let mut ends = Vec::new();
+    let mut starts = Vec::new();
+    for e in &report.events {
+        match *e {
+            Event::Start { call, .. } if !starts.contains(&call) => starts.push(call),
+            Event::End { call, .. } if !ends.contains(&call) => ends.push(call),
+            _ => {}
+        }
+    }
+    let rest = |order: &mut Vec<usize>, then: &[usize]| {
+        for i in then.iter().copied().chain(0..t.ops.len()) {
+            if i < t.ops.len() && !order.contains(&i) {
+                order.push(i);
+            }
+        }
+    };
+    let started = starts.clone();
+    rest(&mut ends, &started);
+    rest(&mut starts, &[]);
+    Some((ends, starts))
+}
+
+/// The trace with its operation lines in `order` (a permutation of their indices) and no
+/// schedule, forked ids renumbered in the new order of the forks; `None` if `order` is not
+/// a permutation or breaks a task's program order.
+fn reordered(t: &Trace, order: &[usize]) -> Option<Trace> {
+    let n = t.ops.len();
+    let mut seen = vec![false; n];
+    for &i in order {
+        if i >= n || std::mem::replace(&mut seen[i], true) {
+            return None;
+        }
+    }
+    if order.len() != n {
+        return None;
+    }
+    let mut cand = t.clone();
+    cand.schedule.clear();
+    cand.ops = order.iter().map(|&i| t.ops[i]).collect();
+    // Program order: each task's operations keep their relative order.
+    for task in 0..t.task_count() as u32 {
+        let before = t.ops.iter().filter(|l| l.task == task);
+        let after = cand.ops.iter().filter(|l| l.task == task);
+        if !before.eq(after) {
+            return None;
+        }
+    }
+    // Forks create the next unused id, in file order.
+    let mut new_id: Vec<u32> = (0..t.task_count() as u32).collect();
+    let mut next = t.tasks.len() as u32;
+    for l in &cand.ops {
+        if let Op::Fork { task, .. } = l.op {
+            *new_id.get_mut(task as usize)? = next;
+            next += 1;
+        }
+    }
+    for l in &mut cand.ops {
+        l.task = *new_id.get(l.task as usize)?;
+        if let Op::Fork { task, .. } = &mut l.op {
+            *task = *new_id.get(*task as usize)?;
+        }
+    }
+    Some(cand)
+}
+
+/// The trace without declared task `gone`: its operations, the tasks its forks create (and
+/// everything they do) and its declaration, the later ids renumbered.
+fn without_declared_task(t: &Trace, gone: u32) -> Option<Trace> {
+    if gone as usize >= t.tasks.len() {
+        return None;
+    }
+    let mut cand = t.clone();
+    while let Some(i) = cand
+        .ops
+        .iter()
+        .rposition(|l| l.task == gone && matches!(l.op, Op::Fork { .. }))
+    {
+        let Op::Fork { task, .. } = cand.ops[i].op else {
+            unreachable!()
+        };
+        cand = without_forked_task(&cand, i, task);
+    }
+    cand.ops.retain(|l| l.task != gone);
+    without_task(&cand, gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(text: &str) -> Trace {
+        parse(text).expect("a valid trace")
+    }
+
+    #[test]
+    fn reordering_renumbers_forks_and_keeps_program_order() {
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+task 1 mm=1 cpu=0
+0: fork task=2
+1: fork task=3
+2: load addr=0x10000
+3: store addr=0x10000 value=1
+0: exit
+schedule 1 0
+",
+        );
+        let r = reordered(&t, &[1, 0, 3, 2, 4]).expect("a permutation in program order");
+        assert_eq!(
+            r,
+            trace(
+                "mmtrace 1
+task 0 mm=0 cpu=0
+task 1 mm=1 cpu=0
+1: fork task=2
+0: fork task=3
+2: store addr=0x10000 value=1
+3: load addr=0x10000
+0: exit
+",
+            )
+        );
+        // Task 0's exit before its fork; not a permutation.
+        assert_eq!(reordered(&t, &[4, 1, 0, 3, 2]), None);
+        assert_eq!(reordered(&t, &[0, 1, 2, 3]), None);
+        assert_eq!(reordered(&t, &[0, 0, 1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_mapping_grown_in_place_is_mapped_that_long_at_once() {
+        // The property: some store succeeds past the mapping's first page.
+        let mut keep = |t: &Trace| {
+            let report = crate::exec::run_trace(t, &RunOptions::default());
+            report.completed.iter().any(|&(i, r)| {
+                matches!(t.ops[i].op, Op::Store { addr, .. } if addr >= 0x101000) && r == mm_reference::OpResult::Done
+            })
+        };
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x1000 prot=rw flags=private,fixed
+0: mremap addr=0x100000 old=0x1000 new=0x3000
+0: store addr=0x102000 value=1
+",
+        );
+        assert!(keep(&t));
+        let small = minimize(&t, &mut keep);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[0].op, Op::Mmap { len: 0x3000, .. }), "{small}");
+    }
+
+    #[test]
+    fn a_declared_task_goes_with_its_forks_and_their_tasks() {
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+task 1 mm=1 cpu=0
+task 2 mm=1 cpu=0
+1: fork task=3
+0: fork task=4
+3: fork task=5
+2: exit
+4: load addr=0x10000
+5: load addr=0x10000
+schedule 1 2 3 4 5 0
+",
+        );
+        let want = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+task 1 mm=1 cpu=0
+0: fork task=2
+1: exit
+2: load addr=0x10000
+schedule 1 2 0
+",
+        );
+        assert_eq!(without_declared_task(&t, 1), Some(want));
+        assert_eq!(without_declared_task(&t, 3), None);
+    }
 }
