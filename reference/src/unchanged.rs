@@ -9,17 +9,18 @@
 //! skip on or off (`tests/unchanged.rs` runs generated traces both ways and compares them).
 //!
 //! Invariants kept here:
-//! - The proof has two halves. (1) Two counters: `Frames::changes`, bumped inside
-//!   `Frames` by every allocation, free, `frame_mut` (reference and map counts, share
-//!   counts, owners) and `table_mut` (every page-table entry: ptes, pmd links of shared
-//!   tables, hugetlb leaves), which cannot be bypassed (the frame array is private); and
-//!   `Machine::epoch`, bumped where the page cache, TLB flushes or a task's pins change
-//!   (one-line hooks in `machine/` and `kernel/mod.rs`). (2) A snapshot, compared here at
-//!   every step, of the small state that changes elsewhere: every mm's VMAs, liveness, rss
-//!   and hugetlb counters, each task's state, each file's page-cache size and the number of
-//!   files, every CPU's TLB entries and which mms' `mmap_lock` is held for writing (the
-//!   `tlb` oracle waits for those). A task's pending share counts (`share_pending`) change
-//!   only next to the table's map count.
+//! - The proof has two halves. (1) Counters: `Frames::changes`, bumped inside `Frames` by
+//!   every allocation, free, `frame_mut` (reference and map counts, share counts, owners)
+//!   and `table_mut` (every page-table entry: ptes, pmd links of shared tables, hugetlb
+//!   leaves), which cannot be bypassed (the frame array is private); each file's
+//!   `PageCache::changes`, bumped by every insert and removal (the map is private to
+//!   machine/cache.rs); and `Machine::epoch`, bumped where TLB flushes or a task's pins
+//!   change (one-line hooks in `machine/mod.rs` and `kernel/mod.rs`). (2) A snapshot,
+//!   compared here at every step, of the small state that changes elsewhere: every mm's
+//!   VMAs, liveness, rss and hugetlb counters, each task's state, the number of files,
+//!   every CPU's TLB entries and which mms' `mmap_lock` is held for writing (the `tlb`
+//!   oracle waits for those). A task's pending share counts (`share_pending`) change only
+//!   next to the table's map count.
 //! - The `kmap` check is skipped on its own when `Kmap::changes` (bumped by every change
 //!   of the pool's state, which is private to machine/kmap.rs) is what it was at the last
 //!   passed `kmap` check. The `leak` check is cheap and always runs.
@@ -45,8 +46,8 @@ pub(crate) struct Unchanged {
     /// Per mm: the end of its VMAs in `vmas`, its liveness, rss and hugetlb counters.
     mms: Vec<(usize, bool, [u64; 3], u64)>,
     tasks: Vec<TaskState>,
-    /// Per file: how many pages its page cache holds.
-    cache: Vec<usize>,
+    /// Per file: its page cache's count of changes (`PageCache::changes`).
+    cache: Vec<u64>,
     tlb: Vec<TlbEntry>,
     /// Per CPU: the end of its entries in `tlb`.
     tlb_ends: Vec<usize>,
@@ -108,7 +109,7 @@ impl Unchanged {
         self.tasks.len() == m.tasks.len()
             && m.tasks.iter().zip(&self.tasks).all(|(t, &s)| t.state == s)
             && self.cache.len() == m.files.len()
-            && m.files.iter().zip(&self.cache).all(|(f, &n)| f.cache.len() == n)
+            && m.files.iter().zip(&self.cache).all(|(f, &n)| f.cache.changes() == n)
     }
 
     /// Whether the state the `tlb` part reads beyond the tables is what it was.
@@ -156,7 +157,7 @@ impl Unchanged {
         self.tasks.clear();
         self.tasks.extend(m.tasks.iter().map(|t| t.state));
         self.cache.clear();
-        self.cache.extend(m.files.iter().map(|f| f.cache.len()));
+        self.cache.extend(m.files.iter().map(|f| f.cache.changes()));
         self.tlb.clear();
         self.tlb_ends.clear();
         for cpu in &m.cpus {

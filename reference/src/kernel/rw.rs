@@ -284,7 +284,7 @@ pub(super) async fn sys_read(k: &Kernel, t: TaskId, f: usize, off: u64, len: u64
             let nr = page_rest(pos).min(size - pos).min(left);
             let index = pos / PAGE_SIZE;
             // hugetlbfs_read_iter copies zeros for a hole and instantiates nothing.
-            if m.files[f].huge && !m.files[f].cache.contains_key(&index) {
+            if m.files[f].huge && !m.files[f].cache.contains(index) {
                 Ok((ZERO_PFN, nr))
             } else {
                 m.get_cache_page(f, index).map(|p| (p, nr))
@@ -397,7 +397,7 @@ pub(super) async fn sys_truncate(k: &Kernel, t: TaskId, f: usize, size: u64) -> 
     }
     let partial = if !size.is_multiple_of(PAGE_SIZE) {
         let mut m = k.m();
-        let p = m.files[f].cache.get(&(size / PAGE_SIZE)).copied();
+        let p = m.files[f].cache.get(size / PAGE_SIZE);
         if let Some(p) = p {
             m.get_frame(p);
         }
@@ -420,7 +420,7 @@ pub(super) async fn sys_truncate(k: &Kernel, t: TaskId, f: usize, size: u64) -> 
     for (index, pfn) in gone {
         {
             let mut m = k.m();
-            if m.files[f].cache.get(&index) != Some(&pfn) {
+            if m.files[f].cache.get(index) != Some(pfn) {
                 continue; // reclaimed while we waited for an earlier page
             }
             m.get_frame(pfn);

@@ -108,7 +108,7 @@ impl Machine {
         let vma = self.mms[mm].vmas[vi];
         let f = vma.file.expect("a file fault") as usize;
         let index = vma.index_of(va);
-        if self.files[f].cache.get(&index) != Some(&page) {
+        if self.files[f].cache.get(index) != Some(page) {
             self.put_frame(page); // truncated or reclaimed while we slept: retry
             return Ok(());
         }

@@ -697,7 +697,7 @@ impl Machine {
             if v.index_of(va) >= self.files[f].size_pages() {
                 return Err(FaultError::Bus);
             }
-            let cached = self.files[f].cache.get(&idx0).copied();
+            let cached = self.files[f].cache.get(idx0);
             if v.shared() || (!write && cached.is_some()) {
                 let head = match cached {
                     Some(h) => h,
@@ -709,7 +709,6 @@ impl Machine {
                         })?;
                         let frames = self.unit_frames(head);
                         for (i, p) in frames.into_iter().enumerate() {
-                            self.epoch += 1; // unchanged.rs: the page cache
                             let old = self.files[f].cache.insert(idx0 + i as u64, p);
                             assert!(old.is_none(), "a unit of file {f} at {idx0} is half instantiated");
                         }
@@ -808,7 +807,7 @@ impl Machine {
         frames
             .iter()
             .enumerate()
-            .all(|(i, &p)| self.files[f].cache.get(&(idx0 + i as u64)) == Some(&p))
+            .all(|(i, &p)| self.files[f].cache.get(idx0 + i as u64) == Some(p))
     }
 
     /// The rest of the fault, holding the page lock of `hf.lock_page()`: huge_pte_lock (the
@@ -860,7 +859,7 @@ impl Machine {
         let stale = match hf.plan {
             HugePlan::Cache { head, idx0 } => !self.unit_cached(f, idx0, head),
             HugePlan::Anon { src: Some(s), .. } => !self.unit_cached(f, idx0, s),
-            HugePlan::Anon { src: None, .. } => self.files[f].cache.contains_key(&idx0),
+            HugePlan::Anon { src: None, .. } => self.files[f].cache.contains(idx0),
             HugePlan::Wp { .. } => false,
         };
         if now != hf.orig || beyond || stale {

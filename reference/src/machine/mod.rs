@@ -21,6 +21,7 @@
 //! them real. Lock order (as mm/rmap.c): mmap_lock -> page lock -> i_mmap_rwsem ->
 //! page table lock.
 
+mod cache;
 mod fault;
 pub(crate) mod frames;
 pub(crate) mod hugetlb;
@@ -30,6 +31,7 @@ mod mm;
 mod ptshare;
 mod syscalls;
 
+pub(crate) use cache::PageCache;
 pub(crate) use fault::{page_rest, FaultStep};
 pub(crate) use frames::{Entry, Frames, Owner, Pfn, Pools, ZERO_PFN};
 pub(crate) use kmap::{Ctx, Kmap};
@@ -57,8 +59,8 @@ pub(crate) struct File {
     pub pattern_id: FileId,
     /// Bytes below this offset that the disk has never overwritten hold the initial pattern.
     pub pattern_end: u64,
-    /// Page cache: page index -> frame.
-    pub cache: BTreeMap<u64, Pfn>,
+    /// Page cache: page index -> frame (every change counted, `cache.rs`).
+    pub cache: PageCache,
     /// Pages written back: page index -> content (`None`: all zeros).
     pub disk: BTreeMap<u64, Option<Box<Page>>>,
     /// A shmem object no mapping uses any more: its pages are gone.
@@ -212,8 +214,9 @@ pub(crate) struct Machine {
     pub events: Option<Box<crate::events::Recorder>>,
     /// A dirty highmem page reclaim skipped because its writeback would wait for a kmap.
     pub reclaim_needs_kmap: Option<Pfn>,
-    /// Bumped by every change of ptes, tables, frames, the page cache, TLB flushes and pins
-    /// (`unchanged.rs`: the checker skips its walk while this and a snapshot stay the same).
+    /// Bumped by every TLB flush and change of a task's pins (`unchanged.rs`: the checker
+    /// skips its walk while this, `Frames::changes`, each page cache's count of changes and a
+    /// snapshot stay the same).
     pub epoch: u64,
     /// The frames of each hugetlb unit, by head frame (hugetlb.rs).
     pub units: hugetlb::Units,
@@ -237,7 +240,7 @@ impl Machine {
                     shmem: false,
                     pattern_id: i as FileId,
                     pattern_end: if f.huge { 0 } else { f.size },
-                    cache: BTreeMap::new(),
+                    cache: PageCache::default(),
                     disk: BTreeMap::new(),
                     released: false,
                 })
@@ -459,9 +462,9 @@ impl Machine {
         let file = &self.files[f];
         let index = pos / PAGE_SIZE;
         let ours = if page == ZERO_PFN {
-            !file.cache.contains_key(&index)
+            !file.cache.contains(index)
         } else {
-            file.cache.get(&index) == Some(&page)
+            file.cache.get(index) == Some(page)
         };
         if !ours || pos >= file.size {
             return 0;
@@ -716,7 +719,7 @@ impl Machine {
     /// cached. Returns the frame with a pin held (the caller puts it). Caller holds no page
     /// table lock (this may reclaim).
     pub fn get_cache_page(&mut self, f: usize, index: u64) -> Result<Pfn, FaultError> {
-        if let Some(&pfn) = self.files[f].cache.get(&index) {
+        if let Some(pfn) = self.files[f].cache.get(index) {
             self.get_frame(pfn);
             return Ok(pfn);
         }
@@ -741,7 +744,6 @@ impl Machine {
             }
             None => {}
         }
-        self.epoch += 1; // unchanged.rs: the page cache
         self.files[f].cache.insert(index, pfn);
         // One reference for the cache (taken by alloc), one pin for the caller.
         self.get_frame(pfn);
@@ -888,8 +890,7 @@ impl Machine {
             self.writeback(f, index, pfn);
             self.kunmap(t, pfn).expect("reclaim unmaps the kmap it took");
         }
-        self.epoch += 1; // unchanged.rs: the page cache
-        self.files[f].cache.remove(&index);
+        self.files[f].cache.remove(index);
         self.put_frame(pfn); // the cache's reference
         self.put_frame(pfn); // ours: frees it
         self.reclaims += 1;
@@ -926,7 +927,7 @@ impl Machine {
         );
         let at = self.kmap_access(cpu, pfn);
         assert_eq!(at, pfn, "the kmap of frame {pfn} reaches frame {at}");
-        if self.frames.frame(pfn).dirty && self.files[f].cache.get(&index) == Some(&pfn) {
+        if self.frames.frame(pfn).dirty && self.files[f].cache.get(index) == Some(pfn) {
             self.writeback(f, index, pfn);
         }
     }
@@ -954,7 +955,7 @@ impl Machine {
             if used {
                 continue;
             }
-            let cache = std::mem::take(&mut self.files[f].cache);
+            let cache = self.files[f].cache.take();
             for (_, pfn) in cache {
                 // As truncate_drop: only a bug's hidden mapping survives the last unmap.
                 assert!(

@@ -13,7 +13,7 @@
 use super::fault::page_rest;
 use super::frames::{Entry, Pfn, Zone, E_PRESENT, E_PROTNONE, E_WRITE};
 use super::mm::{prot_flags, Vma, VM_ACCOUNT, VM_HUGETLB, VM_SHARED, VM_WRITE};
-use super::{File, LockId, Machine, Mm, Owner, TaskState};
+use super::{File, LockId, Machine, Mm, Owner, PageCache, TaskState};
 use crate::{Bug, CpuId, Errno, FileId, MmapFlags, MremapFlags, Oom, OpResult, Prot, TaskId, PAGE_SIZE, USER_BASE};
 use std::collections::BTreeMap;
 
@@ -287,7 +287,7 @@ impl Machine {
                     shmem: true,
                     pattern_id: 0,
                     pattern_end: 0,
-                    cache: BTreeMap::new(),
+                    cache: PageCache::default(),
                     disk: BTreeMap::new(),
                     released: false,
                 });
@@ -838,7 +838,7 @@ impl Machine {
         let tail = (size % PAGE_SIZE) as usize;
         let last = size / PAGE_SIZE;
         if tail != 0 {
-            if let Some(&pfn) = self.files[f].cache.get(&last) {
+            if let Some(pfn) = self.files[f].cache.get(last) {
                 // zero_user_segment: the page kmap_atomic()ed for the zeroing.
                 let d = self.kmap_atomic_here(pfn);
                 if self.frames.bytes(pfn).is_some() {
@@ -863,7 +863,7 @@ impl Machine {
             index >= self.files[f].size_pages(),
             "truncating page {index} inside the file"
         );
-        if self.files[f].cache.get(&index) == Some(&pfn) {
+        if self.files[f].cache.get(index) == Some(pfn) {
             // unmap_mapping_range reached every mapping, unless a bug hid one from the
             // reverse map (`ptshare-count-race`'s orphaned pte page): the page then leaves
             // the cache still mapped, and the census reports the mapping.
@@ -871,8 +871,7 @@ impl Machine {
                 self.frames.frame(pfn).maps == 0 || !self.cfg.bugs.is_empty(),
                 "truncated page {pfn} still mapped"
             );
-            self.epoch += 1; // unchanged.rs: the page cache
-            self.files[f].cache.remove(&index);
+            self.files[f].cache.remove(index);
             self.put_frame(pfn);
         }
     }
@@ -987,8 +986,7 @@ impl Machine {
             if self.frames.frame(e.pfn).dirty {
                 self.writeback(f, index, e.pfn);
             }
-            self.epoch += 1; // unchanged.rs: the page cache
-            self.files[f].cache.remove(&index);
+            self.files[f].cache.remove(index);
             self.put_frame(e.pfn);
             self.put_frame(e.pfn);
         }
