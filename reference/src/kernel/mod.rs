@@ -182,11 +182,8 @@ impl Future for Acquire<'_> {
         self.started = true;
         let (t, id, mode) = (self.t, self.id, self.mode);
         let mut m = self.k.m();
-        // might_sleep(): a sleeping lock is never taken with preemption off (the message is
-        // formatted only when it is needed).
-        let cpu = m.tasks[t as usize].cpu;
-        let atomic = m.locks.holds_spinlock(t).is_some() || m.kmap.in_atomic(t, cpu);
-        if atomic && !m.might_sleep(t, &format!("taking {id}")) {
+        // might_sleep(): a sleeping lock is never taken with preemption off.
+        if !m.might_sleep(t, || format!("taking {id}")) {
             return Poll::Pending;
         }
         m.locks.acquire(t, id, mode);
@@ -217,7 +214,7 @@ impl Future for KmapWait<'_> {
         if !self.checked {
             self.checked = true;
             // kmap() might_sleep()s whether or not it has to.
-            if !m.might_sleep(t, &format!("in kmap of frame {pfn}")) {
+            if !m.might_sleep(t, || format!("in kmap of frame {pfn}")) {
                 return Poll::Pending;
             }
         }
@@ -257,7 +254,7 @@ impl Future for MemWait<'_> {
             return Poll::Ready(freed);
         }
         self.slept = true;
-        if m.might_sleep(t, "waiting for memory") {
+        if m.might_sleep(t, || "waiting for memory".to_string()) {
             let frees = m.frames.frees;
             m.tasks[t as usize].mem_wait = Some(frees);
             m.ev_mem_sleep(t, self.at);

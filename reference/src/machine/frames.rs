@@ -471,6 +471,23 @@ impl Frames {
         }
     }
 
+    /// A copy of `pfn`'s content in a pooled buffer (`None` while it reads as zeros): only
+    /// the extent its writers touched is copied, the buffer being zero elsewhere.
+    pub fn copy_out(&mut self, pfn: Pfn) -> Option<Box<Page>> {
+        if pfn == ZERO_PFN || !matches!(self.f[pfn as usize].data, Data::Bytes(_)) {
+            return None;
+        }
+        let mut buf = self.take_buffer();
+        let Data::Bytes(b) = &self.f[pfn as usize].data else {
+            unreachable!("frame {pfn} has bytes (checked above)")
+        };
+        let (lo, hi) = (b.lo as usize, b.hi as usize);
+        if lo < hi {
+            buf[lo..hi].copy_from_slice(&b.b[lo..hi]);
+        }
+        Some(buf)
+    }
+
     /// Feeds every frame's metadata and every page table's entries to `h` (the skip's audit,
     /// `unchanged.rs`; page contents are not read by the checker and not hashed).
     pub fn hash_state(&self, h: &mut impl std::hash::Hasher) {

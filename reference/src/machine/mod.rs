@@ -345,10 +345,10 @@ impl Machine {
         (self.current, self.tasks[self.current as usize].cpu)
     }
 
-    /// might_sleep() for task `t` about to sleep (`what`): with a spinlock held or a
-    /// kmap_atomic entry of its own on its CPU, that is an `atomic-sleep` violation
-    /// (recorded; false returned).
-    pub fn might_sleep(&mut self, t: TaskId, what: &str) -> bool {
+    /// might_sleep() for task `t` about to sleep (`what`, formatted only for a violation):
+    /// with a spinlock held or a kmap_atomic entry of its own on its CPU, that is an
+    /// `atomic-sleep` violation (recorded; false returned).
+    pub fn might_sleep(&mut self, t: TaskId, what: impl FnOnce() -> String) -> bool {
         let cpu = self.tasks[t as usize].cpu;
         let held = match self.locks.holds_spinlock(t) {
             Some(spin) => format!("{spin} (a spinlock)"),
@@ -357,7 +357,7 @@ impl Machine {
         };
         self.violation.get_or_insert(Violation {
             oracle: crate::Oracle::AtomicSleep,
-            message: format!("task {t} may sleep {what} while it holds {held}"),
+            message: format!("task {t} may sleep {} while it holds {held}", what()),
         });
         false
     }
@@ -761,14 +761,7 @@ impl Machine {
         }
         self.ev_writeback(f, index, pfn);
         // The disk copy in a pooled buffer (the pool gets it back when the machine goes).
-        let content = match self.frames.bytes(pfn) {
-            None => None,
-            Some(_) => {
-                let mut b = self.frames.take_buffer();
-                b.copy_from_slice(self.frames.bytes(pfn).expect("content checked above"));
-                Some(b)
-            }
-        };
+        let content = self.frames.copy_out(pfn);
         self.files[f].disk.insert(index, content);
         self.frames.frame_mut(pfn).dirty = false;
     }
