@@ -131,6 +131,27 @@ pub fn oracles(without: Option<&str>) -> Result<RunOptions, String> {
     Ok(o)
 }
 
+/// The `--without` flag that gives `o` (with its leading space; empty for every oracle on),
+/// for the commands a crash report prints.
+pub fn without_flag(o: &RunOptions) -> String {
+    let off: Vec<&str> = [
+        (o.lock_order, "lock-order"),
+        (o.spec, "spec"),
+        (o.tlb, "tlb"),
+        (o.leak, "leak"),
+        (o.tables, "rss"),
+    ]
+    .into_iter()
+    .filter(|&(on, _)| !on)
+    .map(|(_, name)| name)
+    .collect();
+    if off.is_empty() {
+        String::new()
+    } else {
+        format!(" --without {}", off.join(","))
+    }
+}
+
 fn parse_seed(s: &str) -> Result<u64, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
@@ -344,11 +365,7 @@ pub fn report(how: &How, artifacts: &Path, crash: &Crash) {
         how.mode.name(),
         how.engine.name(),
         how.bugs,
-        if how.options.lock_order {
-            ""
-        } else {
-            " --without lock-order"
-        },
+        without_flag(&how.options),
         crash.run
     ));
     text.push_str(&crash.trace.to_string());
@@ -359,7 +376,7 @@ pub fn report(how: &How, artifacts: &Path, crash: &Crash) {
     match written {
         Ok(()) => {
             println!("saved {}", path.display());
-            println!("replay: mmfuzz replay {}", path.display());
+            println!("replay: mmfuzz replay{} {}", without_flag(&how.options), path.display());
         }
         Err(e) => {
             eprintln!("error: cannot write {}: {e}; the trace follows", path.display());
@@ -409,7 +426,7 @@ fn minimize_crash(trace: &mm_targets::trace::Trace, finding: &Finding, raw: &Pat
                 mm_targets::minimize::lines(&small),
                 path.display()
             );
-            println!("replay: mmfuzz replay {}", path.display());
+            println!("replay: mmfuzz replay{} {}", without_flag(options), path.display());
         }
         Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
     }

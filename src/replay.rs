@@ -7,7 +7,8 @@
 //! `--target` exactly as `mmfuzz decode` does (bugs: `--bugs`, else `MMFUZZ_BUGS`), so a
 //! crash file replays to the outcome the fuzz target saw.
 //!
-//! `--events` prints each run's event log (`mm_targets::events`) before its replay output.
+//! `--events` prints each run's event log (`mm_targets::events`) before its replay output;
+//! `--without LIST` switches oracles off as `mmfuzz fuzz --without` does.
 
 use mm_reference::{Outcome, RunOptions};
 use mm_targets::events::events_text;
@@ -28,6 +29,10 @@ pub struct Args {
     /// table entries, TLB fills and flushes per CPU, frames, interrupts, the violation.
     #[arg(long)]
     events: bool,
+    /// Oracles to switch off, as `mmfuzz fuzz --without` (a crash found with some switched
+    /// off replays to the same outcome with the same list).
+    #[arg(long, value_name = "LIST")]
+    without: Option<String>,
 }
 
 /// How input files are read: trace text, or raw inputs decoded for a fuzz target, with the
@@ -84,6 +89,13 @@ impl Source {
 }
 
 pub fn main(args: &Args) -> u8 {
+    let oracles = match crate::fuzz::oracles(args.without.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let Some(traces) = args.source.load(&args.files) else {
         return 2;
     };
@@ -96,7 +108,7 @@ pub fn main(args: &Args) -> u8 {
         }
         let options = RunOptions {
             events: args.events,
-            ..RunOptions::default()
+            ..oracles
         };
         let report = run_trace(trace, &options);
         if args.events {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::mmfuzz;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn write_trace(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mmfuzz-cli-{}", std::process::id()));
@@ -137,4 +137,19 @@ fn bench_all_only_measures_one_column() {
     let (code, _, err) = mmfuzz(&["bench", "--runs", "0", "--all-only"]);
     assert_eq!(code, 2);
     assert!(err.contains("--runs"), "{err}");
+}
+
+#[test]
+fn replay_without_switches_oracles_off() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/regressions/ptshare-flush-own-mm.trace");
+    let path = path.to_str().unwrap();
+    let (code, out, _) = mmfuzz(&["replay", path]);
+    assert_eq!(code, 1);
+    assert!(out.contains("outcome: violation tlb:"), "{out}");
+    let (_, out, _) = mmfuzz(&["replay", "--without", "tlb", path]);
+    assert!(!out.contains("outcome: violation tlb:"), "{out}");
+    let (code, out, err) = mmfuzz(&["replay", "--without", "tlb,no-such", path]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "nothing runs: {out}");
+    assert!(err.contains("`no-such` cannot be switched off"), "{err}");
 }

@@ -310,4 +310,13 @@ fn a_fuzzing_crash_gets_its_picture_beside_it() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read_to_string(&again).unwrap(), svg);
+    // The replay command printed for it switches off what the run switched off, and replays
+    // to the violation found.
+    assert!(
+        stdout.contains(&format!("replay: mmfuzz replay --without lock-order {}", min.display())),
+        "{stdout}"
+    );
+    let (code, out, stderr) = mmfuzz(&["replay", "--without", "lock-order", min.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(out.contains("outcome: violation deadlock"), "{out}");
 }
