@@ -391,27 +391,7 @@ pub fn report(how: &How, artifacts: &Path, crash: &Crash) {
 
 /// Minimizes a crash keeping its oracle (and bug switches) and saves it beside the raw one.
 fn minimize_crash(trace: &mm_targets::trace::Trace, finding: &Finding, raw: &Path, options: &RunOptions) {
-    use mm_reference::{Outcome, Reference};
-    use mm_targets::engine::run_trace_with;
-    use mm_targets::guided::signature;
-    let mut reference = Reference::new();
-    let bugs = trace.config.bugs;
-    let want = signature(finding);
-    // A panic is kept when the same assertion fails (its message, numbers blanked); the
-    // panic hook is silenced meanwhile so that every candidate's backtrace is not printed.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let small = mm_targets::minimize::minimize(trace, &mut |t| {
-        if t.config.bugs != bugs {
-            return false;
-        }
-        match (finding, run_trace_with(&mut reference, t, options)) {
-            (Finding::Violation(v), Ok(r)) => matches!(r.outcome, Outcome::Violation(w) if w.oracle == v.oracle),
-            (Finding::Panic(_), Err(m)) => signature(&Finding::Panic(m)) == want,
-            _ => false,
-        }
-    });
-    std::panic::set_hook(hook);
+    let (small, _) = mm_targets::minimize::minimize_finding(trace, finding, options);
     let path = raw.with_extension("min.trace");
     let keeps = match finding {
         Finding::Violation(v) => format!("violation {}", v.oracle),

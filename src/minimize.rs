@@ -2,9 +2,9 @@
 //! gives a violation of the same oracle (with the same bug switches), deterministically, and
 //! prints the size before and after.
 
-use mm_reference::{BugSet, Oracle, Outcome, Reference, RunOptions};
-use mm_targets::minimize::{lines, minimize};
-use mm_targets::trace::Trace;
+use mm_reference::{BugSet, Outcome, Reference};
+use mm_targets::engine::{run_trace_with, Finding};
+use mm_targets::minimize::{lines, minimize_finding};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -17,16 +17,10 @@ pub struct Args {
     /// Replace the trace's `bugs` before minimizing.
     #[arg(long, value_name = "LIST")]
     bugs: Option<String>,
-}
-
-/// The oracle a trace's run ends with, if it ends with a violation.
-/// A candidate that makes the model panic keeps nothing (the panic is the model's bug).
-fn oracle_of(reference: &mut Reference, t: &Trace) -> Option<Oracle> {
-    let report = mm_targets::engine::run_trace_with(reference, t, &RunOptions::default()).ok()?;
-    match report.outcome {
-        Outcome::Violation(v) => Some(v.oracle),
-        Outcome::Ok => None,
-    }
+    /// Oracles to switch off, as `mmfuzz fuzz --without` (for a crash a fuzz run found
+    /// with them off).
+    #[arg(long, value_name = "LIST")]
+    without: Option<String>,
 }
 
 pub fn main(args: &Args) -> u8 {
@@ -46,25 +40,28 @@ pub fn main(args: &Args) -> u8 {
             }
         }
     }
-    crate::warn_unmodelled(trace.config.bugs);
-    let mut reference = Reference::new();
-    let Some(oracle) = oracle_of(&mut reference, &trace) else {
-        eprintln!(
-            "error: {}: the trace gives no violation, so there is nothing to keep",
-            args.file.display()
-        );
-        return 2;
+    let options = match crate::fuzz::oracles(args.without.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
     };
-    let bugs = trace.config.bugs;
-    let mut tries = 0u64;
-    // Candidates that panic the model are rejected quietly.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let small = minimize(&trace, &mut |t| {
-        tries += 1;
-        t.config.bugs == bugs && oracle_of(&mut reference, t) == Some(oracle)
-    });
-    std::panic::set_hook(hook);
+    crate::warn_unmodelled(trace.config.bugs);
+    // What to keep: the violation the trace gives (a panic of the model is not a finding to
+    // minimize here: it is the model's bug).
+    let violation = match run_trace_with(&mut Reference::new(), &trace, &options).map(|r| r.outcome) {
+        Ok(Outcome::Violation(v)) => v,
+        _ => {
+            eprintln!(
+                "error: {}: the trace gives no violation, so there is nothing to keep",
+                args.file.display()
+            );
+            return 2;
+        }
+    };
+    let oracle = violation.oracle;
+    let (small, tries) = minimize_finding(&trace, &Finding::Violation(violation), &options);
     let text = format!("# minimized by mmfuzz minimize: keeps violation {oracle}\n{small}");
     if let Err(e) = std::fs::write(&args.output, text) {
         eprintln!("error: {}: {e}", args.output.display());
@@ -78,8 +75,9 @@ pub fn main(args: &Args) -> u8 {
         small.ops.len()
     );
     println!(
-        "wrote {}; replay: mmfuzz replay {}",
+        "wrote {}; replay: mmfuzz replay{} {}",
         args.output.display(),
+        crate::fuzz::without_flag(&options),
         args.output.display()
     );
     0

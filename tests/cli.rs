@@ -153,3 +153,29 @@ fn replay_without_switches_oracles_off() {
     assert!(out.is_empty(), "nothing runs: {out}");
     assert!(err.contains("`no-such` cannot be switched off"), "{err}");
 }
+
+#[test]
+fn minimize_keeps_the_oracle_and_honours_without() {
+    let dir = std::env::temp_dir().join(format!("mmfuzz-cli-minimize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/regressions/ptshare-flush-own-mm.trace");
+    let path = path.to_str().unwrap();
+    let out = dir.join("small.trace");
+    let out = out.to_str().unwrap();
+    let (code, stdout, err) = mmfuzz(&["minimize", path, "-o", out]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("violation tlb kept"), "{stdout}");
+    assert!(stdout.contains(&format!("replay: mmfuzz replay {out}")), "{stdout}");
+    let (code, replayed, _) = mmfuzz(&["replay", out]);
+    assert_eq!(code, 1);
+    assert!(replayed.contains("outcome: violation tlb:"), "{replayed}");
+    // With the tlb oracle off the trace gives no violation: nothing to keep, nothing written.
+    let none = dir.join("none.trace");
+    let (code, _, err) = mmfuzz(&["minimize", "--without", "tlb", path, "-o", none.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("gives no violation"), "{err}");
+    assert!(!none.exists());
+    let (code, _, err) = mmfuzz(&["minimize", "--without", "nope", path, "-o", none.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`nope` cannot be switched off"), "{err}");
+}

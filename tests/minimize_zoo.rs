@@ -9,7 +9,7 @@ use std::time::Duration;
 use mm_reference::{Bug, BugSet, Oracle, Outcome, Reference, RunOptions};
 use mm_targets::engine::{run_trace_with, Finding};
 use mm_targets::guided::{guided, GuidedConfig};
-use mm_targets::minimize::{lines, minimize};
+use mm_targets::minimize::{lines, minimize_finding};
 use mm_targets::trace::{parse, Trace};
 
 /// The oracle of the violation `t` ends with (`None` for ok, or a panic of the model: the
@@ -80,9 +80,7 @@ fn every_zoo_crash_minimizes_to_the_regression_size() {
             };
             found += 1;
             let oracle = v.oracle;
-            let small = minimize(&crash.trace, &mut |t| {
-                t.config.bugs == bugs && outcome_oracle(&mut r, t) == Some(oracle)
-            });
+            let (small, _) = minimize_finding(&crash.trace, &crash.finding, &RunOptions::ALL);
             let max = budget(bug, oracle, &mut r);
             let n = lines(&small);
             if let Some(&(_, _, known)) = OVER_BUDGET.iter().find(|k| (k.0, k.1) == (bug.name(), seed)) {

@@ -298,7 +298,7 @@ fn a_fuzzing_crash_gets_its_picture_beside_it() {
         "the picture names the oracle"
     );
     // It is the picture of the minimized trace, as `show` draws it with the fuzz run's
-    // oracles (with lock-order on, the same trace is a lock-order violation instead).
+    // oracles.
     let again = dir.join("again.svg");
     let (code, _, stderr) = mmfuzz(&[
         "show",
@@ -319,4 +319,24 @@ fn a_fuzzing_crash_gets_its_picture_beside_it() {
     let (code, out, stderr) = mmfuzz(&["replay", "--without", "lock-order", min.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(out.contains("outcome: violation deadlock"), "{out}");
+    // `mmfuzz minimize` with the same list keeps the deadlock, and prints the replay command
+    // with it.
+    let again = dir.join("again.min.trace");
+    let (code, out, stderr) = mmfuzz(&[
+        "minimize",
+        "--without",
+        "lock-order",
+        min.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("violation deadlock kept"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "replay: mmfuzz replay --without lock-order {}",
+            again.display()
+        )),
+        "{out}"
+    );
 }

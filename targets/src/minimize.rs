@@ -23,10 +23,11 @@
 //! an mremap that resizes a mapping in place folded into its mmap; then the first tier
 //! again. The second tier never makes the result longer than the first alone.
 
-use crate::engine::run_trace_with;
+use crate::engine::{run_trace_with, Finding};
+use crate::guided::signature;
 use crate::trace::{parse, Trace};
 use mm_reference::events::Event;
-use mm_reference::{Config, Op, Reference, RunOptions, SchedToken, PAGE_SIZE};
+use mm_reference::{Config, Op, Outcome, Reference, RunOptions, SchedToken, PAGE_SIZE};
 
 /// An upper bound on the rounds of all passes (each round that changes nothing ends it).
 const MAX_ROUNDS: usize = 32;
@@ -73,6 +74,34 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
         }
     }
     m.best
+}
+
+/// Shrinks the trace of a crash keeping what it found: the same bug switches, and a
+/// violation of the same oracle as judged with `options` (a candidate that panics the model
+/// keeps nothing), or, for a panic of the model, the same panic (its [`signature`]). The
+/// process's panic hook is silenced meanwhile, so that no candidate's panic is printed: call
+/// it where no other thread's panic message matters. Returns the result and the number of
+/// candidates tried.
+pub fn minimize_finding(trace: &Trace, finding: &Finding, options: &RunOptions) -> (Trace, u64) {
+    let mut reference = Reference::new();
+    let bugs = trace.config.bugs;
+    let want = signature(finding);
+    let mut tries = 0u64;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let small = minimize(trace, &mut |t| {
+        tries += 1;
+        if t.config.bugs != bugs {
+            return false;
+        }
+        match (finding, run_trace_with(&mut reference, t, options)) {
+            (Finding::Violation(v), Ok(r)) => matches!(r.outcome, Outcome::Violation(w) if w.oracle == v.oracle),
+            (Finding::Panic(_), Err(m)) => signature(&Finding::Panic(m)) == want,
+            _ => false,
+        }
+    });
+    std::panic::set_hook(hook);
+    (small, tries)
 }
 
 struct Minimizer<'a> {
