@@ -37,8 +37,8 @@ pub(crate) struct Checker {
     /// Every pmd entry linking a pte table: (table, mm, base address of its range),
     /// collected by the census walk.
     links: Vec<(u32, usize, u64)>,
-    /// Every task's pending share counts (`Task::share_pending`), sorted: taken once per
-    /// check (almost always empty).
+    /// Every task's pending share counts (`Task::share_pending`), gathered once per check
+    /// (almost always empty).
     pending: Vec<u32>,
 }
 
@@ -80,7 +80,6 @@ impl Checker {
             self.pending.clear();
             self.pending
                 .extend(m.tasks.iter().flat_map(|t| t.share_pending.iter().copied()));
-            self.pending.sort_unstable();
             // The census collects the pmd links `share-count` judges; that is judged first.
             // A census that stopped at a violation has not seen every link: then they are
             // collected by a walk of their own (only when something is already wrong).
