@@ -20,13 +20,17 @@
 //! schedule dropped with the operations in the order the run completed (or started) them, a
 //! declared task with everything it does, a read or write made the first access to its
 //! buffer, a hugetlbfs file made a regular one, a file's first write folded into its size,
-//! an mremap that resizes a mapping in place folded into its mmap; then the first tier
-//! again. The second tier never makes the result longer than the first alone.
+//! an mremap that resizes a mapping in place folded into its mmap, an mprotect of a whole
+//! mapping folded into its mmap, a line that decides where the kernel places later mappings
+//! gone with those mappings kept where they were (an mmap, munmap or mremap, the later mmaps
+//! given the addresses they got as hints; an mremap the kernel moved, with the later
+//! addresses moved back); then the first tier again. The second tier never makes the result
+//! longer than the first alone.
 
 use crate::engine::run_trace_with;
 use crate::trace::{parse, Trace};
 use mm_reference::events::Event;
-use mm_reference::{Config, Op, Reference, RunOptions, SchedToken, PAGE_SIZE};
+use mm_reference::{Config, Op, OpResult, Reference, RunOptions, SchedToken, PAGE_SIZE};
 
 /// An upper bound on the rounds of all passes (each round that changes nothing ends it).
 const MAX_ROUNDS: usize = 32;
@@ -57,16 +61,19 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
             // the trace (a schedule into the order of the operations, a read or write into
             // the access it makes, a hugetlbfs file into a regular one) or take away more at
             // once (a declared task and all it does, a write folded into a file's size, an
-            // mremap into the mmap before it). Run
-            // here, they never lead the passes above away from a trace those would have
-            // shrunk further on their own: the first tier reaches the fixpoint it reaches
-            // alone, and no pass makes a trace longer, so the result is never longer.
+            // mremap or mprotect into the mmap before it, a line that placed later mappings
+            // with those mappings kept where they were). Run here, they never lead the
+            // passes above away from a trace those would have shrunk further on their own:
+            // the first tier reaches the fixpoint it reaches alone, and no pass makes a
+            // trace longer, so the result is never longer.
             m.serial();
             m.declared_tasks();
             m.accesses();
             m.huge_files();
             m.grown_files();
             m.resized_mmaps();
+            m.protected_mmaps();
+            m.placed();
             if m.best == before {
                 break;
             }
@@ -471,6 +478,61 @@ impl Minimizer<'_> {
         }
     }
 
+    /// An mprotect of a whole mapping folded into the mmap of the same task at that address
+    /// before it, which maps it with that protection at once (for what comes after the
+    /// mprotect, a mapping made so).
+    fn protected_mmaps(&mut self) {
+        let pages = |len: u64| len.div_ceil(PAGE_SIZE);
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            let Op::Mprotect { addr, len, prot } = line.op else {
+                i += 1;
+                continue;
+            };
+            let made = self.best.ops[..i].iter().rposition(|l| {
+                l.task == line.task
+                    && matches!(l.op, Op::Mmap { addr: a, len: l, .. } if a == addr && pages(l) == pages(len))
+            });
+            if let Some(j) = made {
+                let mut cand = self.best.clone();
+                if let Op::Mmap { prot: p, .. } = &mut cand.ops[j].op {
+                    *p = prot;
+                }
+                cand.ops.remove(i);
+                if self.try_take(cand) {
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Where the kernel chose an address, the address it chose: an mmap, munmap or mremap
+    /// gone with every later mmap that is not `fixed` given the address it got as its hint
+    /// (a hint is taken where the range is free, and it was: without the line gone, the run
+    /// is the same; with it gone, the later mappings stay where the accesses to them are);
+    /// and an mremap that moved a mapping to an address the kernel chose gone, with the
+    /// later addresses in its new range moved back into the old one and the later mmaps
+    /// pinned too (the mapping stays where it was, and what came after finds it there).
+    fn placed(&mut self) {
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            if matches!(
+                self.best.ops[i].op,
+                Op::Mmap { .. } | Op::Munmap { .. } | Op::Mremap { .. }
+            ) {
+                let results = op_results(&mut self.reference, &self.best);
+                if let Some(cand) = without_placing(&self.best, &results, i) {
+                    if self.try_take(cand) {
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
     /// Files: one file's uses moved to an earlier file, files no operation uses gone
     /// (renumbered), a first truncate folded into the initial size, smaller sizes.
     fn files(&mut self) {
@@ -769,13 +831,16 @@ fn drop_tokens(s: &mut Vec<SchedToken>, task: u32, k: usize) -> bool {
 /// The trace without the moving mremap at op `i`, every later address of its task's mm
 /// inside the new range moved back into the old one (the mapping stays where it was).
 fn without_mremap(t: &Trace, i: usize) -> Option<Trace> {
-    let Op::Mremap {
-        addr,
-        new,
-        to: Some(to),
-        ..
-    } = t.ops[i].op
-    else {
+    let Op::Mremap { to: Some(to), .. } = t.ops[i].op else {
+        return None;
+    };
+    moved_back(t, i, to)
+}
+
+/// The trace without the mremap at op `i`, every later address inside `[to, to + new)` (its
+/// new range) moved back by `to - addr` (into the old range).
+fn moved_back(t: &Trace, i: usize, to: u64) -> Option<Trace> {
+    let Op::Mremap { addr, new, .. } = t.ops[i].op else {
         return None;
     };
     let mut cand = t.clone();
@@ -806,6 +871,52 @@ fn without_mremap(t: &Trace, i: usize) -> Option<Trace> {
         }
     }
     Some(cand)
+}
+
+/// The result of each operation of a run of `t` (by index into `t.ops`; `None` where it did
+/// not complete, or the run failed).
+fn op_results(reference: &mut Reference, t: &Trace) -> Vec<Option<OpResult>> {
+    let mut out = vec![None; t.ops.len()];
+    if let Ok(report) = run_trace_with(reference, t, &RunOptions::ALL) {
+        for (i, r) in report.completed {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    out
+}
+
+/// The trace without op `i` (an mmap, munmap or mremap), every later mmap that is not
+/// `fixed` and got an address other than its hint in `results` (a run of `t`) given that
+/// address as its hint; an mremap that the kernel moved (`maymove`, not `fixed`) also has
+/// the later addresses in its new range moved back into the old one. `None` where that
+/// changes nothing but the removal (which the operations pass tries on its own).
+fn without_placing(t: &Trace, results: &[Option<OpResult>], i: usize) -> Option<Trace> {
+    let mut cand = t.clone();
+    let mut pinned = false;
+    for (l, r) in cand.ops.iter_mut().zip(results).skip(i + 1) {
+        if let (Op::Mmap { addr, flags, .. }, Some(OpResult::Addr(got))) = (&mut l.op, *r) {
+            if !flags.fixed && !flags.noreplace && *addr != got {
+                *addr = got;
+                pinned = true;
+            }
+        }
+    }
+    match t.ops[i].op {
+        Op::Mremap {
+            addr, flags, to: None, ..
+        } if flags.maymove && !flags.fixed => match results[i] {
+            Some(OpResult::Addr(to)) if to != addr => moved_back(&cand, i, to),
+            _ if pinned => moved_back(&cand, i, addr),
+            _ => None,
+        },
+        _ if pinned => {
+            cand.ops.remove(i);
+            Some(cand)
+        }
+        _ => None,
+    }
 }
 
 /// Renumbers task ids above `gone` down by one (ops, forks, schedule).
@@ -1136,6 +1247,75 @@ task 0 mm=0 cpu=0
         let small = minimize(&t, &mut keep);
         assert_eq!(small.ops.len(), 2, "{small}");
         assert!(matches!(small.ops[0].op, Op::Mmap { len: 0x3000, .. }), "{small}");
+    }
+
+    /// The property of the tests below: some store succeeds.
+    fn a_store_succeeds(t: &Trace) -> bool {
+        let report = crate::exec::run_trace(t, &RunOptions::default());
+        report
+            .completed
+            .iter()
+            .any(|&(i, r)| matches!(t.ops[i].op, Op::Store { .. }) && r == mm_reference::OpResult::Done)
+    }
+
+    #[test]
+    fn a_mapping_the_kernel_placed_stays_where_it_was() {
+        // Without the first mmap, the second would be placed at 0xfff000, away from the store.
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0 len=0x1000 prot=rw flags=private
+0: mmap addr=0 len=0x1000 prot=rw flags=private
+0: store addr=0xffe000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[0].op, Op::Mmap { addr: 0xffe000, .. }), "{small}");
+    }
+
+    #[test]
+    fn a_mapping_the_kernel_moved_stays_where_it_was() {
+        // The mremap cannot grow the mapping in place (its next page is mapped) and moves it
+        // to the top of the address space.
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x2000 prot=rw flags=private,fixed
+0: mremap addr=0x100000 old=0x1000 new=0x2000 flags=maymove
+0: store addr=0xffe000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[1].op, Op::Store { .. }), "{small}");
+    }
+
+    #[test]
+    fn a_mapping_protected_after_the_fact_is_mapped_so_at_once() {
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x1000 prot=none flags=private,fixed
+0: mprotect addr=0x100000 len=0x1000 prot=rw
+0: store addr=0x100000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(
+            matches!(
+                small.ops[0].op,
+                Op::Mmap {
+                    prot: mm_reference::Prot::RW,
+                    ..
+                }
+            ),
+            "{small}"
+        );
     }
 
     #[test]
