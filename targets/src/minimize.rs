@@ -20,14 +20,20 @@
 //! schedule dropped with the operations in the order the run completed (or started) them, a
 //! declared task with everything it does, a read or write made the first access to its
 //! buffer, a hugetlbfs file made a regular one, a file's first write folded into its size,
-//! an mremap that resizes a mapping in place folded into its mmap; then the first tier
-//! again. The second tier never makes the result longer than the first alone.
+//! an mremap that resizes a mapping in place folded into its mmap, an mprotect of a whole
+//! mapping folded into its mmap, a line that decides where the kernel places later mappings
+//! gone with those mappings kept where they were (an mmap, munmap or mremap, the later mmaps
+//! given the addresses they got as hints; an mremap the kernel moved, with the later
+//! addresses moved back), a reclaim of a mapped page made a pageout of it (and the lines
+//! that made the memory pressure gone), a line gone with memory made scarcer (the frames it
+//! allocated taken from the configuration); then the first tier again. The second tier
+//! never makes the result longer than the first alone.
 
 use crate::engine::{run_trace_with, Finding};
 use crate::guided::signature;
-use crate::trace::{parse, Trace};
+use crate::trace::{parse, OpLine, Trace};
 use mm_reference::events::Event;
-use mm_reference::{Config, Op, Outcome, Reference, RunOptions, SchedToken, PAGE_SIZE};
+use mm_reference::{Config, Op, OpResult, Outcome, Reference, RunOptions, SchedToken, PAGE_SIZE};
 
 /// An upper bound on the rounds of all passes (each round that changes nothing ends it).
 const MAX_ROUNDS: usize = 32;
@@ -58,16 +64,22 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
             // the trace (a schedule into the order of the operations, a read or write into
             // the access it makes, a hugetlbfs file into a regular one) or take away more at
             // once (a declared task and all it does, a write folded into a file's size, an
-            // mremap into the mmap before it). Run
-            // here, they never lead the passes above away from a trace those would have
-            // shrunk further on their own: the first tier reaches the fixpoint it reaches
-            // alone, and no pass makes a trace longer, so the result is never longer.
+            // mremap or mprotect into the mmap before it, a line that placed later mappings
+            // with those mappings kept where they were, memory pressure made a pageout, a
+            // line that used up frames gone with fewer frames). Run here, they never lead the
+            // passes above away from a trace those would have shrunk further on their own:
+            // the first tier reaches the fixpoint it reaches alone, and no pass makes a
+            // trace longer, so the result is never longer.
             m.serial();
             m.declared_tasks();
             m.accesses();
             m.huge_files();
             m.grown_files();
             m.resized_mmaps();
+            m.protected_mmaps();
+            m.placed();
+            m.pageouts();
+            m.scarcer();
             if m.best == before {
                 break;
             }
@@ -500,6 +512,187 @@ impl Minimizer<'_> {
         }
     }
 
+    /// An mprotect of a whole mapping folded into the mmap of the same task at that address
+    /// before it, which maps it with that protection at once (for what comes after the
+    /// mprotect, a mapping made so).
+    fn protected_mmaps(&mut self) {
+        let pages = |len: u64| len.div_ceil(PAGE_SIZE);
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let line = self.best.ops[i];
+            let Op::Mprotect { addr, len, prot } = line.op else {
+                i += 1;
+                continue;
+            };
+            let made = self.best.ops[..i].iter().rposition(|l| {
+                l.task == line.task
+                    && matches!(l.op, Op::Mmap { addr: a, len: l, .. } if a == addr && pages(l) == pages(len))
+            });
+            if let Some(j) = made {
+                let mut cand = self.best.clone();
+                if let Op::Mmap { prot: p, .. } = &mut cand.ops[j].op {
+                    *p = prot;
+                }
+                cand.ops.remove(i);
+                if self.try_take(cand) {
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Where the kernel chose an address, the address it chose: an mmap, munmap or mremap
+    /// gone with every later mmap that is not `fixed` given the address it got as its hint
+    /// (a hint is taken where the range is free, and it was: without the line gone, the run
+    /// is the same; with it gone, the later mappings stay where the accesses to them are);
+    /// and an mremap that moved a mapping to an address the kernel chose gone, with the
+    /// later addresses in its new range moved back into the old one and the later mmaps
+    /// pinned too (the mapping stays where it was, and what came after finds it there).
+    fn placed(&mut self) {
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            if matches!(
+                self.best.ops[i].op,
+                Op::Mmap { .. } | Op::Munmap { .. } | Op::Mremap { .. }
+            ) {
+                let results = op_results(&mut self.reference, &self.best);
+                if let Some(cand) = without_placing(&self.best, &results, i) {
+                    if self.try_take(cand) {
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Memory pressure made a pageout: a file page that reclaim took from a mapping (its pte
+    /// cleared by try_to_unmap while no pageout ran) paged out instead by a pageout of that
+    /// page, made by the task that last ran in that address space; then the other operations
+    /// one by one (the last first) and the first tier's passes on that, kept only if they
+    /// make the trace shorter than it was. Pressure takes many lines (mappings, faults and
+    /// forks that fill the frames, fewer frames), a pageout one, and both take the page the
+    /// same way (try_to_unmap, then writeback), so what raced with the reclaim may race with
+    /// the pageout. The pageout makes the trace one line longer only until the passes after
+    /// it are done: kept, the trace is shorter.
+    fn pageouts(&mut self) {
+        let before = self.best.clone();
+        let n = lines(&before);
+        for (cand, mut k) in paged_out(&mut self.reference, &before).into_iter().take(4) {
+            if !self.try_take(cand) {
+                continue;
+            }
+            // The other operations first, the last first (the pageout stays: without it the
+            // trace is the one before), then the first tier.
+            let mut j = self.best.ops.len();
+            while j > 0 {
+                j -= 1;
+                if j == k || matches!(self.best.ops[j].op, Op::Fork { .. }) {
+                    continue;
+                }
+                let mut shorter = self.best.clone();
+                shorter.ops.remove(j);
+                if self.try_take(shorter) && j < k {
+                    k -= 1;
+                }
+            }
+            for _ in 0..MAX_ROUNDS {
+                let round = self.best.clone();
+                self.schedule();
+                self.ops();
+                self.tasks();
+                self.mappings();
+                self.files();
+                self.config();
+                if self.best == round {
+                    break;
+                }
+            }
+            if lines(&self.best) < n {
+                return;
+            }
+            self.best = before.clone();
+        }
+    }
+
+    /// A line gone with memory made scarcer: many lines are there only to use up frames
+    /// (mappings populated or faulted in, address spaces that take page tables) so that an
+    /// allocation sleeps or fails where the bug needs it, and the configuration line can take
+    /// those frames away instead. Each operation (a fork with its task; with the schedule
+    /// tokens that ran its steps, else alone), then each declared task with everything it
+    /// does, gone with one of: as many lowmem and highmem frames fewer as it allocated (read
+    /// off the run's event log; a declared task's page directory too), pte tables from lowmem
+    /// (`highpte=off`), one or two lowmem frames fewer, one or two highmem frames fewer;
+    /// taken only where the trace is shorter.
+    fn scarcer(&mut self) {
+        let fixed: [fn(&mut Config) -> bool; 5] = [
+            |c| std::mem::replace(&mut c.highpte, false),
+            |c| fewer_frames(c, 1, 0),
+            |c| fewer_frames(c, 2, 0),
+            |c| fewer_frames(c, 0, 1),
+            |c| fewer_frames(c, 0, 2),
+        ];
+        let take = |m: &mut Self, shorter: Vec<Trace>, took: (u32, u32)| {
+            let n = lines(&m.best);
+            for base in shorter {
+                let mut cand = base.clone();
+                if fewer_frames(&mut cand.config, took.0, took.1) && lines(&cand) < n && m.try_take(cand) {
+                    return true;
+                }
+                for tighten in fixed {
+                    let mut cand = base.clone();
+                    if tighten(&mut cand.config) && lines(&cand) < n && m.try_take(cand) {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        let mut i = 0;
+        while i < self.best.ops.len() {
+            let took = allocated(&mut self.reference, &self.best);
+            let mut shorter = Vec::new();
+            if let Op::Fork { task, .. } = self.best.ops[i].op {
+                shorter.push(without_forked_task(&self.best, i, task));
+            } else {
+                let mut cand = self.best.clone();
+                cand.ops.remove(i);
+                shorter.push(cand.clone());
+                let ran = token_ops(&mut self.reference, &self.best);
+                if ran.contains(&Some(i)) {
+                    let mut k = 0;
+                    cand.schedule.retain(|_| {
+                        k += 1;
+                        ran[k - 1] != Some(i)
+                    });
+                    shorter.push(cand);
+                }
+            }
+            if !take(self, shorter, took[i]) {
+                i += 1;
+            }
+        }
+        let mut t = self.best.tasks.len();
+        while t > 1 {
+            t -= 1;
+            let took = allocated(&mut self.reference, &self.best);
+            let mut all = (0, 0);
+            for (l, &(low, high)) in self.best.ops.iter().zip(&took) {
+                if l.task == t as u32 {
+                    all = (all.0 + low, all.1 + high);
+                }
+            }
+            let tasks = &self.best.tasks;
+            if tasks.iter().filter(|x| x.mm == tasks[t].mm).count() == 1 {
+                all.0 += 1; // its page directory
+            }
+            if let Some(cand) = without_declared_task(&self.best, t as u32) {
+                take(self, vec![cand], all);
+            }
+        }
+    }
+
     /// Files: one file's uses moved to an earlier file, files no operation uses gone
     /// (renumbered), a first truncate folded into the initial size, smaller sizes.
     fn files(&mut self) {
@@ -798,13 +991,16 @@ fn drop_tokens(s: &mut Vec<SchedToken>, task: u32, k: usize) -> bool {
 /// The trace without the moving mremap at op `i`, every later address of its task's mm
 /// inside the new range moved back into the old one (the mapping stays where it was).
 fn without_mremap(t: &Trace, i: usize) -> Option<Trace> {
-    let Op::Mremap {
-        addr,
-        new,
-        to: Some(to),
-        ..
-    } = t.ops[i].op
-    else {
+    let Op::Mremap { to: Some(to), .. } = t.ops[i].op else {
+        return None;
+    };
+    moved_back(t, i, to)
+}
+
+/// The trace without the mremap at op `i`, every later address inside `[to, to + new)` (its
+/// new range) moved back by `to - addr` (into the old range).
+fn moved_back(t: &Trace, i: usize, to: u64) -> Option<Trace> {
+    let Op::Mremap { addr, new, .. } = t.ops[i].op else {
         return None;
     };
     let mut cand = t.clone();
@@ -835,6 +1031,192 @@ fn without_mremap(t: &Trace, i: usize) -> Option<Trace> {
         }
     }
     Some(cand)
+}
+
+/// The result of each operation of a run of `t` (by index into `t.ops`; `None` where it did
+/// not complete, or the run failed).
+fn op_results(reference: &mut Reference, t: &Trace) -> Vec<Option<OpResult>> {
+    let mut out = vec![None; t.ops.len()];
+    if let Ok(report) = run_trace_with(reference, t, &RunOptions::ALL) {
+        for (i, r) in report.completed {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    out
+}
+
+/// The trace without op `i` (an mmap, munmap or mremap), every later mmap that is not
+/// `fixed` and got an address other than its hint in `results` (a run of `t`) given that
+/// address as its hint; an mremap that the kernel moved (`maymove`, not `fixed`) also has
+/// the later addresses in its new range moved back into the old one. `None` where that
+/// changes nothing but the removal (which the operations pass tries on its own).
+fn without_placing(t: &Trace, results: &[Option<OpResult>], i: usize) -> Option<Trace> {
+    let mut cand = t.clone();
+    let mut pinned = false;
+    for (l, r) in cand.ops.iter_mut().zip(results).skip(i + 1) {
+        if let (Op::Mmap { addr, flags, .. }, Some(OpResult::Addr(got))) = (&mut l.op, *r) {
+            if !flags.fixed && !flags.noreplace && *addr != got {
+                *addr = got;
+                pinned = true;
+            }
+        }
+    }
+    match t.ops[i].op {
+        Op::Mremap {
+            addr, flags, to: None, ..
+        } if flags.maymove && !flags.fixed => match results[i] {
+            Some(OpResult::Addr(to)) if to != addr => moved_back(&cand, i, to),
+            _ if pinned => moved_back(&cand, i, addr),
+            _ => None,
+        },
+        _ if pinned => {
+            cand.ops.remove(i);
+            Some(cand)
+        }
+        _ => None,
+    }
+}
+
+/// For each mapped page that a run of `t` reclaimed (a pte cleared by try_to_unmap while the
+/// running operation was no pageout), in the order of the run, the trace with a pageout of
+/// that page (`len=0x1000`) by the task that last ran in its address space (whose last
+/// started operation is not an exit): right after the line of the reclaiming operation (as
+/// long as that keeps it before the task's next operation), then right after the task's
+/// last started operation; with the index of the pageout's line.
+fn paged_out(reference: &mut Reference, t: &Trace) -> Vec<(Trace, usize)> {
+    let options = RunOptions {
+        events: true,
+        ..RunOptions::ALL
+    };
+    let Ok(report) = run_trace_with(reference, t, &options) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    // The task that last ran in each mm, each task's last started operation, the running task.
+    let mut last_in_mm: Vec<Option<u32>> = Vec::new();
+    let mut started: Vec<Option<usize>> = Vec::new();
+    let mut running = None;
+    for e in &report.events {
+        match *e {
+            Event::Step { task, mm, .. } => {
+                let mm = mm as usize;
+                if last_in_mm.len() <= mm {
+                    last_in_mm.resize(mm + 1, None);
+                }
+                last_in_mm[mm] = Some(task);
+                running = Some(task);
+            }
+            Event::Start { task, call, .. } => {
+                let task = task as usize;
+                if started.len() <= task {
+                    started.resize(task + 1, None);
+                }
+                started[task] = Some(call);
+            }
+            Event::Entry {
+                mm,
+                level: 0,
+                va,
+                old: Some(_),
+                new: None,
+                at: "try_to_unmap",
+            } => {
+                let current = |task: u32| started.get(task as usize).copied().flatten();
+                let Some(r) = running.and_then(current) else { continue };
+                let Some(task) = last_in_mm.get(mm as usize).copied().flatten() else {
+                    continue;
+                };
+                let Some(i) = current(task) else { continue };
+                let pageout = matches!(t.ops[r].op, Op::Pageout { .. });
+                if pageout || matches!(t.ops[i].op, Op::Exit) || seen.contains(&(mm, va)) {
+                    continue;
+                }
+                seen.push((mm, va));
+                // Right after the reclaiming operation's line (before the task's next one),
+                // else right after the task's own.
+                let next = (i + 1..t.ops.len()).find(|&j| t.ops[j].task == task);
+                let late = (r + 1).max(i + 1).min(next.unwrap_or(t.ops.len()));
+                let mut at = vec![late];
+                if late != i + 1 {
+                    at.push(i + 1);
+                }
+                for k in at {
+                    let mut cand = t.clone();
+                    let op = Op::Pageout {
+                        addr: va,
+                        len: PAGE_SIZE,
+                    };
+                    cand.ops.insert(k, OpLine { task, op });
+                    out.push((cand, k));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `config` with `low` lowmem and `high` highmem frames fewer, as far as the ranges allow
+/// (at least 8 lowmem frames and 16 in all): what one kind cannot give, the other does (an
+/// allocation falls back from highmem to lowmem, and pressure on one often stands for
+/// pressure on both); false if that changes nothing.
+fn fewer_frames(config: &mut Config, low: u32, high: u32) -> bool {
+    let lowmem = config.frames - config.highmem;
+    let highmem = config.highmem;
+    let new_low = lowmem.saturating_sub(low).max(8).min(lowmem);
+    let short = low - (lowmem - new_low);
+    let new_high = highmem.saturating_sub(high + short);
+    let short = (high + short).saturating_sub(highmem);
+    let new_low = new_low.saturating_sub(short).max(8).min(new_low);
+    let new_high = new_high.max(16u32.saturating_sub(new_low)).min(highmem);
+    config.frames = new_low + new_high;
+    config.highmem = new_high;
+    (new_low, new_high) != (lowmem, highmem)
+}
+
+/// The frames each operation of a run of `t` allocated (by index into `t.ops`): lowmem,
+/// highmem.
+fn allocated(reference: &mut Reference, t: &Trace) -> Vec<(u32, u32)> {
+    let mut out = vec![(0, 0); t.ops.len()];
+    let options = RunOptions {
+        events: true,
+        ..RunOptions::ALL
+    };
+    let Ok(report) = run_trace_with(reference, t, &options) else {
+        return out;
+    };
+    let low_count = t.config.frames - t.config.highmem;
+    let mut started: Vec<Option<usize>> = Vec::new();
+    let mut running = None;
+    for e in &report.events {
+        match *e {
+            Event::Step { task, .. } => running = Some(task as usize),
+            Event::Start { task, call, .. } => {
+                let task = task as usize;
+                if started.len() <= task {
+                    started.resize(task + 1, None);
+                }
+                started[task] = Some(call);
+            }
+            Event::Alloc { pfn, .. } => {
+                let Some(i) = running.and_then(|r| started.get(r).copied().flatten()) else {
+                    continue;
+                };
+                if let Some(slot) = out.get_mut(i) {
+                    if pfn < low_count {
+                        slot.0 += 1;
+                    } else {
+                        slot.1 += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Renumbers task ids above `gone` down by one (ops, forks, schedule).
@@ -1165,6 +1547,135 @@ task 0 mm=0 cpu=0
         let small = minimize(&t, &mut keep);
         assert_eq!(small.ops.len(), 2, "{small}");
         assert!(matches!(small.ops[0].op, Op::Mmap { len: 0x3000, .. }), "{small}");
+    }
+
+    /// The property of the tests below: some store succeeds.
+    fn a_store_succeeds(t: &Trace) -> bool {
+        let report = crate::exec::run_trace(t, &RunOptions::default());
+        report
+            .completed
+            .iter()
+            .any(|&(i, r)| matches!(t.ops[i].op, Op::Store { .. }) && r == mm_reference::OpResult::Done)
+    }
+
+    #[test]
+    fn a_mapping_the_kernel_placed_stays_where_it_was() {
+        // Without the first mmap, the second would be placed at 0xfff000, away from the store.
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0 len=0x1000 prot=rw flags=private
+0: mmap addr=0 len=0x1000 prot=rw flags=private
+0: store addr=0xffe000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[0].op, Op::Mmap { addr: 0xffe000, .. }), "{small}");
+    }
+
+    #[test]
+    fn a_mapping_the_kernel_moved_stays_where_it_was() {
+        // The mremap cannot grow the mapping in place (its next page is mapped) and moves it
+        // to the top of the address space.
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x2000 prot=rw flags=private,fixed
+0: mremap addr=0x100000 old=0x1000 new=0x2000 flags=maymove
+0: store addr=0xffe000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(matches!(small.ops[1].op, Op::Store { .. }), "{small}");
+    }
+
+    #[test]
+    fn a_mapping_protected_after_the_fact_is_mapped_so_at_once() {
+        let t = trace(
+            "mmtrace 1
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x1000 prot=none flags=private,fixed
+0: mprotect addr=0x100000 len=0x1000 prot=rw
+0: store addr=0x100000 value=1
+",
+        );
+        assert!(a_store_succeeds(&t));
+        let small = minimize(&t, &mut a_store_succeeds);
+        assert_eq!(small.ops.len(), 2, "{small}");
+        assert!(
+            matches!(
+                small.ops[0].op,
+                Op::Mmap {
+                    prot: mm_reference::Prot::RW,
+                    ..
+                }
+            ),
+            "{small}"
+        );
+    }
+
+    #[test]
+    fn a_filler_goes_with_memory_made_scarcer() {
+        // The property: a store runs out of memory. The second mapping's page and tables
+        // are there only to use up frames.
+        let mut keep = |t: &Trace| {
+            let report = crate::exec::run_trace(t, &RunOptions::default());
+            report.completed.iter().any(|&(_, r)| r == mm_reference::OpResult::Oom)
+        };
+        let t = trace(
+            "mmtrace 1
+config frames=20 highmem=10
+task 0 mm=0 cpu=0
+0: mmap addr=0x40000 len=0x9000 prot=rw flags=private,fixed,populate
+0: mmap addr=0x10000 len=0x1000 prot=rw flags=private,fixed,populate
+0: mmap addr=0x200000 len=0x1000 prot=rw flags=private,fixed
+0: store addr=0x200000 value=1
+",
+        );
+        assert!(keep(&t));
+        let small = minimize(&t, &mut keep);
+        assert_eq!(small.ops.len(), 3, "{small}");
+        assert!(small.config.frames < 20, "{small}");
+    }
+
+    #[test]
+    fn reclaim_of_a_mapped_page_is_made_a_pageout() {
+        // The property: reclaim unmaps a mapped page (try_to_unmap clears a pte).
+        let mut keep = |t: &Trace| {
+            let options = RunOptions {
+                events: true,
+                ..RunOptions::default()
+            };
+            let report = crate::exec::run_trace(t, &options);
+            report.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::Entry {
+                        level: 0,
+                        new: None,
+                        at: "try_to_unmap",
+                        ..
+                    }
+                )
+            })
+        };
+        let t = trace(
+            "mmtrace 1
+config frames=16 highmem=0
+file 0 size=4k
+task 0 mm=0 cpu=0
+0: mmap addr=0x100000 len=0x1000 prot=r flags=shared,fixed file=0 off=0
+0: load addr=0x100000
+0: mmap addr=0x200000 len=0x10000 prot=rw flags=private,fixed,populate
+",
+        );
+        assert!(keep(&t));
+        let small = minimize(&t, &mut keep);
+        assert!(small.config == Config::default(), "{small}");
     }
 
     #[test]
