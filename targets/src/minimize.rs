@@ -52,12 +52,7 @@ pub fn minimize(trace: &Trace, keep: &mut dyn FnMut(&Trace) -> bool) -> Trace {
     };
     for _ in 0..MAX_ROUNDS {
         let before = m.best.clone();
-        m.schedule();
-        m.ops();
-        m.tasks();
-        m.mappings();
-        m.files();
-        m.config();
+        m.first_tier();
         m.numbers();
         if m.best == before {
             // Only at a fixpoint of the passes above, a second tier: passes that reshape
@@ -124,6 +119,16 @@ struct Minimizer<'a> {
 }
 
 impl Minimizer<'_> {
+    /// The first tier's passes but the numbers', in order.
+    fn first_tier(&mut self) {
+        self.schedule();
+        self.ops();
+        self.tasks();
+        self.mappings();
+        self.files();
+        self.config();
+    }
+
     /// Takes `cand` if it is valid, different and keeps the property.
     fn try_take(&mut self, cand: Trace) -> bool {
         if cand == self.best {
@@ -220,14 +225,7 @@ impl Minimizer<'_> {
             let mut taken = false;
             if !matches!(line.op, Op::Fork { .. }) {
                 let ran = map.get_or_insert_with(|| token_ops(&mut self.reference, &self.best));
-                if ran.contains(&Some(i)) {
-                    let mut cand = self.best.clone();
-                    cand.ops.remove(i);
-                    let mut k = 0;
-                    cand.schedule.retain(|_| {
-                        k += 1;
-                        ran[k - 1] != Some(i)
-                    });
+                if let Some(cand) = without_op_and_its_tokens(&self.best, i, ran) {
                     taken = self.try_take(cand);
                 }
             }
@@ -481,35 +479,25 @@ impl Minimizer<'_> {
     /// the same task at that address before it, which maps the new length at once: a mapping
     /// grown after the fact is, for what comes after, a mapping made that long.
     fn resized_mmaps(&mut self) {
-        let mut i = 0;
-        while i < self.best.ops.len() {
-            let line = self.best.ops[i];
-            let Op::Mremap {
-                addr,
-                new,
-                flags,
-                to: None,
-                ..
-            } = line.op
-            else {
-                i += 1;
-                continue;
-            };
-            let made = self.best.ops[..i]
-                .iter()
-                .rposition(|l| l.task == line.task && matches!(l.op, Op::Mmap { addr: a, .. } if a == addr));
-            if let (Some(j), false) = (made, flags.fixed) {
-                let mut cand = self.best.clone();
-                if let Op::Mmap { len, .. } = &mut cand.ops[j].op {
+        self.fold_into_mmaps(|op, mmap| match (op, mmap) {
+            (
+                Op::Mremap {
+                    addr,
+                    new,
+                    flags,
+                    to: None,
+                    ..
+                },
+                Op::Mmap { addr: a, .. },
+            ) if a == addr && !flags.fixed => {
+                let mut m = mmap;
+                if let Op::Mmap { len, .. } = &mut m {
                     *len = new;
                 }
-                cand.ops.remove(i);
-                if self.try_take(cand) {
-                    continue;
-                }
+                Some(m)
             }
-            i += 1;
-        }
+            _ => None,
+        });
     }
 
     /// An mprotect of a whole mapping folded into the mmap of the same task at that address
@@ -517,22 +505,32 @@ impl Minimizer<'_> {
     /// mprotect, a mapping made so).
     fn protected_mmaps(&mut self) {
         let pages = |len: u64| len.div_ceil(PAGE_SIZE);
+        self.fold_into_mmaps(|op, mmap| match (op, mmap) {
+            (Op::Mprotect { addr, len, prot }, Op::Mmap { addr: a, len: l, .. })
+                if a == addr && pages(l) == pages(len) =>
+            {
+                let mut m = mmap;
+                if let Op::Mmap { prot: p, .. } = &mut m {
+                    *p = prot;
+                }
+                Some(m)
+            }
+            _ => None,
+        });
+    }
+
+    /// Each operation that `fold(op, mmap)` folds into the last earlier mmap of the same task
+    /// it fits (returning that mmap changed), folded there and gone.
+    fn fold_into_mmaps(&mut self, fold: impl Fn(Op, Op) -> Option<Op>) {
         let mut i = 0;
         while i < self.best.ops.len() {
             let line = self.best.ops[i];
-            let Op::Mprotect { addr, len, prot } = line.op else {
-                i += 1;
-                continue;
-            };
-            let made = self.best.ops[..i].iter().rposition(|l| {
-                l.task == line.task
-                    && matches!(l.op, Op::Mmap { addr: a, len: l, .. } if a == addr && pages(l) == pages(len))
-            });
+            let made = self.best.ops[..i]
+                .iter()
+                .rposition(|l| l.task == line.task && fold(line.op, l.op).is_some());
             if let Some(j) = made {
                 let mut cand = self.best.clone();
-                if let Op::Mmap { prot: p, .. } = &mut cand.ops[j].op {
-                    *p = prot;
-                }
+                cand.ops[j].op = fold(line.op, cand.ops[j].op).expect("it fits (found above)");
                 cand.ops.remove(i);
                 if self.try_take(cand) {
                     continue;
@@ -550,15 +548,18 @@ impl Minimizer<'_> {
     /// later addresses in its new range moved back into the old one and the later mmaps
     /// pinned too (the mapping stays where it was, and what came after finds it there).
     fn placed(&mut self) {
+        // The results of `best`'s operations, run once per change of `best`.
+        let mut results = None;
         let mut i = 0;
         while i < self.best.ops.len() {
             if matches!(
                 self.best.ops[i].op,
                 Op::Mmap { .. } | Op::Munmap { .. } | Op::Mremap { .. }
             ) {
-                let results = op_results(&mut self.reference, &self.best);
-                if let Some(cand) = without_placing(&self.best, &results, i) {
+                let r = results.get_or_insert_with(|| op_results(&mut self.reference, &self.best));
+                if let Some(cand) = without_placing(&self.best, r, i) {
                     if self.try_take(cand) {
+                        results = None;
                         continue;
                     }
                 }
@@ -599,12 +600,7 @@ impl Minimizer<'_> {
             }
             for _ in 0..MAX_ROUNDS {
                 let round = self.best.clone();
-                self.schedule();
-                self.ops();
-                self.tasks();
-                self.mappings();
-                self.files();
-                self.config();
+                self.first_tier();
                 if self.best == round {
                     break;
                 }
@@ -649,36 +645,40 @@ impl Minimizer<'_> {
             }
             false
         };
+        // What each operation allocated and which tokens ran it: runs of `best`, made once
+        // per change of it.
+        let mut maps = None;
         let mut i = 0;
         while i < self.best.ops.len() {
-            let took = allocated(&mut self.reference, &self.best);
+            let (took, ran) = maps.get_or_insert_with(|| {
+                (
+                    allocated(&mut self.reference, &self.best),
+                    token_ops(&mut self.reference, &self.best),
+                )
+            });
+            let took = took[i];
             let mut shorter = Vec::new();
             if let Op::Fork { task, .. } = self.best.ops[i].op {
                 shorter.push(without_forked_task(&self.best, i, task));
             } else {
                 let mut cand = self.best.clone();
                 cand.ops.remove(i);
-                shorter.push(cand.clone());
-                let ran = token_ops(&mut self.reference, &self.best);
-                if ran.contains(&Some(i)) {
-                    let mut k = 0;
-                    cand.schedule.retain(|_| {
-                        k += 1;
-                        ran[k - 1] != Some(i)
-                    });
-                    shorter.push(cand);
-                }
+                shorter.push(cand);
+                shorter.extend(without_op_and_its_tokens(&self.best, i, ran));
             }
-            if !take(self, shorter, took[i]) {
+            if take(self, shorter, took) {
+                maps = None;
+            } else {
                 i += 1;
             }
         }
+        let mut took = None;
         let mut t = self.best.tasks.len();
         while t > 1 {
             t -= 1;
-            let took = allocated(&mut self.reference, &self.best);
+            let took_now = took.get_or_insert_with(|| allocated(&mut self.reference, &self.best));
             let mut all = (0, 0);
-            for (l, &(low, high)) in self.best.ops.iter().zip(&took) {
+            for (l, &(low, high)) in self.best.ops.iter().zip(took_now.iter()) {
                 if l.task == t as u32 {
                     all = (all.0 + low, all.1 + high);
                 }
@@ -688,7 +688,9 @@ impl Minimizer<'_> {
                 all.0 += 1; // its page directory
             }
             if let Some(cand) = without_declared_task(&self.best, t as u32) {
-                take(self, vec![cand], all);
+                if take(self, vec![cand], all) {
+                    took = None;
+                }
             }
         }
     }
@@ -971,6 +973,22 @@ fn token_ops(reference: &mut Reference, t: &Trace) -> Vec<Option<usize>> {
     }
     settle(step, &current);
     ran
+}
+
+/// `t` without operation `i` and the schedule tokens that ran its steps (`ran`: the token
+/// map of `t`, [`token_ops`]), if any token ran it.
+fn without_op_and_its_tokens(t: &Trace, i: usize, ran: &[Option<usize>]) -> Option<Trace> {
+    if !ran.contains(&Some(i)) {
+        return None;
+    }
+    let mut cand = t.clone();
+    cand.ops.remove(i);
+    let mut k = 0;
+    cand.schedule.retain(|_| {
+        k += 1;
+        ran[k - 1] != Some(i)
+    });
+    Some(cand)
 }
 
 /// Removes the first `k` schedule tokens naming `task`; false if there are fewer.
