@@ -10,9 +10,10 @@
 //! - Contents are allocated lazily: a frame reads as zeros until its first write, and page
 //!   buffers are recycled through pools so a run allocates nothing for pages never touched.
 //! - A page buffer knows the extent its writers may have touched ([`Bytes`]): every byte
-//!   outside it is zero, and a buffer in the pool is zero throughout (the extent is cleared
-//!   when it goes back), so taking one, copying one or zeroing a page costs what was written,
-//!   not a whole page.
+//!   outside it is zero. A buffer goes back to the pool as it is, extent and all, and is
+//!   cleared only where its next user does not overwrite it ([`Frames::take_for`]): so
+//!   taking one, copying one or zeroing a page costs what was written, not a whole page, and
+//!   a page read in whole (a file page) reuses a buffer without clearing it first.
 
 use crate::Config;
 
@@ -101,11 +102,20 @@ pub(crate) struct Bytes {
 impl Bytes {
     /// A zero page buffer (`b` must be all zeros) with nothing written yet.
     fn clean(b: Box<Page>) -> Bytes {
-        debug_assert!(b.iter().all(|&x| x == 0), "a pooled page buffer is not zero");
+        debug_assert!(b.iter().all(|&x| x == 0), "a page buffer is not zero");
         Bytes {
             b,
             lo: PAGE as u16,
             hi: 0,
+        }
+    }
+
+    /// A buffer whose every byte may be non-zero (a written-back disk page), for the pool.
+    pub fn whole(b: Box<Page>) -> Bytes {
+        Bytes {
+            b,
+            lo: 0,
+            hi: PAGE as u16,
         }
     }
 
@@ -118,10 +128,17 @@ impl Bytes {
         }
     }
 
-    /// The buffer, zero again, for the pool.
-    fn release(mut self) -> Box<Page> {
-        if self.lo < self.hi {
-            self.b[self.lo as usize..self.hi as usize].fill(0);
+    /// The buffer, zero outside `written` (which its next user overwrites whole): only the
+    /// part of the extent outside `written` is cleared.
+    fn reuse_for(mut self, written: &std::ops::Range<usize>) -> Box<Page> {
+        let (lo, hi) = (self.lo as usize, self.hi as usize);
+        if lo < hi {
+            if written.start >= written.end {
+                self.b[lo..hi].fill(0);
+            } else {
+                self.b[lo..hi.min(written.start).max(lo)].fill(0);
+                self.b[lo.max(written.end).min(hi)..hi].fill(0);
+            }
         }
         self.b
     }
@@ -149,8 +166,8 @@ pub(crate) struct Pools {
     free_low: Vec<Pfn>,
     free_high: Vec<Pfn>,
     allocated: Vec<u64>,
-    /// Page buffers, all zero (see [`Bytes`]).
-    pub pages: Vec<Box<Page>>,
+    /// Page buffers, each zero outside its extent (see [`Bytes`]).
+    pub pages: Vec<Bytes>,
     tables: Vec<Box<[Entry]>>,
     ptrs: usize,
 }
@@ -175,8 +192,8 @@ pub(crate) struct Frames {
     /// Free frame numbers, highest first so `pop` takes the lowest.
     free_low: Vec<Pfn>,
     free_high: Vec<Pfn>,
-    /// Zero buffers (see [`Bytes`]).
-    page_pool: Vec<Box<Page>>,
+    /// Page buffers, each zero outside its extent (see [`Bytes`]).
+    page_pool: Vec<Bytes>,
     table_pool: Vec<Box<[Entry]>>,
     ptrs: usize,
     /// One bit per frame, set while it is allocated (the oracles visit only these).
@@ -228,7 +245,7 @@ impl Frames {
         for fr in &mut self.f {
             match std::mem::replace(&mut fr.data, Data::Zero) {
                 Data::Zero => {}
-                Data::Bytes(b) => self.page_pool.push(b.release()),
+                Data::Bytes(b) => self.page_pool.push(b),
                 Data::Table(t) => self.table_pool.push(t),
             }
         }
@@ -332,7 +349,7 @@ impl Frames {
         self.frees += 1;
         match std::mem::replace(&mut fr.data, Data::Zero) {
             Data::Zero => {}
-            Data::Bytes(b) => self.page_pool.push(b.release()),
+            Data::Bytes(b) => self.page_pool.push(b),
             Data::Table(t) => self.table_pool.push(t),
         }
         self.allocated[pfn as usize / 64] &= !(1 << (pfn % 64));
@@ -370,7 +387,10 @@ impl Frames {
             fr.owner
         );
         if let Data::Zero = fr.data {
-            let b = self.page_pool.pop().unwrap_or_else(|| Box::new([0u8; PAGE]));
+            let b = match self.page_pool.pop() {
+                Some(b) => b.reuse_for(&(0..0)),
+                None => Box::new([0u8; PAGE]),
+            };
             fr.data = Data::Bytes(Bytes::clean(b));
         }
         match &mut fr.data {
@@ -391,7 +411,7 @@ impl Frames {
                 return;
             }
         };
-        let mut buf = self.take_buffer();
+        let mut buf = self.take_for(lo..hi);
         if let Data::Bytes(b) = &self.f[from as usize].data {
             buf[lo..hi].copy_from_slice(&b.b[lo..hi]);
         }
@@ -432,17 +452,27 @@ impl Frames {
     pub fn zero_page(&mut self, pfn: Pfn) {
         let fr = &mut self.f[pfn as usize];
         if let Data::Bytes(b) = std::mem::replace(&mut fr.data, Data::Zero) {
-            self.page_pool.push(b.release());
+            self.page_pool.push(b);
         }
     }
 
-    /// A zero page buffer from the pool.
-    pub fn take_buffer(&mut self) -> Box<Page> {
-        self.page_pool.pop().unwrap_or_else(|| Box::new([0u8; PAGE]))
+    /// A page buffer from the pool for content that is `written` (the caller overwrites
+    /// every byte of it, then hands the buffer to [`Frames::put_bytes`] or keeps it): zero
+    /// outside `written`, anything inside.
+    pub fn take_for(&mut self, written: std::ops::Range<usize>) -> Box<Page> {
+        let b = match self.page_pool.pop() {
+            Some(b) => b.reuse_for(&written),
+            None => Box::new([0u8; PAGE]),
+        };
+        debug_assert!(
+            (0..PAGE).all(|i| written.contains(&i) || b[i] == 0),
+            "a page buffer is not zero outside what its user writes"
+        );
+        b
     }
 
-    /// Installs `buf` (a [`Frames::take_buffer`] with only `written` written) as the content
-    /// of `pfn`.
+    /// Installs `buf` (a [`Frames::take_for`] of `written`, all of it written) as the
+    /// content of `pfn`.
     pub fn put_bytes(&mut self, pfn: Pfn, buf: Box<Page>, written: std::ops::Range<usize>) {
         let mut b = Bytes {
             b: buf,
@@ -456,7 +486,7 @@ impl Frames {
         );
         let fr = &mut self.f[pfn as usize];
         if let Data::Bytes(old) = std::mem::replace(&mut fr.data, Data::Bytes(b)) {
-            self.page_pool.push(old.release());
+            self.page_pool.push(old);
         }
     }
 
@@ -474,15 +504,12 @@ impl Frames {
     /// A copy of `pfn`'s content in a pooled buffer (`None` while it reads as zeros): only
     /// the extent its writers touched is copied, the buffer being zero elsewhere.
     pub fn copy_out(&mut self, pfn: Pfn) -> Option<Box<Page>> {
-        if pfn == ZERO_PFN || !matches!(self.f[pfn as usize].data, Data::Bytes(_)) {
-            return None;
-        }
-        let mut buf = self.take_buffer();
-        let Data::Bytes(b) = &self.f[pfn as usize].data else {
-            unreachable!("frame {pfn} has bytes (checked above)")
+        let (lo, hi) = match self.f.get(pfn as usize).map(|fr| &fr.data) {
+            Some(Data::Bytes(b)) if pfn != ZERO_PFN => (b.lo as usize, b.hi as usize),
+            _ => return None,
         };
-        let (lo, hi) = (b.lo as usize, b.hi as usize);
-        if lo < hi {
+        let mut buf = self.take_for(lo..hi);
+        if let (Data::Bytes(b), true) = (&self.f[pfn as usize].data, lo < hi) {
             buf[lo..hi].copy_from_slice(&b.b[lo..hi]);
         }
         Some(buf)

@@ -295,16 +295,15 @@ impl Machine {
     pub fn into_pools(self) -> Pools {
         let frames = self.cfg.frames as usize;
         let mut pools = self.frames.into_pools();
-        // Written-back pages join the page pool, which holds zero buffers only, and no more of
-        // them than the machine has frames (a run never has more frame contents than that):
-        // the pool does not grow from one run to the next with each run's disk pages.
+        // Written-back pages join the page pool, no more of them than the machine has frames
+        // (a run never has more frame contents than that): the pool does not grow from one
+        // run to the next with each run's disk pages.
         for f in self.files {
-            for mut p in f.disk.into_values().flatten() {
+            for p in f.disk.into_values().flatten() {
                 if pools.pages.len() >= frames {
                     break;
                 }
-                p.fill(0);
-                pools.pages.push(p);
+                pools.pages.push(frames::Bytes::whole(p));
             }
         }
         pools.pages.truncate(frames);
@@ -730,15 +729,15 @@ impl Machine {
         let base = index * PAGE_SIZE;
         match file.disk.get(&index) {
             Some(Some(p)) => {
-                let mut buf = self.frames.take_buffer();
+                let mut buf = self.frames.take_for(0..frames::PAGE);
                 buf.copy_from_slice(&p[..]);
                 self.frames.put_bytes(pfn, buf, 0..frames::PAGE);
             }
             Some(None) => {}
             None if !file.shmem && base < file.pattern_end => {
                 let (id, end) = (file.pattern_id, file.pattern_end);
-                let mut buf = self.frames.take_buffer();
                 let n = (end - base).min(PAGE_SIZE) as usize;
+                let mut buf = self.frames.take_for(0..n);
                 fill_pattern(&mut buf[..n], id, base);
                 self.frames.put_bytes(pfn, buf, 0..n);
             }

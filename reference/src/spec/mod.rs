@@ -115,7 +115,7 @@ mod vma;
 
 use std::collections::BTreeMap;
 
-use object::{zero_page, Object, Page};
+use object::{Object, Private};
 use vma::{page_align, AnonVma, Flags, Mm, Proposal, Vma};
 
 use crate::{
@@ -497,7 +497,7 @@ impl Spec {
         if !self.mms[&mm].anon.contains_key(&(base >> PAGE_SHIFT)) {
             for a in (base..base + unit).step_by(PAGE_SIZE as usize) {
                 let page = match v.obj {
-                    None => zero_page(),
+                    None => Private::ZERO,
                     Some(o) => self.objects[o].page(v.obj_offset(a) >> PAGE_SHIFT),
                 };
                 self.mm(mm).anon.insert(a >> PAGE_SHIFT, page);
@@ -533,7 +533,10 @@ impl Spec {
                 // hugetlb_no_page on a private mapping: a private zeroed huge page (the object
                 // has no bytes in a huge page that is not in its page cache).
                 self.private_fault(mm, *v, addr);
-                debug_assert!(self.mms[&mm].anon[&(addr >> PAGE_SHIFT)].iter().all(|&b| b == 0));
+                debug_assert!(self.mms[&mm].anon[&(addr >> PAGE_SHIFT)]
+                    .bytes()
+                    .iter()
+                    .all(|&b| b == 0));
                 return Source::Private;
             }
             self.instantiate(v, addr);
@@ -556,11 +559,12 @@ impl Spec {
     }
 
     /// The private page of `mm` holding `addr` (it exists), for writing.
-    fn private_page(&mut self, mm: u32, addr: u64) -> &mut Page {
+    fn private_page(&mut self, mm: u32, addr: u64) -> &mut [u8; PAGE_SIZE as usize] {
         self.mm(mm)
             .anon
             .get_mut(&(addr >> PAGE_SHIFT))
             .unwrap_or_else(|| unreachable!("private page was just made"))
+            .bytes_mut()
     }
 
     /// A one-byte user read. `Ok(None)`: memory ran out (no effect).
@@ -571,7 +575,7 @@ impl Spec {
         }
         Ok(Some(match self.read_fault(mm, &v, addr) {
             Source::Zero => 0,
-            Source::Private => self.mms[&mm].anon[&(addr >> PAGE_SHIFT)][(addr % PAGE_SIZE) as usize],
+            Source::Private => self.mms[&mm].anon[&(addr >> PAGE_SHIFT)].bytes()[(addr % PAGE_SIZE) as usize],
             Source::Object(o) => self.objects[o].byte(v.obj_offset(addr)),
         }))
     }
@@ -593,14 +597,22 @@ impl Spec {
     /// one page, as a forward byte copy: each byte is read after the bytes before it were
     /// written, which matters only within one page of one object (`src < dst` repeats bytes).
     fn copy_object(&mut self, from: usize, src: u64, to: usize, dst: u64, n: u64) {
-        if from == to && src >> PAGE_SHIFT == dst >> PAGE_SHIFT {
-            self.objects[to].copy_in_page(src, dst, n);
+        if from == to {
+            let o = &mut self.objects[to];
+            if src >> PAGE_SHIFT == dst >> PAGE_SHIFT {
+                o.copy_in_page(src, dst, n);
+            } else {
+                o.copy_across_pages(src, dst, n);
+            }
             return;
         }
-        let mut bytes = [0u8; PAGE_SIZE as usize];
-        let bytes = &mut bytes[..n as usize];
-        self.objects[from].read(src, bytes);
-        self.objects[to].bytes_mut(dst, n).copy_from_slice(bytes);
+        let (a, b) = self.objects.split_at_mut(from.max(to));
+        let (source, dest) = if from < to {
+            (&a[from], &mut b[0])
+        } else {
+            (&b[0], &mut a[to])
+        };
+        source.read(src, dest.bytes_mut(dst, n));
     }
 
     // ----- mmap ----------------------------------------------------------------------------
@@ -1280,7 +1292,7 @@ impl Spec {
             match self.read_fault(mm, &v, src) {
                 Source::Zero => self.objects[f].bytes_mut(pos, n).fill(0),
                 Source::Private => {
-                    let page = &self.mms[&mm].anon[&(src >> PAGE_SHIFT)];
+                    let page = self.mms[&mm].anon[&(src >> PAGE_SHIFT)].bytes();
                     let at = (src % PAGE_SIZE) as usize;
                     self.objects[f]
                         .bytes_mut(pos, n)
@@ -1349,7 +1361,8 @@ impl Spec {
                         .mms
                         .get_mut(&mm)
                         .and_then(|m| m.anon.get_mut(&(dst >> PAGE_SHIFT)))
-                        .unwrap_or_else(|| unreachable!("private page was just made"));
+                        .unwrap_or_else(|| unreachable!("private page was just made"))
+                        .bytes_mut();
                     self.objects[f].read(pos, &mut page[at..at + n as usize]);
                 }
             }

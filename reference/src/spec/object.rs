@@ -13,6 +13,42 @@ pub(super) fn zero_page() -> Page {
     Box::new([0u8; PAGE_SIZE as usize])
 }
 
+/// Bytes that read as zeros: a [`Private`] page nothing wrote.
+static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+/// A private page's contents (an anonymous page or a copy-on-write copy). Nothing is
+/// allocated while every byte is zero: a fresh anonymous page, or a copy of a page that
+/// reads as zeros, costs nothing until something writes it.
+#[derive(Clone, Debug)]
+pub(super) struct Private(Option<Page>);
+
+/// Equal contents (stored or not).
+impl PartialEq for Private {
+    fn eq(&self, other: &Private) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Private {}
+
+impl Private {
+    /// A page of zeros.
+    pub const ZERO: Private = Private(None);
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8; PAGE_SIZE as usize] {
+        match &self.0 {
+            Some(p) => p,
+            None => &ZEROS,
+        }
+    }
+
+    /// Its bytes, to be written (stored from then on).
+    pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE as usize] {
+        self.0.get_or_insert_with(zero_page)
+    }
+}
+
 /// A file, or the hidden shmem object of a shared anonymous mapping.
 #[derive(Clone, Debug)]
 #[cfg_attr(test, derive(PartialEq, Eq))]
@@ -76,15 +112,17 @@ impl Object {
 
     /// [`Object::unwritten_byte`] of each byte of `buf`, which starts at `off`.
     fn unwritten_bytes(&self, off: u64, buf: &mut [u8]) {
-        let n = match self.pattern {
-            Some(_) => self.pattern_limit.saturating_sub(off).min(buf.len() as u64) as usize,
-            None => 0,
-        };
-        let (pattern, zeros) = buf.split_at_mut(n);
-        if let Some(f) = self.pattern {
-            fill_pattern(f, off, pattern);
-        }
-        zeros.fill(0);
+        let n = self.pattern_bytes(off, buf);
+        buf[n..].fill(0);
+    }
+
+    /// Writes the pattern bytes at the start of `buf` (which starts at `off`) and returns how
+    /// many there are: [`Object::unwritten_byte`] of the rest of `buf` is 0.
+    fn pattern_bytes(&self, off: u64, buf: &mut [u8]) -> usize {
+        let Some(f) = self.pattern else { return 0 };
+        let n = self.pattern_limit.saturating_sub(off).min(buf.len() as u64) as usize;
+        fill_pattern(f, off, &mut buf[..n]);
+        n
     }
 
     /// Sets the byte at `off` (size unchanged).
@@ -114,7 +152,8 @@ impl Object {
         debug_assert!(at + n <= PAGE_SIZE as usize, "{off:#x}+{n} crosses a page");
         let idx = off >> PAGE_SHIFT;
         if !self.pages.contains_key(&idx) {
-            let page = self.page(idx);
+            let mut page = zero_page();
+            self.pattern_bytes(idx << PAGE_SHIFT, &mut page[..]);
             self.pages.insert(idx, page);
         }
         let page = self
@@ -136,13 +175,30 @@ impl Object {
         }
     }
 
+    /// Copies `n` bytes from `src` to `dst`, each range within one page and the pages
+    /// different: [`Object::read`] of the source into [`Object::bytes_mut`] of the destination.
+    pub fn copy_across_pages(&mut self, src: u64, dst: u64, n: u64) {
+        let idx = dst >> PAGE_SHIFT;
+        debug_assert_ne!(src >> PAGE_SHIFT, idx, "same page: copy_in_page");
+        self.bytes_mut(dst, n);
+        let mut page = self
+            .pages
+            .remove(&idx)
+            .unwrap_or_else(|| unreachable!("page {idx} was just stored"));
+        let at = (dst % PAGE_SIZE) as usize;
+        self.read(src, &mut page[at..at + n as usize]);
+        self.pages.insert(idx, page);
+    }
+
     /// A copy of the page at `idx` (what a copy-on-write fault copies).
-    pub fn page(&self, idx: u64) -> Page {
+    pub fn page(&self, idx: u64) -> Private {
         if let Some(p) = self.pages.get(&idx) {
-            return p.clone();
+            return Private(Some(p.clone()));
         }
-        let mut page = zero_page();
-        self.unwritten_bytes(idx << PAGE_SHIFT, &mut page[..]);
+        let mut page = Private::ZERO;
+        if self.pattern.is_some_and(|_| self.pattern_limit > idx << PAGE_SHIFT) {
+            self.pattern_bytes(idx << PAGE_SHIFT, page.bytes_mut());
+        }
         page
     }
 
@@ -235,7 +291,7 @@ mod tests {
         o.truncate(PAGE_SIZE + 300, 1 << 15);
         for idx in 0..3 {
             let page = o.page(idx);
-            for (i, &b) in page.iter().enumerate() {
+            for (i, &b) in page.bytes().iter().enumerate() {
                 assert_eq!(b, o.byte((idx << PAGE_SHIFT) + i as u64), "page {idx} byte {i}");
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::object::Page;
+use super::object::Private;
 use crate::{Errno, Prot, PAGE_SHIFT, PAGE_SIZE};
 
 /// The `anon_vma` of a VMA: which one (shared by the VMAs that may hold each other's anonymous
@@ -83,7 +83,7 @@ pub(super) struct Mm {
     /// VMAs by start address; they never overlap.
     pub vmas: BTreeMap<u64, Vma>,
     /// Private pages (anonymous pages and copy-on-write copies), by virtual page number.
-    pub anon: BTreeMap<u64, Page>,
+    pub anon: BTreeMap<u64, Private>,
 }
 
 impl Mm {
@@ -389,7 +389,7 @@ impl Mm {
 
     /// Moves the private pages of `[from, from + len)` to `to`.
     pub fn move_pages(&mut self, from: u64, len: u64, to: u64) {
-        let moved: Vec<(u64, Page)> = {
+        let moved: Vec<(u64, Private)> = {
             let keys: Vec<u64> = self
                 .anon
                 .range(from >> PAGE_SHIFT..(from + len) >> PAGE_SHIFT)
