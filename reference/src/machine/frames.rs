@@ -157,12 +157,40 @@ pub(crate) struct Frame {
     pub data: Data,
 }
 
-/// Buffers kept from one machine to the next (see `Reference`): the frame array, the free
-/// lists and allocation bitmap, page contents and page-table arrays (of `ptrs` entries).
-/// Their contents are garbage; every user initializes what it takes.
+impl Frame {
+    /// A frame as a new machine starts it: free, generation 0, no content.
+    fn new() -> Frame {
+        Frame {
+            gen: 0,
+            refs: 0,
+            maps: 0,
+            owner: Owner::Free,
+            dirty: false,
+            data: Data::Zero,
+        }
+    }
+
+    fn pristine(&self) -> bool {
+        let Frame {
+            gen,
+            refs,
+            maps,
+            owner,
+            dirty,
+            data,
+        } = self;
+        (*gen, *refs, *maps, *owner, *dirty) == (0, 0, 0, Owner::Free, false) && matches!(data, Data::Zero)
+    }
+}
+
+/// Buffers kept from one machine to the next (see `Reference`): the frame array (every frame
+/// in it as a new machine starts it: free, generation 0), the free lists and allocation
+/// bitmap, page contents and page-table arrays (of `ptrs` entries). The contents of the
+/// lists are garbage; every user initializes what it takes.
 #[derive(Default)]
 pub(crate) struct Pools {
     frames: Vec<Frame>,
+    touched: Vec<Pfn>,
     free_low: Vec<Pfn>,
     free_high: Vec<Pfn>,
     allocated: Vec<u64>,
@@ -200,6 +228,9 @@ pub(crate) struct Frames {
     allocated: Vec<u64>,
     /// Frames freed so far (what a task sleeping for memory waits to see change).
     pub frees: u64,
+    /// Every frame allocated at least once (the others are as `Frame::PRISTINE`), so the
+    /// next machine is built by resetting these alone.
+    touched: Vec<Pfn>,
 }
 
 impl Frames {
@@ -208,15 +239,10 @@ impl Frames {
         let n = cfg.frames;
         let low_count = n - cfg.highmem;
         let mut f = std::mem::take(&mut pools.frames);
-        f.clear();
-        f.extend((0..n).map(|_| Frame {
-            gen: 0,
-            refs: 0,
-            maps: 0,
-            owner: Owner::Free,
-            dirty: false,
-            data: Data::Zero,
-        }));
+        debug_assert!(f.iter().all(Frame::pristine), "a pooled frame was not reset");
+        f.truncate(n as usize);
+        f.resize_with(n as usize, Frame::new);
+        pools.touched.clear();
         if pools.ptrs != cfg.ptrs as usize {
             pools.tables.clear();
         }
@@ -237,13 +263,16 @@ impl Frames {
             allocated: pools.allocated,
             frees: 0,
             changes: 0,
+            touched: pools.touched,
         }
     }
 
-    /// Gives every buffer back for the next machine (the frames' contents included).
+    /// Gives every buffer back for the next machine (the frames' contents included), every
+    /// frame reset as a new machine starts it.
     pub fn into_pools(mut self) -> Pools {
-        for fr in &mut self.f {
-            match std::mem::replace(&mut fr.data, Data::Zero) {
+        for &pfn in &self.touched {
+            let fr = std::mem::replace(&mut self.f[pfn as usize], Frame::new());
+            match fr.data {
                 Data::Zero => {}
                 Data::Bytes(b) => self.page_pool.push(b),
                 Data::Table(t) => self.table_pool.push(t),
@@ -251,6 +280,7 @@ impl Frames {
         }
         Pools {
             frames: self.f,
+            touched: self.touched,
             free_low: self.free_low,
             free_high: self.free_high,
             allocated: self.allocated,
@@ -305,6 +335,9 @@ impl Frames {
             fr.owner == Owner::Free && fr.refs == 0 && fr.maps == 0,
             "frame {pfn} on a free list is in use"
         );
+        if fr.gen == 0 {
+            self.touched.push(pfn);
+        }
         fr.gen = fr.gen.wrapping_add(1);
         fr.owner = owner;
         fr.refs = 1;
