@@ -15,12 +15,13 @@
 //!   leaves), which cannot be bypassed (the frame array is private); each file's
 //!   `PageCache::changes`, bumped by every insert and removal (the map is private to
 //!   machine/cache.rs); and `Machine::epoch`, bumped where TLB flushes or a task's pins
-//!   change (one-line hooks in `machine/mod.rs` and `kernel/mod.rs`). (2) A snapshot,
-//!   compared here at every step, of the small state that changes elsewhere: every mm's
-//!   VMAs, liveness, rss and hugetlb counters, each task's state, the number of files,
-//!   every CPU's TLB entries and which mms' `mmap_lock` is held for writing (the `tlb`
-//!   oracle waits for those). A task's pending share counts (`share_pending`) change only
-//!   next to the table's map count.
+//!   change (one-line hooks in `machine/mod.rs` and `kernel/mod.rs`); every mm's VMAs and
+//!   every CPU's TLB entries are [`Counted`](crate::machine::Counted), whose count moves
+//!   with every mutable access. (2) A snapshot, compared here at every step, of the small
+//!   state that changes elsewhere: every mm's liveness, rss and hugetlb counters, each
+//!   task's state, the number of files and which mms' `mmap_lock` is held for writing (the
+//!   `tlb` oracle waits for those). A task's pending share counts (`share_pending`) change
+//!   only next to the table's map count.
 //! - The `kmap` check is skipped on its own when `Kmap::changes` (bumped by every change
 //!   of the pool's state, which is private to machine/kmap.rs) is what it was at the last
 //!   passed `kmap` check. The `leak` check is cheap and always runs.
@@ -32,7 +33,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::machine::{LockId, Machine, TaskState, TlbEntry, Vma};
+use crate::machine::{LockId, Machine, TaskState};
 
 /// What the machine looked like at the last check that found nothing.
 #[derive(Default)]
@@ -42,15 +43,13 @@ pub(crate) struct Unchanged {
     epoch: u64,
     /// `Frames::changes` at that check.
     frame_changes: u64,
-    vmas: Vec<Vma>,
-    /// Per mm: the end of its VMAs in `vmas`, its liveness, rss and hugetlb counters.
-    mms: Vec<(usize, bool, [u64; 3], u64)>,
+    /// Per mm: its VMAs' count of changes, its liveness, rss and hugetlb counters.
+    mms: Vec<(u64, bool, [u64; 3], u64)>,
     tasks: Vec<TaskState>,
     /// Per file: its page cache's count of changes (`PageCache::changes`).
     cache: Vec<u64>,
-    tlb: Vec<TlbEntry>,
-    /// Per CPU: the end of its entries in `tlb`.
-    tlb_ends: Vec<usize>,
+    /// Per CPU: its TLB's count of changes.
+    tlb: Vec<u64>,
     /// Per mm: whether its mmap_lock is held for writing.
     write_held: Vec<bool>,
     /// With `audit_skip`: the hashes of what the `tables` and the `tlb` parts read, at the
@@ -99,12 +98,10 @@ impl Unchanged {
         {
             return false;
         }
-        let mut start = 0;
-        for (mm, &(end, live, rss, hugetlb)) in m.mms.iter().zip(&self.mms) {
-            if mm.live != live || mm.rss != rss || mm.hugetlb != hugetlb || mm.vmas[..] != self.vmas[start..end] {
+        for (mm, &(vmas, live, rss, hugetlb)) in m.mms.iter().zip(&self.mms) {
+            if mm.live != live || mm.rss != rss || mm.hugetlb != hugetlb || mm.vmas.changes() != vmas {
                 return false;
             }
-            start = end;
         }
         self.tasks.len() == m.tasks.len()
             && m.tasks.iter().zip(&self.tasks).all(|(t, &s)| t.state == s)
@@ -114,17 +111,11 @@ impl Unchanged {
 
     /// Whether the state the `tlb` part reads beyond the tables is what it was.
     pub fn tlb_same(&self, m: &Machine) -> bool {
-        if !self.valid || self.tlb_ends.len() != m.cpus.len() || self.write_held.len() != m.mms.len() {
+        if !self.valid || self.tlb.len() != m.cpus.len() || self.write_held.len() != m.mms.len() {
             return false;
         }
-        let mut start = 0;
-        for (cpu, &end) in m.cpus.iter().zip(&self.tlb_ends) {
-            if cpu.tlb[..] != self.tlb[start..end] {
-                return false;
-            }
-            start = end;
-        }
-        (0..m.mms.len()).all(|mm| m.locks.write_held(LockId::MmapLock(mm as u32)) == self.write_held[mm])
+        m.cpus.iter().zip(&self.tlb).all(|(cpu, &n)| cpu.tlb.changes() == n)
+            && (0..m.mms.len()).all(|mm| m.locks.write_held(LockId::MmapLock(mm as u32)) == self.write_held[mm])
     }
 
     /// Panics if a walk skipped at step `step` (`tables`, `tlb`: which ones) would have read
@@ -148,22 +139,15 @@ impl Unchanged {
         self.valid = true;
         self.epoch = m.epoch;
         self.frame_changes = m.frames.changes;
-        self.vmas.clear();
         self.mms.clear();
-        for mm in &m.mms {
-            self.vmas.extend_from_slice(&mm.vmas);
-            self.mms.push((self.vmas.len(), mm.live, mm.rss, mm.hugetlb));
-        }
+        self.mms
+            .extend(m.mms.iter().map(|mm| (mm.vmas.changes(), mm.live, mm.rss, mm.hugetlb)));
         self.tasks.clear();
         self.tasks.extend(m.tasks.iter().map(|t| t.state));
         self.cache.clear();
         self.cache.extend(m.files.iter().map(|f| f.cache.changes()));
         self.tlb.clear();
-        self.tlb_ends.clear();
-        for cpu in &m.cpus {
-            self.tlb.extend_from_slice(&cpu.tlb);
-            self.tlb_ends.push(self.tlb.len());
-        }
+        self.tlb.extend(m.cpus.iter().map(|cpu| cpu.tlb.changes()));
         self.write_held.clear();
         self.write_held
             .extend((0..m.mms.len()).map(|mm| m.locks.write_held(LockId::MmapLock(mm as u32))));
@@ -177,7 +161,7 @@ fn tables_print(m: &Machine) -> u64 {
     let mut h = DefaultHasher::new();
     m.frames.hash_state(&mut h);
     for mm in &m.mms {
-        (mm.live, mm.pgd, &mm.vmas, mm.rss, mm.hugetlb).hash(&mut h);
+        (mm.live, mm.pgd, &mm.vmas[..], mm.rss, mm.hugetlb).hash(&mut h);
     }
     for t in &m.tasks {
         (t.state, &t.pins, &t.share_pending).hash(&mut h);
@@ -193,7 +177,7 @@ fn tables_print(m: &Machine) -> u64 {
 fn tlb_print(m: &Machine) -> u64 {
     let mut h = DefaultHasher::new();
     for cpu in &m.cpus {
-        cpu.tlb.hash(&mut h);
+        cpu.tlb[..].hash(&mut h);
     }
     for mm in 0..m.mms.len() {
         m.locks.write_held(LockId::MmapLock(mm as u32)).hash(&mut h);

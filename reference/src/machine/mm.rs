@@ -7,6 +7,7 @@
 //! for writing for every change.
 
 use super::frames::Pfn;
+use super::Counted;
 use crate::{Errno, Prot, PAGE_SIZE};
 
 pub(crate) const VM_READ: u32 = 1;
@@ -103,7 +104,8 @@ fn merged(a: &Vma, b: &Vma) -> Vma {
 }
 
 pub(crate) struct Mm {
-    pub vmas: Vec<Vma>,
+    /// Sorted and disjoint (counted: unchanged.rs).
+    pub vmas: Counted<Vec<Vma>>,
     pub pgd: Pfn,
     /// rss counters: file, anon, shmem (`MM_*` in machine/mod.rs).
     pub rss: [u64; 3],
@@ -125,7 +127,7 @@ pub(crate) struct Mm {
 impl Mm {
     pub fn new(pgd: Pfn) -> Mm {
         Mm {
-            vmas: Vec::new(),
+            vmas: Counted::default(),
             pgd,
             rss: [0; 3],
             hugetlb: 0,

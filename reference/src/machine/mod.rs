@@ -22,6 +22,7 @@
 //! page table lock.
 
 mod cache;
+mod counted;
 mod fault;
 pub(crate) mod frames;
 pub(crate) mod hugetlb;
@@ -32,6 +33,7 @@ mod ptshare;
 mod syscalls;
 
 pub(crate) use cache::PageCache;
+pub(crate) use counted::Counted;
 pub(crate) use fault::{page_rest, FaultStep};
 pub(crate) use frames::{Entry, Frames, Owner, Pfn, Pools, ZERO_PFN};
 pub(crate) use kmap::{Ctx, Kmap};
@@ -151,7 +153,8 @@ pub(crate) struct TlbEntry {
 }
 
 pub(crate) struct Cpu {
-    pub tlb: Vec<TlbEntry>,
+    /// Its TLB entries (counted: unchanged.rs).
+    pub tlb: Counted<Vec<TlbEntry>>,
     /// The task running on this CPU (switched at each scheduling step).
     pub current: Option<TaskId>,
 }
@@ -249,7 +252,7 @@ impl Machine {
             tasks: Vec::new(),
             cpus: (0..cfg.cpus)
                 .map(|_| Cpu {
-                    tlb: Vec::new(),
+                    tlb: Counted::default(),
                     current: None,
                 })
                 .collect(),
