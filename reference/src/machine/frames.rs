@@ -228,7 +228,7 @@ pub(crate) struct Frames {
     allocated: Vec<u64>,
     /// Frames freed so far (what a task sleeping for memory waits to see change).
     pub frees: u64,
-    /// Every frame allocated at least once (the others are as `Frame::PRISTINE`), so the
+    /// Every frame allocated at least once (the others are as `Frame::new` makes them), so the
     /// next machine is built by resetting these alone.
     touched: Vec<Pfn>,
 }
@@ -413,20 +413,16 @@ impl Frames {
     /// (private: a write outside it would leave bytes the pool's zeroing misses).
     fn page_mut(&mut self, pfn: Pfn, written: std::ops::Range<usize>) -> &mut Page {
         assert!(pfn != ZERO_PFN, "write to the zero page");
-        let fr = &mut self.f[pfn as usize];
+        let owner = self.f[pfn as usize].owner;
         assert!(
-            matches!(fr.owner, Owner::Anon | Owner::Cache { .. }),
-            "byte write to frame {pfn} owned by {:?}",
-            fr.owner
+            matches!(owner, Owner::Anon | Owner::Cache { .. }),
+            "byte write to frame {pfn} owned by {owner:?}"
         );
-        if let Data::Zero = fr.data {
-            let b = match self.page_pool.pop() {
-                Some(b) => b.reuse_for(&(0..0)),
-                None => Box::new([0u8; PAGE]),
-            };
-            fr.data = Data::Bytes(Bytes::clean(b));
+        if let Data::Zero = self.f[pfn as usize].data {
+            let b = Bytes::clean(self.take_for(0..0));
+            self.f[pfn as usize].data = Data::Bytes(b);
         }
-        match &mut fr.data {
+        match &mut self.f[pfn as usize].data {
             Data::Bytes(b) => {
                 b.widen(&written);
                 &mut b.b

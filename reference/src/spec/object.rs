@@ -47,6 +47,11 @@ impl Private {
     pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE as usize] {
         self.0.get_or_insert_with(zero_page)
     }
+
+    /// Its bytes, stored.
+    fn into_page(self) -> Page {
+        self.0.unwrap_or_else(zero_page)
+    }
 }
 
 /// A file, or the hidden shmem object of a shared anonymous mapping.
@@ -152,8 +157,7 @@ impl Object {
         debug_assert!(at + n <= PAGE_SIZE as usize, "{off:#x}+{n} crosses a page");
         let idx = off >> PAGE_SHIFT;
         if !self.pages.contains_key(&idx) {
-            let mut page = zero_page();
-            self.pattern_bytes(idx << PAGE_SHIFT, &mut page[..]);
+            let page = self.page(idx).into_page();
             self.pages.insert(idx, page);
         }
         let page = self
@@ -196,7 +200,7 @@ impl Object {
             return Private(Some(p.clone()));
         }
         let mut page = Private::ZERO;
-        if self.pattern.is_some_and(|_| self.pattern_limit > idx << PAGE_SHIFT) {
+        if self.pattern.is_some() && self.pattern_limit > idx << PAGE_SHIFT {
             self.pattern_bytes(idx << PAGE_SHIFT, page.bytes_mut());
         }
         page
