@@ -34,7 +34,9 @@
 //!   after the pages faulted (mmap still succeeds); an mremap fails with ENOMEM at the
 //!   page-table move of a VMA piece, after what comes before it (MREMAP_FIXED's unmap of the
 //!   target, the shrink, earlier pieces of a multi-VMA move), leaving that piece in place and
-//!   its target unmapped (`move_vma`'s undo). Argument checks come first and still win.
+//!   its target unmapped (`move_vma`'s undo). Argument checks come first and still win, but a
+//!   load or store past EOF may run out of memory rather than SIGBUS (page tables are
+//!   allocated before the fault looks at i_size).
 //! - fork copies the address space (private contents copied, shared objects shared); an
 //!   address space dies with its last task.
 //!
@@ -483,6 +485,19 @@ impl Spec {
         Ok(v)
     }
 
+    /// [`Spec::check`] for an access whose fault ran out of memory (`oom`; then `None`): the
+    /// VMA and its protection are judged first (under mmap_lock, before any allocation), but
+    /// the file's size is not: Linux allocates the page tables (`__handle_mm_fault`'s
+    /// pud/pmd, `__do_fault`'s pte prealloc, hugetlb's huge_pte_alloc) before the fault
+    /// handler compares the offset with i_size, so a fault past EOF may end in OOM, and a
+    /// truncate may shrink the file after the size check of an earlier try.
+    fn check_or_oom(&self, mm: u32, addr: u64, write: bool, oom: bool) -> Result<Option<Vma>, Fault> {
+        match self.check(mm, addr, write) {
+            Ok(_) | Err(Fault::Bus) if oom => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
     /// The fault unit (page or huge page) containing `addr` in `v`: its first address and len.
     fn unit_of(&self, v: &Vma, addr: u64) -> (u64, u64) {
         let unit = if v.flags.huge { self.hps() } else { PAGE_SIZE };
@@ -567,12 +582,12 @@ impl Spec {
             .bytes_mut()
     }
 
-    /// A one-byte user read. `Ok(None)`: memory ran out (no effect).
+    /// A one-byte user read. `Ok(None)`: memory ran out (no effect). Running out wins over
+    /// SIGBUS (see [`Spec::check_or_oom`]).
     fn access(&mut self, mm: u32, addr: u64, oom: bool) -> Result<Option<u8>, Fault> {
-        let v = self.check(mm, addr, false)?;
-        if oom {
+        let Some(v) = self.check_or_oom(mm, addr, false, oom)? else {
             return Ok(None);
-        }
+        };
         Ok(Some(match self.read_fault(mm, &v, addr) {
             Source::Zero => 0,
             Source::Private => self.mms[&mm].anon[&(addr >> PAGE_SHIFT)].bytes()[(addr % PAGE_SIZE) as usize],
@@ -580,12 +595,12 @@ impl Spec {
         }))
     }
 
-    /// A one-byte user write. `Ok(false)`: memory ran out (no effect).
+    /// A one-byte user write. `Ok(false)`: memory ran out (no effect). Running out wins over
+    /// SIGBUS (see [`Spec::check_or_oom`]).
     fn store(&mut self, mm: u32, addr: u64, value: u8, oom: bool) -> Result<bool, Fault> {
-        let v = self.check(mm, addr, true)?;
-        if oom {
+        let Some(v) = self.check_or_oom(mm, addr, true, oom)? else {
             return Ok(false);
-        }
+        };
         match self.write_fault(mm, &v, addr) {
             Dest::Object(o) => self.objects[o].set_byte(v.obj_offset(addr), value),
             Dest::Private => self.private_page(mm, addr)[(addr % PAGE_SIZE) as usize] = value,
