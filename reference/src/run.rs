@@ -14,6 +14,7 @@ use crate::oracle::Checker;
 use crate::spec::Spec;
 use crate::unchanged::Unchanged;
 use crate::{Call, Config, FileInit, Oom, Op, OpResult, Oracle, SchedToken, TaskId, TaskInit, Violation};
+use std::future::Future;
 use std::task::Poll;
 
 /// Which oracles judge each step. Every one is on by default; switching some off is for
@@ -153,7 +154,8 @@ impl Reference {
             coverage: &mut self.coverage,
             unchanged: &mut self.unchanged,
         };
-        let mut report = Scheduler::new(&kernel, config, files, tasks, calls).run(&mut judge, schedule, options);
+        let mut report =
+            Scheduler::new(&kernel, kernel::exec, config, files, tasks, calls).run(&mut judge, schedule, options);
         if options.coverage {
             report.features = self.coverage.take();
         }
@@ -164,11 +166,11 @@ impl Reference {
     }
 }
 
-/// An operation in flight: its kernel path and its linearization so far.
-struct Running<'k> {
+/// An operation in flight (its kernel path is in the task's slot) and its linearization so
+/// far.
+struct Running {
     /// Index into `calls`.
     idx: usize,
-    path: Path<'k>,
     /// The flat spec's result, when the operation linearized as a whole before returning.
     expect: Option<OpResult>,
     /// Bytes a write or read has copied (and the spec applied) so far.
@@ -185,15 +187,20 @@ struct Judge<'a> {
 }
 
 /// TRACE.md's scheduler over the kernel's task paths.
-struct Scheduler<'k, 'c> {
+struct Scheduler<'k, 'c, F> {
     k: &'k Kernel,
+    /// The kernel path of an operation ([`kernel::exec`]; a parameter only so that its
+    /// future's type has a name here).
+    exec: fn(&'k Kernel, TaskId, Op) -> F,
+    /// Per task: the slot its running operation's path lives in.
+    paths: Vec<Path<F>>,
     config: &'c Config,
     calls: &'c [Call],
     spec: Spec,
     /// Each task's program: indices into `calls`, and the next to start.
     program: Vec<Vec<usize>>,
     next: Vec<usize>,
-    running: Vec<Option<Running<'k>>>,
+    running: Vec<Option<Running>>,
     /// The linearization points of the step being judged (a buffer kept across steps).
     lin: Vec<(TaskId, Lin)>,
     report: RunReport,
@@ -201,8 +208,15 @@ struct Scheduler<'k, 'c> {
     recording: bool,
 }
 
-impl<'k, 'c> Scheduler<'k, 'c> {
-    fn new(k: &'k Kernel, config: &'c Config, files: &[FileInit], tasks: &[TaskInit], calls: &'c [Call]) -> Self {
+impl<'k, 'c, F: Future<Output = OpResult>> Scheduler<'k, 'c, F> {
+    fn new(
+        k: &'k Kernel,
+        exec: fn(&'k Kernel, TaskId, Op) -> F,
+        config: &'c Config,
+        files: &[FileInit],
+        tasks: &[TaskInit],
+        calls: &'c [Call],
+    ) -> Self {
         let forks = calls.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
         for t in 0..forks {
             k.m().declare_unborn((tasks.len() + t) as TaskId);
@@ -214,6 +228,8 @@ impl<'k, 'c> Scheduler<'k, 'c> {
         }
         Scheduler {
             k,
+            exec,
+            paths: (0..ntasks).map(|_| Box::pin(None)).collect(),
             config,
             calls,
             spec: Spec::new(config, files, tasks),
@@ -339,16 +355,16 @@ impl<'k, 'c> Scheduler<'k, 'c> {
                 self.next[t] += 1;
                 self.k.m().tasks[t].oom = Oom::No;
                 self.log(|m| m.ev_start(t as TaskId, idx, self.calls[idx].op));
+                self.paths[t].set(Some((self.exec)(self.k, t as TaskId, self.calls[idx].op)));
                 self.running[t] = Some(Running {
                     idx,
-                    path: kernel::exec(self.k, t as TaskId, self.calls[idx].op),
                     expect: None,
                     copied: 0,
                     steps: 0,
                 });
             }
             self.k.m().switch_to(t as TaskId);
-            let polled = kernel::poll(&mut self.running[t].as_mut().expect("running").path);
+            let polled = kernel::poll(&mut self.paths[t]);
             self.k.m().switch_from(t as TaskId);
             if options.coverage {
                 let run = self.running[t].as_mut().expect("running");
@@ -505,6 +521,7 @@ impl<'k, 'c> Scheduler<'k, 'c> {
     /// Task `t`'s operation returned `result`: recorded and judged by the flat spec.
     fn complete(&mut self, t: usize, result: OpResult, options: &RunOptions) -> Result<(), String> {
         let run = self.running[t].take().expect("a completing task runs");
+        self.paths[t].set(None);
         let call = &self.calls[run.idx];
         {
             let m = self.k.m();
