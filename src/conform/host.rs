@@ -989,7 +989,10 @@ fn may_have_changed(op: &Op, reference: Option<OpResult>) -> bool {
         Op::Munmap { .. } => r == OpResult::Zero,
         // mprotect applies to the part of the range before a hole or a refusal.
         Op::Mprotect { .. } => matches!(r, OpResult::Zero | OpResult::Err(Errno::ENOMEM | Errno::EACCES)),
-        Op::Write { .. } | Op::Read { .. } => matches!(r, OpResult::Count(n) if n > 0),
+        // A write that fails with EFAULT may still have grown the file: 6.18's write_end
+        // sets i_size to the position even when nothing was copied.
+        Op::Write { .. } => matches!(r, OpResult::Count(n) if n > 0) || r == OpResult::Err(Errno::EFAULT),
+        Op::Read { .. } => matches!(r, OpResult::Count(n) if n > 0),
         Op::Truncate { .. } | Op::Exit | Op::Fork { .. } => true,
     }
 }
