@@ -2,8 +2,9 @@
 //! still fires, with the same bug switches") keeps holding.
 //!
 //! Invariants kept here:
-//! - Every candidate it keeps is a valid trace (it is printed and parsed back before it is
-//!   tried), and the predicate held for it; the result is never larger than the input.
+//! - Every candidate it keeps is a valid trace ([`Trace::check`], which agrees with printing
+//!   and parsing back, before it is tried), and the predicate held for it; the result is never
+//!   larger than the input.
 //! - It is deterministic: the passes, their order and the candidate values are fixed, and it
 //!   uses no randomness, so the same input and predicate give the same result.
 //! - It stops at a fixpoint (no pass changes anything) or after `MAX_ROUNDS` rounds.
@@ -31,7 +32,7 @@
 
 use crate::engine::{run_trace_with, Finding};
 use crate::guided::signature;
-use crate::trace::{parse, OpLine, Trace};
+use crate::trace::{OpLine, Trace};
 use mm_reference::events::Event;
 use mm_reference::{Config, Op, OpResult, Outcome, Reference, RunOptions, SchedToken, PAGE_SIZE};
 
@@ -134,10 +135,9 @@ impl Minimizer<'_> {
         if cand == self.best {
             return false;
         }
-        // Valid traces only: the printer and parser are the judges of validity.
-        match parse(&cand.to_string()) {
-            Ok(t) if t == cand => {}
-            _ => return false,
+        // Valid traces only (those the printer and parser would give back unchanged).
+        if cand.check().is_err() {
+            return false;
         }
         if (self.keep)(&cand) {
             self.best = cand;
@@ -1504,6 +1504,7 @@ fn without_declared_task(t: &Trace, gone: u32) -> Option<Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::parse;
 
     fn trace(text: &str) -> Trace {
         parse(text).expect("a valid trace")

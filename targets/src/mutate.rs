@@ -10,9 +10,9 @@
 //! atomic, highpte, ptshare, hugeshare); move tasks to other CPUs; resize files.
 //!
 //! Invariants kept here:
-//! - Every trace [`mutate`] returns is valid: it is printed and parsed back, and only a
-//!   trace that comes back equal is returned (the parser is the judge of validity, as in the
-//!   minimizer); after a few failed tries it gives up (`None`).
+//! - Every trace [`mutate`] returns is valid ([`Trace::check`]: it would print and parse
+//!   back unchanged; the tests compare the two judges on mutants and corrupted traces);
+//!   after a few failed tries it gives up (`None`).
 //! - The bug switches never change: `config.bugs` is what the input had.
 //! - Mutants stay small: at most [`MAX_OPS`] operations and [`MAX_TOKENS`] schedule tokens.
 //! - Deterministic: every decision comes from the rng passed in.
@@ -22,7 +22,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::minimize::{arg, set_arg, without_forked_task};
-use crate::trace::{parse, OpLine, Trace};
+use crate::trace::{OpLine, Trace};
 
 /// Attempts at a valid mutant before [`mutate`] gives up.
 const TRIES: usize = 8;
@@ -31,9 +31,9 @@ const TRIES: usize = 8;
 pub const MAX_OPS: usize = 48;
 pub const MAX_TOKENS: usize = 192;
 
-/// Whether `t` is a valid trace (prints and parses back to itself).
+/// Whether `t` is a valid trace (it would print and parse back to itself: [`Trace::check`]).
 pub fn valid(t: &Trace) -> bool {
-    matches!(parse(&t.to_string()), Ok(back) if back == *t)
+    t.check().is_ok()
 }
 
 /// One to four stacked mutations of `base` (with `other`, a second corpus trace, for
@@ -520,6 +520,170 @@ mod tests {
             }
         }
         assert!(made > 1800, "only {made} of 2000 mutations gave a valid trace");
+    }
+
+    /// One field of `t` set to a value that may break one of the parser's rules.
+    fn corrupt(rng: &mut ChaCha8Rng, t: &mut Trace) {
+        let tasks = t.task_count() as u32;
+        let files = t.files.len() as u32;
+        let cpus = t.config.cpus;
+        let at = |rng: &mut ChaCha8Rng, n: usize| rng.gen_range(0..=n);
+        match rng.gen_range(0..15u32) {
+            0 => t.config.cpus = rng.gen_range(0..10),
+            1 => t.config.ptrs = [2, 4, 6, 8, 16, 1024][rng.gen_range(0..6)],
+            2 => t.config.frames = rng.gen_range(8..40),
+            3 => t.config.highmem = t.config.frames.saturating_sub(rng.gen_range(0..12)),
+            4 => {
+                let hps = t.config.huge_page_size();
+                if let Some(f) = t.files.first_mut() {
+                    f.huge = true;
+                    f.size = [0, PAGE_SIZE, hps, 2 * hps, hps + PAGE_SIZE][rng.gen_range(0..5)];
+                }
+            }
+            5 => {
+                if let Some(task) = t.tasks.last_mut() {
+                    task.cpu = rng.gen_range(0..cpus + 2);
+                }
+            }
+            6 => {
+                let mm = [0, 1, 7, 65535, 65536, 1 << 20][rng.gen_range(0..6)];
+                t.tasks.push(mm_reference::TaskInit { mm, cpu: 0 });
+            }
+            7 => {
+                if !t.ops.is_empty() {
+                    let i = rng.gen_range(0..t.ops.len());
+                    t.ops[i].task = rng.gen_range(0..tasks + 2);
+                }
+            }
+            8 => {
+                let i = at(rng, t.ops.len());
+                let task = rng.gen_range(0..tasks.max(1));
+                t.ops.insert(i, OpLine { task, op: Op::Exit });
+            }
+            9 => {
+                let file = rng.gen_range(0..files + 2);
+                let i = at(rng, t.ops.len());
+                let op = [
+                    Op::Truncate { file, size: 0 },
+                    Op::Write {
+                        file,
+                        off: 0,
+                        len: 1,
+                        buf: USER_BASE,
+                    },
+                    Op::Mmap {
+                        addr: 0,
+                        len: PAGE_SIZE,
+                        prot: Prot::RW,
+                        flags: MmapFlags::default(),
+                        file: Some(file),
+                        off: 0,
+                    },
+                ][rng.gen_range(0..3)];
+                t.ops.insert(i, OpLine { task: 0, op });
+            }
+            10 => {
+                let i = at(rng, t.ops.len());
+                let flags = MremapFlags {
+                    maymove: rng.gen(),
+                    fixed: rng.gen(),
+                };
+                let to = rng.gen::<bool>().then_some(USER_BASE);
+                let op = Op::Mremap {
+                    addr: USER_BASE,
+                    old: PAGE_SIZE,
+                    new: PAGE_SIZE,
+                    flags,
+                    to,
+                };
+                t.ops.insert(i, OpLine { task: 0, op });
+            }
+            11 => {
+                let i = at(rng, t.ops.len());
+                let task = tasks + rng.gen_range(0..2) - rng.gen_range(0..2);
+                let cpu = [None, Some(0), Some(cpus), Some(cpus + 1)][rng.gen_range(0..4)];
+                t.ops.insert(
+                    i,
+                    OpLine {
+                        task: 0,
+                        op: Op::Fork { task, cpu },
+                    },
+                );
+            }
+            12 => {
+                let i = at(rng, t.schedule.len());
+                let tok = if rng.gen() {
+                    SchedToken::Task(rng.gen_range(0..tasks + 2))
+                } else {
+                    SchedToken::Irq(rng.gen_range(0..cpus + 2))
+                };
+                t.schedule.insert(i, tok);
+            }
+            13 => {
+                // Many address spaces in few lowmem frames.
+                t.config.frames = 16;
+                t.config.highmem = rng.gen_range(0..=8);
+                for (i, task) in t.tasks.iter_mut().enumerate() {
+                    task.mm = i as u32;
+                }
+                for _ in 0..rng.gen_range(0..10) {
+                    let mm = t.tasks.len() as u32;
+                    t.tasks.push(mm_reference::TaskInit { mm, cpu: 0 });
+                }
+            }
+            _ => {
+                if rng.gen_range(0..4) == 0 {
+                    t.tasks.clear();
+                }
+            }
+        }
+    }
+
+    /// `Trace::check` judges exactly as printing and parsing back does, on mutants (most of
+    /// them valid) and on traces with a field corrupted (many of them not): every rule of
+    /// the parser is broken by some of them.
+    #[test]
+    fn the_tree_check_agrees_with_the_round_trip() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (mut valid_seen, mut invalid_seen) = (0, 0);
+        let mut reasons = std::collections::BTreeSet::new();
+        for seed in 0..400u64 {
+            let opts = match seed % 3 {
+                0 => GenOptions::concurrent(),
+                1 => GenOptions::sequential(),
+                _ => GenOptions::conform(),
+            };
+            let base = generate(&mut ChaCha8Rng::seed_from_u64(seed), &opts);
+            let other = generate(&mut ChaCha8Rng::seed_from_u64(seed + 1000), &opts);
+            for _ in 0..40 {
+                // Mutations expect a valid trace: the corruption, if any, comes last.
+                let mut t = base.clone();
+                for _ in 0..rng.gen_range(1..4) {
+                    mutate_once(&mut rng, &mut t, Some(&other));
+                }
+                if rng.gen_range(0..2) == 0 {
+                    corrupt(&mut rng, &mut t);
+                }
+                let check = t.check();
+                assert_eq!(
+                    check.is_ok(),
+                    t.round_trips(),
+                    "check says {check:?} but the round trip says otherwise for:\n{t}"
+                );
+                match check {
+                    Ok(()) => valid_seen += 1,
+                    Err(why) => {
+                        invalid_seen += 1;
+                        reasons.insert(why);
+                    }
+                }
+            }
+        }
+        assert!(
+            valid_seen > 4000 && invalid_seen > 2000,
+            "{valid_seen} valid, {invalid_seen} invalid"
+        );
+        assert_eq!(reasons.len(), 12, "every rule broken: {reasons:?}");
     }
 
     #[test]

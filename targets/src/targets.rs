@@ -8,7 +8,7 @@
 //!   own choices (the machine's config, and for `swarm` which generator features are on), then
 //!   every choice of the generator, which aims operations at the mappings and file ranges the
 //!   trace has made so far. Any bytes give either a valid trace (`parse(&t.to_string()) ==
-//!   Ok(t)`, checked before it is returned) or `None`; nothing panics.
+//!   Ok(t)`, checked by [`Trace::check`] before it is returned) or `None`; nothing panics.
 //! - [`decode`] is a pure function of the target, the bytes and the bugs: no clock, no thread,
 //!   no global state. The same bytes give the same trace on every engine and machine, so a
 //!   crash file of any engine decodes (`mmfuzz decode`) to a trace that replays to the same
@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::engine::is_valid_result;
 use crate::exec::{outcome_line, run_trace};
 use crate::gen::{generate_with, Choices, ConfigChoice, GenOptions, Mix};
-use crate::trace::{parse, Trace};
+use crate::trace::Trace;
 
 /// The environment variable that switches bugs on for every engine: `MMFUZZ_BUGS=name,name`.
 pub const BUGS_ENV: &str = "MMFUZZ_BUGS";
@@ -329,11 +329,7 @@ pub fn decode(target: Target, data: &[u8], bugs: BugSet) -> Option<Trace> {
     let trace = generate_from(target, data, bugs)?;
     // The generator keeps every trace valid (tests check `generate_from` for it); a trace
     // that would not round-trip is rejected rather than run.
-    let text = trace.to_string();
-    match parse(&text) {
-        Ok(back) if back == trace => Some(trace),
-        _ => None,
-    }
+    trace.check().is_ok().then_some(trace)
 }
 
 /// The trace the generator makes from the bytes, without [`decode`]'s round-trip check
