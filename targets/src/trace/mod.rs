@@ -6,6 +6,8 @@
 //!   in order, every operation's task declared or created by a `fork`, no operation of a task
 //!   after its `exit`, every CPU and file id in range.
 //! - Printing is canonical and `parse(&trace.to_string()) == Ok(trace)` for every valid trace.
+//! - [`Trace::check`] is the same validity judged on the tree: it accepts exactly the traces
+//!   that print and parse back unchanged (held by a test on mutants and corrupted traces).
 //! - Parsing never panics; every error names its 1-based line.
 
 mod parse;
@@ -59,21 +61,18 @@ impl Trace {
         if self.tasks.is_empty() {
             return Err("no task");
         }
+        // Every address space starts with a pgd in lowmem.
         let lowmem = (c.frames - c.highmem) as usize;
+        let mut mms = 0;
         for (i, t) in self.tasks.iter().enumerate() {
             if t.mm > u32::from(u16::MAX) || t.cpu >= c.cpus {
                 return Err("a task's mm or cpu out of range");
             }
-            let earlier = &self.tasks[..i];
-            let new_mm = !earlier.iter().any(|u| u.mm == t.mm);
-            // Address spaces before this one: each is the first task of its mm.
-            let mms = earlier
-                .iter()
-                .enumerate()
-                .filter(|&(j, u)| !earlier[..j].iter().any(|v| v.mm == u.mm))
-                .count();
-            if new_mm && mms >= lowmem {
-                return Err("more address spaces than lowmem frames");
+            if !self.tasks[..i].iter().any(|u| u.mm == t.mm) {
+                if mms >= lowmem {
+                    return Err("more address spaces than lowmem frames");
+                }
+                mms += 1;
             }
         }
         let total = self.task_count();
