@@ -31,11 +31,6 @@ const TRIES: usize = 8;
 pub const MAX_OPS: usize = 48;
 pub const MAX_TOKENS: usize = 192;
 
-/// Whether `t` is a valid trace (it would print and parse back to itself: [`Trace::check`]).
-pub fn valid(t: &Trace) -> bool {
-    t.check().is_ok()
-}
-
 /// One to four stacked mutations of `base` (with `other`, a second corpus trace, for
 /// splicing). `None` if no valid mutant came out of a few tries.
 pub fn mutate(rng: &mut ChaCha8Rng, base: &Trace, other: Option<&Trace>) -> Option<Trace> {
@@ -47,7 +42,7 @@ pub fn mutate(rng: &mut ChaCha8Rng, base: &Trace, other: Option<&Trace>) -> Opti
         }
         t.config.bugs = base.config.bugs;
         t.schedule.truncate(MAX_TOKENS);
-        if t != *base && t.ops.len() <= MAX_OPS && valid(&t) {
+        if t != *base && t.ops.len() <= MAX_OPS && t.check().is_ok() {
             return Some(t);
         }
     }
@@ -512,7 +507,7 @@ mod tests {
             let b = generate(&mut ChaCha8Rng::seed_from_u64(seed + 1000), &opts);
             for _ in 0..20 {
                 if let Some(m) = mutate(&mut rng, &a, Some(&b)) {
-                    assert!(valid(&m));
+                    assert!(m.round_trips());
                     assert_ne!(m, a);
                     assert_eq!(m.config.bugs, a.config.bugs);
                     made += 1;

@@ -9,7 +9,7 @@
 
 use super::{Kernel, Lin, Mode};
 use crate::machine::{FaultError, FaultStep, LockId, Pfn};
-use crate::{Bug, Oom, OpResult, TaskId};
+use crate::{Bug, OpResult, TaskId};
 
 /// What [`handle_mm_fault`] did with mmap_lock.
 pub(super) enum Handled {
@@ -187,24 +187,7 @@ async fn user_fault(k: &Kernel, t: TaskId, mm: usize, va: u64, write: bool) -> R
 /// The frame mapped at `va` for a read or write by task `t`, faulting it in as needed. The
 /// caller accesses it before its next await. A retry is needed only when something changed
 /// the mapping meanwhile; retries with no other task run in between are a model bug.
-///
-/// On return the task's oom mark says whether the fault ended on an allocation failure, and
-/// only that: a table allocation that failed in an earlier try, or in pt_share (which
-/// leaves the fault to allocate on its own), before a later try found the file shrunk
-/// (SIGBUS) or the page there, does not count.
 pub(super) async fn user_page(k: &Kernel, t: TaskId, va: u64, write: bool) -> Result<Pfn, FaultError> {
-    let r = user_page_faulting(k, t, va, write).await;
-    let mut m = k.m();
-    if matches!(r, Err(FaultError::Oom)) {
-        assert_ne!(m.oom, Oom::No, "a fault ran out of memory without marking it");
-    } else {
-        m.oom = Oom::No;
-    }
-    r
-}
-
-/// [`user_page`] without the final word on the oom mark.
-async fn user_page_faulting(k: &Kernel, t: TaskId, va: u64, write: bool) -> Result<Pfn, FaultError> {
     let (mm, cpu) = k.ctx(t);
     let mut idle_retries = 0;
     let mut faulted = false;

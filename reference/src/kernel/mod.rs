@@ -283,34 +283,32 @@ impl Future for Yield {
 
 /// The kernel path of operation `op` of task `t`.
 pub(crate) async fn exec(k: &Kernel, t: TaskId, op: Op) -> OpResult {
-    {
-        match op {
-            Op::Mmap {
-                addr,
-                len,
-                prot,
-                flags,
-                file,
-                off,
-            } => vm::sys_mmap(k, t, addr, len, prot, flags, file, off).await,
-            Op::Munmap { addr, len } => vm::sys_munmap(k, t, addr, len).await,
-            Op::Mprotect { addr, len, prot } => vm::sys_mprotect(k, t, addr, len, prot).await,
-            Op::Mremap {
-                addr,
-                old,
-                new,
-                flags,
-                to,
-            } => vm::sys_mremap(k, t, addr, old, new, flags, to.unwrap_or(0)).await,
-            Op::Write { file, off, len, buf } => rw::sys_write(k, t, file as usize, off, len, buf).await,
-            Op::Read { file, off, len, buf } => rw::sys_read(k, t, file as usize, off, len, buf).await,
-            Op::Truncate { file, size } => rw::sys_truncate(k, t, file as usize, size).await,
-            Op::Load { addr } => fault::user_access(k, t, addr, None).await,
-            Op::Store { addr, value } => fault::user_access(k, t, addr, Some(value)).await,
-            Op::Pageout { addr, len } => vm::sys_pageout(k, t, addr, len).await,
-            Op::Fork { task: child, cpu } => vm::sys_fork(k, t, child, cpu).await,
-            Op::Exit => vm::sys_exit(k, t).await,
-        }
+    match op {
+        Op::Mmap {
+            addr,
+            len,
+            prot,
+            flags,
+            file,
+            off,
+        } => vm::sys_mmap(k, t, addr, len, prot, flags, file, off).await,
+        Op::Munmap { addr, len } => vm::sys_munmap(k, t, addr, len).await,
+        Op::Mprotect { addr, len, prot } => vm::sys_mprotect(k, t, addr, len, prot).await,
+        Op::Mremap {
+            addr,
+            old,
+            new,
+            flags,
+            to,
+        } => vm::sys_mremap(k, t, addr, old, new, flags, to.unwrap_or(0)).await,
+        Op::Write { file, off, len, buf } => rw::sys_write(k, t, file as usize, off, len, buf).await,
+        Op::Read { file, off, len, buf } => rw::sys_read(k, t, file as usize, off, len, buf).await,
+        Op::Truncate { file, size } => rw::sys_truncate(k, t, file as usize, size).await,
+        Op::Load { addr } => fault::user_access(k, t, addr, None).await,
+        Op::Store { addr, value } => fault::user_access(k, t, addr, Some(value)).await,
+        Op::Pageout { addr, len } => vm::sys_pageout(k, t, addr, len).await,
+        Op::Fork { task: child, cpu } => vm::sys_fork(k, t, child, cpu).await,
+        Op::Exit => vm::sys_exit(k, t).await,
     }
 }
 

@@ -156,7 +156,9 @@ impl Machine {
         let Some(found) = self.pt_share_find(mm, v, va) else {
             return;
         };
-        let Ok(pmd) = self.table_alloc(mm, va, 1) else { return };
+        let Some(pmd) = self.pmd_alloc_for_share(mm, va) else {
+            return;
+        };
         if !self.frames.table(pmd.0)[pmd.1].mapped() {
             self.frames.frame_mut(found.table).maps += 1;
             self.pt_link(mm, va, pmd, found);
@@ -184,8 +186,8 @@ impl Machine {
             .position(|&p| p == found.table)
             .expect("a count raised by this task");
         pending.swap_remove(i);
-        match self.table_alloc(mm, va, 1) {
-            Ok(pmd) if !self.frames.table(pmd.0)[pmd.1].mapped() => self.pt_link(mm, va, pmd, found),
+        match self.pmd_alloc_for_share(mm, va) {
+            Some(pmd) if !self.frames.table(pmd.0)[pmd.1].mapped() => self.pt_link(mm, va, pmd, found),
             // Already mapped (or no memory for the tables above): the count goes back.
             _ => {
                 let fr = self.frames.frame_mut(found.table);
@@ -193,6 +195,17 @@ impl Machine {
                 self.ptshare_tidy(found.table);
             }
         }
+    }
+
+    /// The pmd table of `va` for a share, allocating the tables above. A failure is not the
+    /// caller's to report (the fault goes on and allocates, or fails, on its own), so the
+    /// task's oom mark stays what it was: otherwise a fault that then finds the offset past
+    /// i_size would report SIGBUS with the mark of an allocation failure it did not end on.
+    fn pmd_alloc_for_share(&mut self, mm: usize, va: u64) -> Option<(Pfn, usize)> {
+        let oom = self.oom;
+        let r = self.table_alloc(mm, va, 1).ok();
+        self.oom = oom;
+        r
     }
 
     /// Points `mm`'s empty pmd entry for `va` (at `(pmd, i)`) at `found.table`, whose count

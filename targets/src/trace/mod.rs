@@ -48,9 +48,9 @@ impl Trace {
     /// Whether the trace is valid, judged on the tree: the rules [`parse`] applies line by
     /// line (with the reason of the first broken one). `t.check().is_ok()` exactly when
     /// `parse(&t.to_string()) == Ok(t)` ([`Trace::round_trips`]); the tests compare the two
-    /// on mutants and corrupted traces. This one allocates nothing: the engine and the
-    /// minimizer judge every candidate with it (printing and parsing back took an eighth
-    /// of the built-in engine's time).
+    /// on mutants and corrupted traces. It allocates nothing for a valid trace: the engine
+    /// and the minimizer judge every candidate with it (printing and parsing back took an
+    /// eighth of the built-in engine's time).
     pub fn check(&self) -> Result<(), &'static str> {
         let c = &self.config;
         c.check().map_err(|_| "a config key out of range")?;
