@@ -3,10 +3,13 @@
 //!
 //! What it keeps true: the inputs are the same for every measurement of a target (random
 //! bytes from a seeded ChaCha8 RNG, decoded once up front), so the columns differ only in the
-//! oracles switched on; the clock is read only around whole batches, and each figure is the
-//! best of three passes. Decoding is measured separately, as an engine pays it once per input.
-//! An oracle's cost is the difference of two rates, so on a busy machine it can come out
-//! slightly negative: measure on an idle one.
+//! oracles switched on; the clock is read only around whole batches. The configurations are
+//! measured interleaved: each of [`PASSES`] passes runs every configuration once over all the
+//! traces, and each figure is its configuration's best pass, so a disturbance of the machine
+//! (another process, a frequency change) lasting seconds hits every column alike instead of
+//! the few that happened to run then. Decoding is measured separately, as an engine pays it
+//! once per input. An oracle's cost is the difference of two rates, so on a busy machine it
+//! can still come out slightly negative: measure on an idle one.
 
 use mm_reference::{BugSet, Reference, RunOptions};
 use mm_targets::targets::{decode, Target};
@@ -26,25 +29,68 @@ pub struct Args {
     /// Only these targets (default: all).
     #[arg(long = "target", value_name = "NAME")]
     targets: Vec<String>,
-    /// Measure only the `all` column (every oracle on): one configuration, for a profiler
-    /// (`valgrind --tool=callgrind` counts the instructions of exactly that).
-    #[arg(long)]
+    /// Measure only one configuration, for a profiler (`valgrind --tool=callgrind` counts the
+    /// instructions of exactly that): all, walk, cov, none, or no-ORACLE for every oracle but
+    /// one (no-spec, no-tables, no-tlb, no-leak, no-order).
+    #[arg(long, value_name = "CONFIG")]
+    only: Option<String>,
+    /// The same as `--only all`.
+    #[arg(long, conflicts_with = "only")]
     all_only: bool,
 }
 
-/// Runs every trace with `options`, three times; returns the best pass's runs per second
-/// (the least disturbed by anything else on the machine).
-fn rate(reference: &mut Reference, traces: &[Trace], options: &RunOptions) -> f64 {
-    (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            for t in traces {
-                let report = reference.run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, options);
-                std::hint::black_box(report);
-            }
-            traces.len() as f64 / start.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+/// Passes over the traces per configuration; a figure is the best of them.
+const PASSES: usize = 3;
+
+/// The measured configurations, by name, in the order of the table's columns.
+fn configs() -> [(&'static str, RunOptions); 9] {
+    let all = RunOptions::ALL;
+    [
+        ("all", all),
+        // Every oracle, walking the tables at every step (no skip of unchanged state).
+        (
+            "walk",
+            RunOptions {
+                skip_unchanged: false,
+                ..all
+            },
+        ),
+        // Every oracle and the coverage a guided engine records.
+        ("cov", RunOptions { coverage: true, ..all }),
+        ("none", RunOptions::NONE),
+        ("no-spec", RunOptions { spec: false, ..all }),
+        ("no-tables", RunOptions { tables: false, ..all }),
+        ("no-tlb", RunOptions { tlb: false, ..all }),
+        ("no-leak", RunOptions { leak: false, ..all }),
+        (
+            "no-order",
+            RunOptions {
+                lock_order: false,
+                ..all
+            },
+        ),
+    ]
+}
+
+/// Runs every trace once with `options`; returns the runs per second.
+fn pass(reference: &mut Reference, traces: &[Trace], options: &RunOptions) -> f64 {
+    let start = Instant::now();
+    for t in traces {
+        let report = reference.run(&t.config, &t.files, &t.tasks, &t.ops, &t.schedule, options);
+        std::hint::black_box(report);
+    }
+    traces.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The best of [`PASSES`] rates of each of `options`, the passes interleaved.
+fn rates(reference: &mut Reference, traces: &[Trace], options: &[RunOptions]) -> Vec<f64> {
+    let mut best = vec![0.0f64; options.len()];
+    for _ in 0..PASSES {
+        for (b, o) in best.iter_mut().zip(options) {
+            *b = b.max(pass(reference, traces, o));
+        }
+    }
+    best
 }
 
 pub fn main(args: &Args) -> u8 {
@@ -65,17 +111,35 @@ pub fn main(args: &Args) -> u8 {
         eprintln!("error: --runs must be at least 1");
         return 2;
     }
+    let configs = configs();
+    let only = match (&args.only, args.all_only) {
+        (Some(name), _) => match configs.iter().position(|(n, _)| n == name) {
+            Some(i) => Some(i),
+            None => {
+                let names: Vec<&str> = configs.iter().map(|(n, _)| *n).collect();
+                eprintln!(
+                    "error: unknown configuration `{name}` (configurations: {})",
+                    names.join(", ")
+                );
+                return 2;
+            }
+        },
+        (None, true) => Some(0),
+        (None, false) => None,
+    };
     println!(
         "bench: {} inputs per target, seed {}, one core; exec/s of the reference (decoding apart)",
         args.runs, args.seed
     );
-    if args.all_only {
-        println!("{:<11} {:>9} {:>8} {:>7}", "target", "decode/s", "all", "ops/run");
-    } else {
-        println!(
+    match only {
+        Some(i) => println!(
+            "{:<11} {:>9} {:>9} {:>7}",
+            "target", "decode/s", configs[i].0, "ops/run"
+        ),
+        None => println!(
             "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
             "target", "decode/s", "all", "walk", "cov", "none", "spec", "tables", "tlb", "leak", "order", "ops/run"
-        );
+        ),
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     for target in targets {
@@ -96,71 +160,18 @@ pub fn main(args: &Args) -> u8 {
         let ops = traces.iter().map(|t| t.ops.len()).sum::<usize>() as f64 / traces.len() as f64;
         let mut reference = Reference::new();
         // A warm-up pass so the reference's pools are grown before timing.
-        rate(&mut reference, &traces, &RunOptions::NONE);
-        let all = rate(&mut reference, &traces, &RunOptions::ALL);
-        if args.all_only {
-            println!("{:<11} {:>9.0} {:>8.0} {:>7.1}", target.name(), decode_rate, all, ops);
+        pass(&mut reference, &traces, &RunOptions::NONE);
+        if let Some(i) = only {
+            let r = rates(&mut reference, &traces, &[configs[i].1])[0];
+            println!("{:<11} {:>9.0} {:>9.0} {:>7.1}", target.name(), decode_rate, r, ops);
             continue;
         }
-        let none = rate(&mut reference, &traces, &RunOptions::NONE);
-        // Every oracle, walking the tables at every step (no skip of unchanged state).
-        let walk = rate(
-            &mut reference,
-            &traces,
-            &RunOptions {
-                skip_unchanged: false,
-                ..RunOptions::ALL
-            },
-        );
-        // Every oracle and the coverage a guided engine records.
-        let cov = rate(
-            &mut reference,
-            &traces,
-            &RunOptions {
-                coverage: true,
-                ..RunOptions::ALL
-            },
-        );
+        let options: Vec<RunOptions> = configs.iter().map(|(_, o)| *o).collect();
+        let r = rates(&mut reference, &traces, &options);
+        let (all, walk, cov, none) = (r[0], r[1], r[2], r[3]);
         // The cost of an oracle: microseconds per run it adds to the others.
-        let without = |o: RunOptions, reference: &mut Reference| {
-            let r = rate(reference, &traces, &o);
-            1e6 / all - 1e6 / r
-        };
-        let spec = without(
-            RunOptions {
-                spec: false,
-                ..RunOptions::ALL
-            },
-            &mut reference,
-        );
-        let tables = without(
-            RunOptions {
-                tables: false,
-                ..RunOptions::ALL
-            },
-            &mut reference,
-        );
-        let tlb = without(
-            RunOptions {
-                tlb: false,
-                ..RunOptions::ALL
-            },
-            &mut reference,
-        );
-        let leak = without(
-            RunOptions {
-                leak: false,
-                ..RunOptions::ALL
-            },
-            &mut reference,
-        );
-        let order = without(
-            RunOptions {
-                lock_order: false,
-                ..RunOptions::ALL
-            },
-            &mut reference,
-        );
+        let cost = |without: f64| 1e6 / all - 1e6 / without;
+        let (spec, tables, tlb, leak, order) = (cost(r[4]), cost(r[5]), cost(r[6]), cost(r[7]), cost(r[8]));
         println!(
             "{:<11} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>7.1}",
             target.name(),
@@ -177,8 +188,8 @@ pub fn main(args: &Args) -> u8 {
             ops
         );
     }
-    if args.all_only {
-        println!("(all: exec/s with every oracle)");
+    if let Some(i) = only {
+        println!("({}: exec/s with that configuration)", configs[i].0);
     } else {
         println!(
             "(all: exec/s with every oracle; walk: the same, walking the tables at every step (no skip of unchanged \

@@ -131,12 +131,31 @@ fn bench_all_only_measures_one_column() {
     let all: f64 = row[2].parse().expect("a rate");
     assert!(all > 0.0, "{out}");
     assert_eq!(
-        lines[3], "(all: exec/s with every oracle)",
+        lines[3], "(all: exec/s with that configuration)",
         "the legend names only the column shown"
     );
     let (code, _, err) = mmfuzz(&["bench", "--runs", "0", "--all-only"]);
     assert_eq!(code, 2);
     assert!(err.contains("--runs"), "{err}");
+}
+
+#[test]
+fn bench_only_measures_the_named_configuration() {
+    let (code, out, err) = mmfuzz(&["bench", "--runs", "20", "--target", "hugetlb", "--only", "no-tables"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["target", "decode/s", "no-tables", "ops/run"]
+    );
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(row[0], "hugetlb", "{out}");
+    assert!(row[2].parse::<f64>().expect("a rate") > 0.0, "{out}");
+    // An unknown configuration is refused before anything runs, naming the known ones.
+    let (code, out, err) = mmfuzz(&["bench", "--runs", "20", "--only", "no-such"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("no-such") && err.contains("no-tables"), "{err}");
 }
 
 #[test]
