@@ -2,10 +2,11 @@
 //! with the reference's.
 //!
 //! What it keeps true:
-//! - Only traces the host can reproduce are run: one address space (every task a thread of
-//!   one process, run one operation at a time in file order, as the reference does without a
-//!   schedule), no `schedule`, no `fork`, no `huge` file, a user space that fits the host
-//!   window, files small enough to fill. Anything else is refused up front with
+//! - Only traces the host can reproduce are run: one operation at a time in file order, as
+//!   the reference runs them without a schedule (the tasks of an address space are threads
+//!   of one host process, each address space a process of its own, `fork` a real fork: see
+//!   [`host`]), no `schedule`, no `huge` file, a user space that fits the host window, files
+//!   small enough to fill. Anything else is refused up front with
 //!   `conform: FILE: not supported: REASON` and exit status 2; nothing is half-run.
 //! - The reference runs first, in this process; the host runs each trace in a fresh child
 //!   process (see [`host`]), so traces cannot disturb each other or the CLI.
@@ -39,7 +40,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use host::{Note, Observed, Record};
-use mm_reference::{Op, OpResult, Outcome, RunOptions};
+use mm_reference::{OpResult, Outcome, RunOptions};
 use mm_targets::trace::{print_op, Trace};
 use rand::SeedableRng;
 
@@ -51,8 +52,8 @@ const MAX_FILE_BYTES: u64 = 1 << 30;
 Each operation prints `T: op ... -> REFERENCE | HOST`, marked ` ! ` when the two differ and ` ~ ` when \
 they cannot be compared by design (the reason follows).
 
-Supported: traces with one address space (tasks run one operation at a time in file order), no \
-schedule, no fork, no huge files, ptrs <= 128. Others are refused: `conform: FILE: not supported: REASON`.
+Supported: traces without a schedule (operations run one at a time in file order; each address \
+space is a host process, fork is fork(2)), no huge files, ptrs <= 128. Others are refused: `conform: FILE: not supported: REASON`.
 
 Exit status: 0 no difference, 1 a difference, 2 a bad or unsupported trace.")]
 pub struct Args {
@@ -156,17 +157,8 @@ fn unsupported(trace: &Trace) -> Option<String> {
     if !trace.schedule.is_empty() {
         return Some("a schedule (the host runs operations one at a time in file order)".into());
     }
-    let mm = trace.tasks.first().map(|t| t.mm);
-    if let Some(t) = trace.tasks.iter().position(|t| Some(t.mm) != mm) {
-        return Some(format!(
-            "task {t} is in another address space than task 0 (only one is supported)"
-        ));
-    }
     if let Some(f) = trace.files.iter().position(|f| f.huge) {
         return Some(format!("file {f} is a huge (hugetlbfs) file"));
-    }
-    if let Some(line) = trace.ops.iter().find(|l| matches!(l.op, Op::Fork { .. })) {
-        return Some(format!("`{}` (fork is not supported)", print_op(line)));
     }
     let task_size = trace.config.task_size();
     if task_size > host::MAX_TASK_SIZE {

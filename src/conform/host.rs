@@ -6,6 +6,18 @@
 //!   trace's mappings, memfds and signal handlers never reach another trace or the CLI. The
 //!   child talks to the parent only through a pipe, one text line per operation, and ends
 //!   with `_exit` (no destructors, no double-flushed stdio).
+//! - One host process per address space of the trace, each running the operations of its
+//!   tasks (threads of one mm run one after the other in it, as the reference runs them
+//!   without a schedule): the child hosts the first declared address space and forks one
+//!   process per other declared one before any operation runs (their windows as empty as a
+//!   new mm), and a trace's `fork` is a real `fork()` of the process of the forking task,
+//!   the new process hosting the new task. Operations run one at a time in file order: a
+//!   turn counter in a shared page says which is next, and the process whose task it is runs
+//!   it, reports it and passes the turn on. Each process reaps its own children before it
+//!   exits; a child that died of a signal makes its parent die of the same signal (and tell
+//!   every process to stop), so the signal reaches the parent CLI with the first operation
+//!   left unreported. A flag in the same page stops every process once one of them cannot
+//!   follow the trace. No core dumps are written.
 //! - Trace address `a` is host address `W + a`, where the window `[W, W + TASK_SIZE)` was
 //!   free in the child when it started; an inaccessible guard mapping right above it stands
 //!   in for the end of user space (nothing grows or is placed past it in place). On a trace's
@@ -29,7 +41,7 @@ use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
-use mm_reference::{initial_file_byte, Errno, FileId, Op, OpResult, PAGE_SIZE, USER_BASE};
+use mm_reference::{initial_file_byte, Errno, FileId, Op, OpResult, TaskId, PAGE_SIZE, USER_BASE};
 use mm_targets::trace::{print_op, Trace};
 
 /// The largest user space (`TASK_SIZE` of the trace's config) the host window can hold.
@@ -228,6 +240,8 @@ pub fn run(trace: &Trace, reference: &[Option<OpResult>]) -> HostRun {
     for line in text.lines() {
         if let Some(msg) = line.strip_prefix("E ") {
             setup_error = Some(msg.to_string());
+        } else if let Some(msg) = line.strip_prefix("F ") {
+            failure = Some(format!("the host processes failed: {msg}"));
         } else if let Some((i, rec)) = decode(line) {
             if i < records.len() {
                 records[i] = Some(rec);
@@ -336,24 +350,213 @@ fn decode(line: &str) -> Option<(usize, Record)> {
     ))
 }
 
-/// The child: sets up the host, runs every operation, reports each on `fd`, and exits.
+/// The child: sets up the host, runs every operation (forking a process per address
+/// space), reports each on `fd`, and exits.
 fn child_main(trace: &Trace, reference: &[Option<OpResult>], fd: i32) -> ! {
-    let code = match Runner::new(trace) {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `no_core` is a valid rlimit; a runner killed by a signal writes no core dump.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    // The shared page first, so that the window is chosen around it.
+    let started = Control::new().and_then(|ctl| Ok((ctl, Runner::new(trace)?)));
+    let code = match started {
         Err(msg) => {
             write_all(fd, format!("E {}\n", msg.replace('\n', " ")).as_bytes());
             3
         }
-        Ok(mut runner) => {
-            for (i, call) in trace.ops.iter().enumerate() {
-                let rec = runner.step(&call.op, reference.get(i).copied().flatten());
-                write_all(fd, encode(i, &rec).as_bytes());
-            }
-            0
-        }
+        Ok((ctl, mut runner)) => run_processes(trace, reference, fd, ctl, &mut runner),
     };
     // SAFETY: ends the child at once, without running the parent's atexit handlers or
     // flushing stdio buffers it inherited.
     unsafe { libc::_exit(code) }
+}
+
+/// What the host processes of one trace share: a page of their own, mapped shared before
+/// the first of them forks.
+#[repr(C)]
+struct Control {
+    /// The index of the next operation to run.
+    turn: AtomicU64,
+    /// Some process died or lost its turn: every process stops and exits.
+    abort: AtomicBool,
+    /// Some process could not follow the trace: nothing more is run (`Note::Stopped`).
+    stopped: AtomicBool,
+}
+
+impl Control {
+    fn new() -> Result<&'static Control, String> {
+        // SAFETY: a fresh shared anonymous page, placed by the kernel; zero-filled memory is
+        // a valid `Control` (atomics of 0 and false), and it is never unmapped, so the
+        // reference lives as long as the process.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page == libc::MAP_FAILED {
+                return Err(format!("cannot map a shared page: {}", std::io::Error::last_os_error()));
+            }
+            Ok(&*(page as *const Control))
+        }
+    }
+}
+
+/// How long a process waits for its turn before it gives up on the others.
+const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs the operations of this process's tasks (see the module's invariants) and returns its
+/// exit status, once its children are reaped.
+fn run_processes(
+    trace: &Trace,
+    reference: &[Option<OpResult>],
+    fd: i32,
+    ctl: &'static Control,
+    runner: &mut Runner,
+) -> i32 {
+    // The declared address spaces, in order of first appearance, with their tasks.
+    let mut spaces: Vec<(u32, Vec<TaskId>)> = Vec::new();
+    for (t, task) in trace.tasks.iter().enumerate() {
+        match spaces.iter_mut().find(|(mm, _)| *mm == task.mm) {
+            Some((_, tasks)) => tasks.push(t as TaskId),
+            None => spaces.push((task.mm, vec![t as TaskId])),
+        }
+    }
+    let mut mine = spaces.first().map(|(_, tasks)| tasks.clone()).unwrap_or_default();
+    for (_, tasks) in spaces.iter().skip(1) {
+        // SAFETY: this process is single-threaded; the child goes on with the loop below.
+        match unsafe { libc::fork() } {
+            0 => {
+                mine = tasks.clone();
+                break;
+            }
+            pid if pid > 0 => {}
+            _ => {
+                let e = std::io::Error::last_os_error();
+                write_all(fd, format!("F cannot fork a host process: {e}\n").as_bytes());
+                ctl.abort.store(true, Ordering::SeqCst);
+                return finish(ctl, 4);
+            }
+        }
+    }
+    for (i, call) in trace.ops.iter().enumerate() {
+        if !mine.contains(&call.task) {
+            continue;
+        }
+        if let Err(code) = wait_turn(ctl, i as u64, fd) {
+            return finish(ctl, code);
+        }
+        if ctl.stopped.load(Ordering::SeqCst) {
+            runner.stopped = true;
+        }
+        let expected = reference.get(i).copied().flatten();
+        let rec = match call.op {
+            Op::Fork { task: child, .. } => {
+                if runner.stopped {
+                    mine.push(child); // its operations are reported here, not run
+                    Record::not_run(Note::Stopped)
+                } else if expected != Some(OpResult::Done) {
+                    // The reference's fork did not happen: nothing after it can be followed.
+                    runner.stopped = true;
+                    mine.push(child);
+                    Record::not_run(Note::Unsupported)
+                } else {
+                    // SAFETY: single-threaded; the child hosts the new task from here on.
+                    match unsafe { libc::fork() } {
+                        0 => {
+                            mine = vec![child];
+                            continue;
+                        }
+                        pid if pid > 0 => Record::plain(Observed::Result(OpResult::Done)),
+                        _ => {
+                            runner.stopped = true;
+                            mine.push(child);
+                            Record::not_run(Note::Unsupported)
+                        }
+                    }
+                }
+            }
+            _ => runner.step(&call.op, expected),
+        };
+        if runner.stopped {
+            ctl.stopped.store(true, Ordering::SeqCst);
+        }
+        write_all(fd, encode(i, &rec).as_bytes());
+        ctl.turn.store(i as u64 + 1, Ordering::SeqCst);
+    }
+    finish(ctl, 0)
+}
+
+/// Waits until operation `i` is next. `Err(status)`: this process must stop (another one
+/// died, or the turn never came).
+fn wait_turn(ctl: &Control, i: u64, fd: i32) -> Result<(), i32> {
+    let start = std::time::Instant::now();
+    loop {
+        let turn = ctl.turn.load(Ordering::SeqCst);
+        if turn == i {
+            return Ok(());
+        }
+        debug_assert!(turn < i, "operation {i} was passed over");
+        if ctl.abort.load(Ordering::SeqCst) {
+            return Err(0);
+        }
+        reap(ctl, false);
+        if start.elapsed() > TURN_TIMEOUT {
+            write_all(
+                fd,
+                format!(
+                    "F no host process ran operation {turn} for {} s\n",
+                    TURN_TIMEOUT.as_secs()
+                )
+                .as_bytes(),
+            );
+            ctl.abort.store(true, Ordering::SeqCst);
+            return Err(4);
+        }
+        // SAFETY: no arguments, no memory.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// Reaps this process's children (waiting for all of them), then returns `status`.
+fn finish(ctl: &Control, status: i32) -> i32 {
+    reap(ctl, true);
+    status
+}
+
+/// Reaps the children that have ended (`block`: every child, waiting for each). One that
+/// ended abnormally stops every process, and this one ends the same way: killed by the same
+/// signal, or exiting with the same status.
+fn reap(ctl: &Control, block: bool) {
+    loop {
+        let mut status = 0;
+        let flags = if block { 0 } else { libc::WNOHANG };
+        // SAFETY: `status` is a valid int to fill.
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if pid <= 0 {
+            return; // no child left, or none has ended
+        }
+        if libc::WIFSIGNALED(status) {
+            ctl.abort.store(true, Ordering::SeqCst);
+            let sig = libc::WTERMSIG(status);
+            // SAFETY: the default action for `sig` ends this process, as it ended the child.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+                libc::_exit(128 + sig);
+            }
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
+            ctl.abort.store(true, Ordering::SeqCst);
+            // SAFETY: ends this process with the child's status, as `child_main` would.
+            unsafe { libc::_exit(libc::WEXITSTATUS(status)) };
+        }
+    }
 }
 
 fn write_all(fd: i32, mut bytes: &[u8]) {
@@ -766,10 +969,7 @@ impl Runner {
                 Record::plain(self.result(r, |_| Observed::Result(OpResult::Zero)))
             }
             Op::Exit => Record::plain(Observed::Result(OpResult::Done)),
-            Op::Fork { .. } => {
-                self.stopped = true;
-                Record::not_run(Note::Unsupported)
-            }
+            Op::Fork { .. } => unreachable!("a fork is run by `run_processes`"),
         }
     }
 

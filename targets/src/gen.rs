@@ -196,9 +196,10 @@ pub struct GenOptions {
 }
 
 impl GenOptions {
-    /// Traces a real Linux kernel can run and be compared with: one address space (one task,
-    /// occasionally two threads of it), no schedule, no fork, no hugetlb, 1..=3 small files,
-    /// every address inside [`CONFORM_WINDOW`], every mmap fixed, 5..=40 operations.
+    /// Traces a real Linux kernel can run and be compared with: one or two address spaces,
+    /// up to three tasks (threads, processes, and those `fork` makes), tasks that exit, no
+    /// schedule, no hugetlb, 1..=3 small files, every address inside [`CONFORM_WINDOW`],
+    /// every mmap fixed, 5..=40 operations.
     pub fn conform() -> GenOptions {
         GenOptions {
             config: ConfigChoice::Conform,
@@ -207,11 +208,11 @@ impl GenOptions {
             files: (1, 3),
             max_file_size: 64 * 1024,
             huge_files: false,
-            max_mms: 1,
+            max_mms: 2,
             min_tasks: 1,
-            max_tasks: 2,
-            fork: false,
-            exit: false,
+            max_tasks: 3,
+            fork: true,
+            exit: true,
             final_exit: true,
             window: Some(CONFORM_WINDOW),
             schedule: false,

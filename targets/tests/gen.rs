@@ -111,16 +111,20 @@ fn inside(lo: u64, hi: u64, addr: u64, len: u64) -> bool {
 fn conform_traces_keep_their_constraints() {
     let (lo, hi) = CONFORM_WINDOW;
     let opts = GenOptions::conform();
-    let mut two_threads = 0;
+    let (mut two_threads, mut two_spaces, mut forks) = (0, 0, 0);
     let mut final_exits = 0;
     let mut kinds = std::collections::BTreeSet::new();
     for seed in 0..SEEDS {
         let t = gen(seed, &opts);
         let ctx = format!("seed {seed}:\n{t}");
         assert!(t.schedule.is_empty(), "{ctx}");
-        assert!(t.tasks.iter().all(|task| task.mm == 0), "{ctx}");
-        assert!((1..=2).contains(&t.tasks.len()), "{ctx}");
-        two_threads += usize::from(t.tasks.len() == 2);
+        // One or two declared address spaces; at most three tasks, counting forked ones.
+        assert!(t.tasks.iter().all(|task| task.mm <= 1), "{ctx}");
+        let forked = t.ops.iter().filter(|c| matches!(c.op, Op::Fork { .. })).count();
+        assert!((1..=3).contains(&(t.tasks.len() + forked)), "{ctx}");
+        two_threads += usize::from(t.tasks.iter().filter(|task| task.mm == 0).count() == 2);
+        two_spaces += usize::from(t.tasks.iter().any(|task| task.mm == 1));
+        forks += usize::from(forked > 0);
         assert!((1..=3).contains(&t.files.len()), "{ctx}");
         assert!(
             t.files.iter().all(|f| !f.huge && f.size >= 1 && f.size <= 64 * 1024),
@@ -140,14 +144,10 @@ fn conform_traces_keep_their_constraints() {
             "{ctx}"
         );
 
-        // Exits only at the very end, for every task.
-        let body = t.ops.iter().take_while(|c| c.op != Op::Exit).count();
-        assert!((5..=40).contains(&body), "{ctx}");
-        if body < t.ops.len() {
-            final_exits += 1;
-            assert_eq!(t.ops.len() - body, t.tasks.len(), "{ctx}");
-            assert!(t.ops[body..].iter().all(|c| c.op == Op::Exit), "{ctx}");
-        }
+        // 5 to 40 operations besides the exits of the tasks still alive at the end.
+        let finals = t.ops.iter().rev().take_while(|c| c.op == Op::Exit).count();
+        assert!((5..=40).contains(&(t.ops.len() - finals)), "{ctx}");
+        final_exits += usize::from(finals > 0);
 
         for c in &t.ops {
             kinds.insert(c.op.name());
@@ -175,8 +175,7 @@ fn conform_traces_keep_their_constraints() {
                 Op::Write { buf, len, .. } | Op::Read { buf, len, .. } => inside(lo, hi, buf, len),
                 Op::Load { addr } | Op::Store { addr, .. } => (lo..hi).contains(&addr),
                 Op::Truncate { size, .. } => size <= 2 << 20,
-                Op::Exit => true,
-                Op::Fork { .. } => false,
+                Op::Exit | Op::Fork { .. } => true,
             };
             assert!(
                 ok,
@@ -189,9 +188,13 @@ fn conform_traces_keep_their_constraints() {
         two_threads > 0 && two_threads < SEEDS as usize / 2,
         "two threads in {two_threads} traces"
     );
+    assert!(
+        two_spaces > 0 && forks > 0,
+        "two address spaces in {two_spaces} traces, a fork in {forks}"
+    );
     assert!(final_exits > 0, "no trace ends with an exit");
     for k in [
-        "mmap", "munmap", "mprotect", "mremap", "write", "read", "truncate", "load", "store", "pageout",
+        "mmap", "munmap", "mprotect", "mremap", "write", "read", "truncate", "load", "store", "pageout", "fork", "exit",
     ] {
         assert!(kinds.contains(k), "conform never generates {k}");
     }
