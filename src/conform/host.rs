@@ -1316,3 +1316,64 @@ fn make_file(f: FileId, size: u64) -> Result<i32, String> {
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forks a host process that forks a child ending with `child_end` (a signal to raise,
+    /// or an exit status) and then reaps it; returns how that host process ended and whether
+    /// it told the others to stop.
+    fn host_reaping(child_end: Result<i32, i32>) -> (i32, bool) {
+        let ctl = Control::new().expect("a shared page");
+        // SAFETY: between fork and `_exit` the forked processes make only raw system calls
+        // (no allocation, no lock), as a fork of the multi-threaded test harness requires.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                match libc::fork() {
+                    0 => match child_end {
+                        Ok(sig) => {
+                            libc::raise(sig);
+                            libc::_exit(20)
+                        }
+                        Err(status) => libc::_exit(status),
+                    },
+                    p if p > 0 => {
+                        reap(ctl, true);
+                        libc::_exit(0) // only when the child ended normally
+                    }
+                    _ => libc::_exit(21),
+                }
+            }
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid int to fill.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        (status, ctl.abort.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_host_process_ends_as_its_child_did_and_stops_the_others() {
+        let (status, abort) = host_reaping(Ok(libc::SIGTERM));
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM,
+            "status {status:#x}"
+        );
+        assert!(abort, "the others were not told to stop");
+        let (status, abort) = host_reaping(Err(7));
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7,
+            "status {status:#x}"
+        );
+        assert!(abort, "the others were not told to stop");
+        let (status, abort) = host_reaping(Err(0));
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        assert!(!abort, "a child that ended normally stopped the others");
+    }
+}
