@@ -359,14 +359,12 @@ fn child_main(trace: &Trace, reference: &[Option<OpResult>], fd: i32) -> ! {
     };
     // SAFETY: `no_core` is a valid rlimit; a runner killed by a signal writes no core dump.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    // The shared page first, so that the window is chosen around it.
-    let started = Control::new().and_then(|ctl| Ok((ctl, Runner::new(trace)?)));
-    let code = match started {
+    let code = match Runner::new(trace) {
         Err(msg) => {
             write_all(fd, format!("E {}\n", msg.replace('\n', " ")).as_bytes());
             3
         }
-        Ok((ctl, mut runner)) => run_processes(trace, reference, fd, ctl, &mut runner),
+        Ok(mut runner) => run_processes(trace, reference, fd, &mut runner),
     };
     // SAFETY: ends the child at once, without running the parent's atexit handlers or
     // flushing stdio buffers it inherited.
@@ -412,13 +410,8 @@ const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the operations of this process's tasks (see the module's invariants) and returns its
 /// exit status, once its children are reaped.
-fn run_processes(
-    trace: &Trace,
-    reference: &[Option<OpResult>],
-    fd: i32,
-    ctl: &'static Control,
-    runner: &mut Runner,
-) -> i32 {
+fn run_processes(trace: &Trace, reference: &[Option<OpResult>], fd: i32, runner: &mut Runner) -> i32 {
+    let ctl = runner.ctl;
     // The declared address spaces, in order of first appearance, with their tasks.
     let mut spaces: Vec<(u32, Vec<TaskId>)> = Vec::new();
     for (t, task) in trace.tasks.iter().enumerate() {
@@ -451,31 +444,25 @@ fn run_processes(
         if let Err(code) = wait_turn(ctl, i as u64, fd) {
             return finish(ctl, code);
         }
-        if ctl.stopped.load(Ordering::SeqCst) {
-            runner.stopped = true;
-        }
         let expected = reference.get(i).copied().flatten();
         let rec = match call.op {
             Op::Fork { task: child, .. } => {
-                if runner.stopped {
-                    mine.push(child); // its operations are reported here, not run
-                    Record::not_run(Note::Stopped)
-                } else if expected != Some(OpResult::Done) {
-                    // The reference's fork did not happen: nothing after it can be followed.
-                    runner.stopped = true;
-                    mine.push(child);
-                    Record::not_run(Note::Unsupported)
-                } else {
-                    // SAFETY: single-threaded; the child hosts the new task from here on.
-                    match unsafe { libc::fork() } {
-                        0 => {
-                            mine = vec![child];
-                            continue;
-                        }
-                        pid if pid > 0 => Record::plain(Observed::Result(OpResult::Done)),
-                        _ => {
-                            runner.stopped = true;
-                            mine.push(child);
+                // Forked only when the reference forked and the host still follows.
+                let can = !runner.stopped() && expected == Some(OpResult::Done);
+                // SAFETY: single-threaded; the child hosts the new task from here on.
+                match can.then(|| unsafe { libc::fork() }) {
+                    Some(0) => {
+                        mine = vec![child];
+                        continue;
+                    }
+                    Some(pid) if pid > 0 => Record::plain(Observed::Result(OpResult::Done)),
+                    // Not forked: the new task's operations are reported here, not run.
+                    forked => {
+                        mine.push(child);
+                        if forked.is_none() && runner.stopped() {
+                            Record::not_run(Note::Stopped)
+                        } else {
+                            runner.stop(); // nothing after a fork that did not happen
                             Record::not_run(Note::Unsupported)
                         }
                     }
@@ -483,9 +470,6 @@ fn run_processes(
             }
             _ => runner.step(&call.op, expected),
         };
-        if runner.stopped {
-            ctl.stopped.store(true, Ordering::SeqCst);
-        }
         write_all(fd, encode(i, &rec).as_bytes());
         ctl.turn.store(i as u64 + 1, Ordering::SeqCst);
     }
@@ -743,8 +727,9 @@ struct Runner {
     fds: Vec<i32>,
     /// Protection keys are active: `x`-only mappings are execute-only.
     pku: bool,
-    /// Set once the host can no longer follow the trace.
-    stopped: bool,
+    /// Shared by every host process of the trace: the turn, and whether the host can still
+    /// follow the trace.
+    ctl: &'static Control,
 }
 
 impl Runner {
@@ -753,6 +738,8 @@ impl Runner {
         if task_size > MAX_TASK_SIZE {
             return Err(format!("a user space of {task_size:#x} bytes does not fit the window"));
         }
+        // The shared page first, so that the window is chosen around it.
+        let ctl = Control::new()?;
         let w = choose_window(task_size)?;
         // The guard: an inaccessible mapping right above the window, so that nothing grows
         // or is placed past TASK_SIZE in place (mremap, a non-fixed mmap's hint), as in Linux.
@@ -773,8 +760,18 @@ impl Runner {
             task_size,
             fds,
             pku: protection_keys(),
-            stopped: false,
+            ctl,
         })
+    }
+
+    /// Whether some host process can no longer follow the trace (nothing more is run).
+    fn stopped(&self) -> bool {
+        self.ctl.stopped.load(Ordering::SeqCst)
+    }
+
+    /// This process can no longer follow the trace: every host process stops.
+    fn stop(&self) {
+        self.ctl.stopped.store(true, Ordering::SeqCst);
     }
 
     /// The host address of trace range `[addr, addr + len)`, if the range lies inside user
@@ -811,7 +808,7 @@ impl Runner {
 
     /// Runs one operation; `reference` is the reference's result for it.
     fn step(&mut self, op: &Op, reference: Option<OpResult>) -> Record {
-        if self.stopped {
+        if self.stopped() {
             return Record::not_run(Note::Stopped);
         }
         match *op {
@@ -871,7 +868,7 @@ impl Runner {
                                         note: Note::Placement,
                                     },
                                     _ => {
-                                        self.stopped = true;
+                                        self.stop();
                                         Record {
                                             observed,
                                             note: Note::RelocateFailed,
@@ -1039,7 +1036,7 @@ impl Runner {
                         note: Note::Placement,
                     },
                     _ => {
-                        self.stopped = true;
+                        self.stop();
                         Record {
                             observed,
                             note: Note::RelocateFailed,
@@ -1057,7 +1054,7 @@ impl Runner {
                         && (new_pages <= old_pages || sys_munmap(got + old_pages, new_pages - old_pages).is_ok())
                 };
                 if !undone {
-                    self.stopped = true;
+                    self.stop();
                 }
                 Record {
                     observed,
@@ -1080,7 +1077,7 @@ impl Runner {
                 .unwrap_or(u64::MAX)
                 .min(self.task_size);
             if lo < hi && sys_munmap(self.w + lo, hi - lo).is_err() {
-                self.stopped = true;
+                self.stop();
             }
             return Record::not_run(Note::Outside);
         }
@@ -1089,7 +1086,7 @@ impl Runner {
 
     fn unknown_effect(&mut self, op: &Op, reference: Option<OpResult>, note: Note) -> Record {
         if may_have_changed(op, reference) && self.reaches_user_space(op) {
-            self.stopped = true;
+            self.stop();
         }
         Record::not_run(note)
     }
